@@ -1,0 +1,161 @@
+//! The generation seam: a [`Backend`] turns chat requests into text.
+//!
+//! The interface is shaped for batching: callers `submit` requests as their
+//! conversations become ready and call `step` to advance every request in
+//! flight at once; finished generations come back as they complete. The
+//! in-process llama.cpp engine decodes all of them in one batch per step; a
+//! network backend would keep many HTTP requests in flight. Callers never
+//! see engine types.
+
+pub mod llama;
+
+use serde::{Deserialize, Serialize};
+
+use crate::prompt::ChatMessage;
+use crate::sampler::SamplingParams;
+
+/// Which side of a conversation a request generates for. Engines keep one
+/// cache per (conversation, side) so each side's growing prompt is reused
+/// from turn to turn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    /// The simulated user.
+    User,
+    /// The system under test (assistant).
+    Assistant,
+}
+
+/// One generation to run.
+#[derive(Clone, Debug)]
+pub struct GenerationRequest {
+    /// Conversation (session index) the request belongs to.
+    pub conversation: u64,
+    /// The side it generates for.
+    pub side: Side,
+    /// The chat so far, from the generating side's point of view.
+    pub messages: Vec<ChatMessage>,
+    /// Sampling options.
+    pub sampling: SamplingParams,
+    /// Seed of this generation's sampling stream.
+    pub seed: u64,
+}
+
+/// Why a generation stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The model ended its message.
+    Stop,
+    /// A stop string appeared.
+    StopString,
+    /// `max_tokens` reached.
+    Length,
+    /// The sequence's context is full.
+    ContextFull,
+}
+
+/// A finished generation.
+#[derive(Clone, Debug)]
+pub struct Generation {
+    /// Conversation it belongs to.
+    pub conversation: u64,
+    /// Side it generated for.
+    pub side: Side,
+    /// Generated text, stop string excluded, whitespace trimmed.
+    pub text: String,
+    /// Tokens in the prompt.
+    pub prompt_tokens: u32,
+    /// Prompt tokens whose KV was reused instead of computed.
+    pub reused_prompt_tokens: u32,
+    /// Tokens generated.
+    pub completion_tokens: u32,
+    /// Why it stopped.
+    pub finish: FinishReason,
+}
+
+/// What a backend tells the run record about itself.
+#[derive(Clone, Debug, Serialize)]
+pub struct BackendInfo {
+    /// Engine name, e.g. `llama.cpp`.
+    pub engine: String,
+    /// Model name (registry name or file stem).
+    pub model: String,
+    /// sha256 of the model file.
+    pub model_sha256: String,
+    /// Context tokens available to one sequence.
+    pub context_per_sequence: u32,
+}
+
+/// Counters a backend keeps across a run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct BackendStats {
+    /// Prompt tokens computed (prefill).
+    pub prompt_tokens_evaluated: u64,
+    /// Prompt tokens served from cache (own history or shared prefix).
+    pub prompt_tokens_reused: u64,
+    /// Of those, tokens copied from the shared prefix.
+    pub prompt_tokens_from_shared_prefix: u64,
+    /// Tokens generated.
+    pub tokens_generated: u64,
+    /// Engine steps (batched decode calls).
+    pub steps: u64,
+    /// Seconds inside the engine's decode calls.
+    pub decode_seconds: f64,
+    /// Seconds sampling.
+    pub sample_seconds: f64,
+    /// KV cache bytes per sequence slot.
+    pub kv_bytes_per_sequence: u64,
+}
+
+/// Errors from a generation backend.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The model file could not be loaded.
+    #[error("{path}: cannot load model: {message}")]
+    Load {
+        /// Model file.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// The engine failed while running.
+    #[error("backend: {0}")]
+    Engine(String),
+    /// A prompt does not fit the context of one sequence.
+    #[error("prompt of {tokens} tokens does not fit the context of {context} tokens per sequence (raise --context)")]
+    PromptTooLong {
+        /// Prompt tokens.
+        tokens: usize,
+        /// Context per sequence.
+        context: usize,
+    },
+    /// More requests were submitted than the backend can hold.
+    #[error("backend is full: {0} requests in flight")]
+    Full(usize),
+}
+
+/// A generation engine. See the module docs for the calling pattern.
+pub trait Backend {
+    /// Engine and model description.
+    fn info(&self) -> &BackendInfo;
+    /// Most conversations whose state the backend can hold at once.
+    fn max_conversations(&self) -> usize;
+    /// Tell the backend what prompts will look like, so it can compute the
+    /// part they share once (returns the shared prefix length in tokens).
+    fn prepare_shared_prefix(&mut self, _examples: &[Vec<ChatMessage>]) -> Result<usize, BackendError> {
+        Ok(0)
+    }
+    /// Prompt length in tokens of `messages` (for sizing checks).
+    fn count_prompt_tokens(&self, messages: &[ChatMessage]) -> Result<usize, BackendError>;
+    /// Start a request.
+    fn submit(&mut self, request: GenerationRequest) -> Result<(), BackendError>;
+    /// Advance every request in flight; returns the ones that finished.
+    fn step(&mut self) -> Result<Vec<Generation>, BackendError>;
+    /// Requests in flight.
+    fn in_flight(&self) -> usize;
+    /// The conversation is over: drop its cached state.
+    fn release(&mut self, conversation: u64);
+    /// Counters so far.
+    fn stats(&self) -> BackendStats;
+}

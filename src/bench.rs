@@ -1,0 +1,174 @@
+//! `bench`: throughput of the real simulate loop held against llama.cpp's
+//! own decode ceiling on the same model, context shape and threads,
+//! measured in the same run so machine noise hits both alike.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::backend::llama::{raw_decode_bench, LlamaEngine};
+use crate::simulate::{
+    prepare, resolve_model, run_with_backend, NoProgress, SimulateConfig, SimulateError,
+};
+
+/// Options of `bench`.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchConfig {
+    /// Parallel-session counts to measure.
+    pub parallel: Vec<usize>,
+    /// Conversations per slot in the real loop (sessions = this × parallel),
+    /// so slots are refilled many times, as in a long run.
+    pub sessions_per_slot: u64,
+    /// Decode steps of the raw ceiling.
+    pub raw_steps: usize,
+    /// Prompt tokens per sequence of the raw ceiling.
+    pub raw_prompt_tokens: usize,
+    /// The simulate configuration to run (model, scenario, threads, …);
+    /// `sessions`, `parallel` and `output` are set per row.
+    pub simulate: SimulateConfig,
+}
+
+/// Default parallel-session counts.
+pub const DEFAULT_BENCH_PARALLEL: [usize; 4] = [1, 4, 16, 64];
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        BenchConfig {
+            parallel: DEFAULT_BENCH_PARALLEL.to_vec(),
+            sessions_per_slot: 3,
+            raw_steps: 64,
+            raw_prompt_tokens: 128,
+            simulate: SimulateConfig::default(),
+        }
+    }
+}
+
+/// One row of the bench table.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchRow {
+    /// Sessions in flight.
+    pub parallel: usize,
+    /// Raw llama.cpp: prompt tokens per second.
+    pub raw_prompt_tokens_per_second: f64,
+    /// Raw llama.cpp: decode tokens per second (aggregate).
+    pub raw_decode_tokens_per_second: f64,
+    /// Real loop: conversations simulated.
+    pub conversations: u64,
+    /// Real loop: generated tokens per second over the whole run.
+    pub decode_tokens_per_second: f64,
+    /// Real loop: per session.
+    pub decode_tokens_per_second_per_session: f64,
+    /// Real loop: prompt tokens computed per second of engine time.
+    pub prompt_tokens_per_second: f64,
+    /// Real loop: mean seconds from a conversation's start to its first user turn.
+    pub time_to_first_turn: f64,
+    /// Real loop: conversations per minute.
+    pub conversations_per_minute: f64,
+    /// Prompt tokens not computed thanks to cache reuse (own history and
+    /// shared prefixes).
+    pub prompt_tokens_reused: u64,
+    /// Of those, copied from the shared prefixes.
+    pub prompt_tokens_from_shared_prefix: u64,
+    /// KV cache bytes per session (two sequences).
+    pub kv_bytes_per_session: u64,
+    /// Peak resident memory of the process so far (bytes).
+    pub peak_rss_bytes: u64,
+    /// Real decode tokens/s ÷ raw decode tokens/s.
+    pub ratio: f64,
+}
+
+/// Peak resident set size of this process (Linux), 0 elsewhere.
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Run the bench; `on_row` sees each row as it is measured.
+pub fn bench(cfg: &BenchConfig, mut on_row: impl FnMut(&BenchRow)) -> Result<Vec<BenchRow>, SimulateError> {
+    let prep = prepare(&cfg.simulate)?;
+    let model = resolve_model(&cfg.simulate.model, cfg.simulate.registry.as_deref(), cfg.simulate.progress)?;
+    let dir = tempfile_dir()?;
+    let mut rows = Vec::new();
+    for &p in &cfg.parallel {
+        let raw = raw_decode_bench(&model.path, p, cfg.raw_prompt_tokens, cfg.raw_steps, &cfg.simulate.llama)?;
+        let mut sim = cfg.simulate.clone();
+        sim.parallel = p;
+        sim.sessions = cfg.sessions_per_slot * p as u64;
+        sim.output = dir.join(format!("bench-{p}.jsonl"));
+        sim.force = true;
+        let mut llama = sim.llama.clone();
+        if llama.chat_template.is_none() {
+            llama.chat_template = model.chat_template.clone();
+        }
+        let mut engine = LlamaEngine::new(&model.path, &model.name, &model.sha256, p, &llama)?;
+        let sessions: Vec<u64> = (0..sim.sessions).collect();
+        let s = run_with_backend(&sim, &prep, &mut engine, &sessions, &NoProgress, Arc::new(AtomicBool::new(false)))?;
+        drop(engine);
+        let _ = std::fs::remove_file(&sim.output);
+        let _ = std::fs::remove_file(crate::simulate::stats_path(&sim.output));
+        let row = BenchRow {
+            parallel: p,
+            raw_prompt_tokens_per_second: raw.prompt_tokens_per_second,
+            raw_decode_tokens_per_second: raw.decode_tokens_per_second,
+            conversations: s.conversations,
+            decode_tokens_per_second: s.tokens_per_second,
+            decode_tokens_per_second_per_session: s.tokens_per_second / p as f64,
+            prompt_tokens_per_second: s.backend.prompt_tokens_evaluated as f64 / s.seconds.max(1e-9),
+            time_to_first_turn: s.mean_time_to_first_turn,
+            conversations_per_minute: s.conversations_per_minute,
+            prompt_tokens_reused: s.backend.prompt_tokens_reused,
+            prompt_tokens_from_shared_prefix: s.backend.prompt_tokens_from_shared_prefix,
+            kv_bytes_per_session: 2 * s.backend.kv_bytes_per_sequence,
+            peak_rss_bytes: peak_rss_bytes(),
+            ratio: s.tokens_per_second / raw.decode_tokens_per_second.max(1e-9),
+        };
+        on_row(&row);
+        rows.push(row);
+    }
+    let _ = std::fs::remove_dir(&dir);
+    Ok(rows)
+}
+
+fn tempfile_dir() -> Result<PathBuf, SimulateError> {
+    let dir = std::env::temp_dir().join(format!("usersim-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|source| {
+        SimulateError::Output(crate::output::OutputError::Io {
+            path: dir.clone(),
+            source,
+        })
+    })?;
+    Ok(dir)
+}
+
+/// The table as text.
+pub fn table(rows: &[BenchRow]) -> String {
+    let mut s = String::from(
+        "parallel  raw prompt tok/s  raw decode tok/s  sim decode tok/s  per session  ratio  TTFT s  conv/min  reused prompt  KV MiB/session  peak RSS MiB\n",
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "{:>8}  {:>16.1}  {:>16.1}  {:>16.1}  {:>11.1}  {:>5.2}  {:>6.2}  {:>8.1}  {:>13}  {:>14.1}  {:>12.0}\n",
+            r.parallel,
+            r.raw_prompt_tokens_per_second,
+            r.raw_decode_tokens_per_second,
+            r.decode_tokens_per_second,
+            r.decode_tokens_per_second_per_session,
+            r.ratio,
+            r.time_to_first_turn,
+            r.conversations_per_minute,
+            r.prompt_tokens_reused,
+            r.kv_bytes_per_session as f64 / (1024.0 * 1024.0),
+            r.peak_rss_bytes as f64 / (1024.0 * 1024.0),
+        ));
+    }
+    s
+}

@@ -1,0 +1,318 @@
+//! One conversation's state machine and its record.
+//!
+//! A conversation alternates: draw the turn latents, ask for the user's
+//! message, hand it to the system, take the reply, and so on until a rule
+//! ends it. It never blocks: each step returns the next generation it needs,
+//! so the simulate loop can keep all conversations in one batch.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::backend::{FinishReason, Generation, GenerationRequest, Side};
+use crate::catalog::Catalog;
+use crate::latent::{SessionLatents, TurnDecision, TurnLatents, TurnPlanner};
+use crate::prompt::{user_messages, user_system_prompt, HistoryTurn};
+use crate::rng::{stream_rng, stream_seed, Stream};
+use crate::sampler::SamplingParams;
+use crate::scenario::{Scenario, SidesSampling};
+use crate::system::{System, SystemAction, SystemError, SystemTurn};
+
+/// Why a conversation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// The turn policy drew END (the user leaves).
+    UserLeft,
+    /// A user turn carried one of the scenario's end intents.
+    EndIntent,
+    /// The user accepted the target item.
+    TargetAccepted,
+    /// The scenario's turn limit.
+    TurnLimit,
+    /// A side's context filled up.
+    ContextFull,
+}
+
+/// One message of a recorded conversation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TurnRecord {
+    /// `user` (simulated) or `assistant` (the system).
+    pub role: Side,
+    /// The message.
+    pub text: String,
+    /// Turn latents that steered it (user turns).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub latents: BTreeMap<String, String>,
+    /// Tokens generated for it (0 for fixed text).
+    pub tokens: u32,
+}
+
+/// Scenario identity in a record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScenarioRef {
+    /// Name.
+    pub name: String,
+    /// sha256 of its files.
+    pub hash: String,
+}
+
+/// Model identity in a record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelRef {
+    /// Name.
+    pub name: String,
+    /// sha256 of the file.
+    pub sha256: String,
+}
+
+/// A finished conversation: one JSONL line. A pure function of the run
+/// configuration and seed (no timings).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConversationRecord {
+    /// Stable id: scenario, run seed and session index.
+    pub id: String,
+    /// Session index in the run.
+    pub session_index: u64,
+    /// Run seed.
+    pub run_seed: u64,
+    /// Seed of this session, derived from run seed and index.
+    pub session_seed: u64,
+    /// Scenario.
+    pub scenario: ScenarioRef,
+    /// Model.
+    pub model: ModelRef,
+    /// The system the user talked to.
+    pub system: String,
+    /// Sampling options of both sides.
+    pub sampling: SidesSampling,
+    /// Session latents.
+    pub latents: BTreeMap<String, Value>,
+    /// Messages in order.
+    pub turns: Vec<TurnRecord>,
+    /// Why it ended.
+    pub end_reason: EndReason,
+}
+
+/// Run-level facts every conversation records.
+#[derive(Clone, Debug)]
+pub struct RunIdentity {
+    /// Run seed.
+    pub run_seed: u64,
+    /// Scenario.
+    pub scenario: ScenarioRef,
+    /// Model.
+    pub model: ModelRef,
+    /// Sampling options of both sides.
+    pub sampling: SidesSampling,
+}
+
+/// What a conversation needs next.
+#[derive(Debug)]
+pub enum Next {
+    /// Generate this.
+    Generate(GenerationRequest),
+    /// It is over.
+    Done(EndReason),
+}
+
+/// A conversation in progress.
+pub struct Conversation<'a> {
+    scenario: &'a Scenario,
+    catalog: Option<&'a Catalog>,
+    index: u64,
+    session_seed: u64,
+    latents: SessionLatents,
+    user_system: String,
+    planner: TurnPlanner<'a>,
+    user_sampling: SamplingParams,
+    turns: Vec<TurnRecord>,
+    user_turns: u32,
+    replies: u32,
+    current: Option<TurnLatents>,
+}
+
+impl<'a> Conversation<'a> {
+    /// Start session `index` with its drawn latents.
+    pub fn new(
+        scenario: &'a Scenario,
+        catalog: Option<&'a Catalog>,
+        planner: TurnPlanner<'a>,
+        index: u64,
+        session_seed: u64,
+        latents: SessionLatents,
+        user_sampling: SamplingParams,
+    ) -> Result<Self, SystemError> {
+        let user_system = user_system_prompt(scenario, &latents)?;
+        let mut turns = Vec::new();
+        if let Some(opening) = &scenario.conversation.opening {
+            turns.push(TurnRecord {
+                role: Side::Assistant,
+                text: opening.clone(),
+                latents: BTreeMap::new(),
+                tokens: 0,
+            });
+        }
+        Ok(Conversation {
+            scenario,
+            catalog,
+            index,
+            session_seed,
+            latents,
+            user_system,
+            planner,
+            user_sampling,
+            turns,
+            user_turns: 0,
+            replies: 0,
+            current: None,
+        })
+    }
+
+    fn history(&self) -> Vec<HistoryTurn<'_>> {
+        self.turns
+            .iter()
+            .map(|t| HistoryTurn {
+                side: t.role,
+                text: &t.text,
+            })
+            .collect()
+    }
+
+    /// The user's next turn: draw its latents and build its request.
+    pub fn user_turn(&mut self) -> Result<Next, SystemError> {
+        let mut rng = stream_rng(self.session_seed, Stream::TurnLatents(self.user_turns));
+        match self.planner.next(self.user_turns, &mut rng) {
+            TurnDecision::End => Ok(Next::Done(
+                if self.user_turns >= self.scenario.conversation.max_user_turns {
+                    EndReason::TurnLimit
+                } else {
+                    EndReason::UserLeft
+                },
+            )),
+            TurnDecision::Speak(turn) => {
+                let messages = user_messages(
+                    self.scenario,
+                    &self.user_system,
+                    &self.latents,
+                    &self.history(),
+                    &turn,
+                    self.user_turns,
+                )?;
+                self.current = Some(turn);
+                Ok(Next::Generate(GenerationRequest {
+                    conversation: self.index,
+                    side: Side::User,
+                    messages,
+                    sampling: self.user_sampling.clone(),
+                    seed: stream_seed(self.session_seed, Stream::UserSampling(self.user_turns)),
+                }))
+            }
+        }
+    }
+
+    /// Take a finished generation and say what comes next.
+    pub fn on_generation(
+        &mut self,
+        g: Generation,
+        system: &mut dyn System,
+    ) -> Result<Next, SystemError> {
+        let context_full = g.finish == FinishReason::ContextFull;
+        match g.side {
+            Side::User => {
+                let turn = self.current.take().unwrap_or_default();
+                let intent = turn.intent().map(str::to_string);
+                self.turns.push(TurnRecord {
+                    role: Side::User,
+                    text: g.text,
+                    latents: turn.values,
+                    tokens: g.completion_tokens,
+                });
+                self.user_turns += 1;
+                if context_full {
+                    return Ok(Next::Done(EndReason::ContextFull));
+                }
+                if let Some(intent) = &intent {
+                    let conv = &self.scenario.conversation;
+                    if conv.end_intents.contains(intent) {
+                        return Ok(Next::Done(EndReason::EndIntent));
+                    }
+                    if conv.accept_intents.contains(intent) && self.target_was_offered() {
+                        return Ok(Next::Done(EndReason::TargetAccepted));
+                    }
+                }
+                let history = self.history();
+                let action = system.respond(&SystemTurn {
+                    conversation: self.index,
+                    history: &history,
+                    reply_index: self.replies,
+                    seed: stream_seed(self.session_seed, Stream::SystemSampling(self.replies)),
+                })?;
+                match action {
+                    SystemAction::Generate(req) => Ok(Next::Generate(req)),
+                    SystemAction::Reply(text) => {
+                        self.push_reply(text, 0);
+                        self.user_turn()
+                    }
+                }
+            }
+            Side::Assistant => {
+                self.push_reply(g.text, g.completion_tokens);
+                if context_full {
+                    return Ok(Next::Done(EndReason::ContextFull));
+                }
+                self.user_turn()
+            }
+        }
+    }
+
+    fn push_reply(&mut self, text: String, tokens: u32) {
+        self.turns.push(TurnRecord {
+            role: Side::Assistant,
+            text,
+            latents: BTreeMap::new(),
+            tokens,
+        });
+        self.replies += 1;
+    }
+
+    /// Whether the latest assistant message names the session's target item.
+    fn target_was_offered(&self) -> bool {
+        let (Some(cat), Some(var)) = (self.catalog, &self.scenario.conversation.target) else {
+            return false;
+        };
+        let Some(target_id) = self
+            .latents
+            .values
+            .get(var)
+            .and_then(|v| v.get("id"))
+            .and_then(Value::as_str)
+        else {
+            return false;
+        };
+        let Some(last) = self.turns.iter().rev().find(|t| t.role == Side::Assistant) else {
+            return false;
+        };
+        cat.mentioned_items(&last.text)
+            .into_iter()
+            .any(|i| cat.items()[i].id == target_id)
+    }
+
+    /// The finished record.
+    pub fn into_record(self, run: &RunIdentity, system: &str, end: EndReason) -> ConversationRecord {
+        ConversationRecord {
+            id: format!("{}-{}-{:06}", run.scenario.name, run.run_seed, self.index),
+            session_index: self.index,
+            run_seed: run.run_seed,
+            session_seed: self.session_seed,
+            scenario: run.scenario.clone(),
+            model: run.model.clone(),
+            system: system.to_string(),
+            sampling: run.sampling.clone(),
+            latents: self.latents.values,
+            turns: self.turns,
+            end_reason: end,
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! Latent draws: the session-level profile drawn once per conversation and
+//! the turn-level values (intent) drawn before every user turn.
+//!
+//! Draws take the session's own generators (see [`crate::rng`]), so a
+//! session's latents are a function of (run seed, session index) alone.
+
+use std::collections::BTreeMap;
+
+use rand::Rng;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::catalog::Catalog;
+use crate::rng::SessionRng;
+use crate::scenario::{
+    Categorical, CategoricalSource, Pins, Scenario, SessionVar, TurnPolicy, END_STATE,
+};
+
+/// Errors while drawing latents.
+#[derive(Debug, thiserror::Error)]
+pub enum LatentError {
+    /// A catalog item variable has no catalog to draw from.
+    #[error("session \"{0}\": a catalog_item variable needs a catalog (scenario `catalog` or --catalog)")]
+    NoCatalog(String),
+    /// A pinned catalog item does not exist.
+    #[error("--set session.{name}={value}: no catalog item has this id or title")]
+    UnknownItem {
+        /// Variable.
+        name: String,
+        /// Pinned value.
+        value: String,
+    },
+}
+
+/// The values of one session's session-level variables.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct SessionLatents {
+    /// Variable → drawn value (string, number, list of strings, or item).
+    pub values: BTreeMap<String, Value>,
+    /// Variable → prose that templates show (`text.<name>`); not recorded.
+    #[serde(skip)]
+    pub text: BTreeMap<String, String>,
+}
+
+/// The values of one user turn's turn-level variables.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct TurnLatents {
+    /// Variable → value.
+    pub values: BTreeMap<String, String>,
+    /// Variable → instruction prose (`turn_text.<name>`); not recorded.
+    #[serde(skip)]
+    pub text: BTreeMap<String, String>,
+}
+
+impl TurnLatents {
+    /// The intent of this turn, when the scenario declares one.
+    pub fn intent(&self) -> Option<&str> {
+        self.values.get("intent").map(String::as_str)
+    }
+}
+
+/// What the turn policy decided before a user turn.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TurnDecision {
+    /// The user speaks, steered by these values.
+    Speak(TurnLatents),
+    /// The user ends the conversation (a markov chain drew END).
+    End,
+}
+
+fn draw_index(probs: &[f64], rng: &mut SessionRng) -> usize {
+    // One uniform per draw keeps the stream's consumption predictable.
+    let u: f64 = rng.random();
+    let mut acc = 0.0;
+    for (i, p) in probs.iter().enumerate() {
+        acc += p;
+        if u < acc {
+            return i;
+        }
+    }
+    // Rounding can leave `acc` a hair under 1: take the last positive value.
+    probs.iter().rposition(|p| *p > 0.0).unwrap_or(0)
+}
+
+fn draw_distinct(c: &Categorical, k: usize, rng: &mut SessionRng) -> Vec<String> {
+    let mut probs = c.probs.clone();
+    let mut out = Vec::with_capacity(k);
+    for _ in 0..k {
+        let sum: f64 = probs.iter().sum();
+        if sum <= 0.0 {
+            break;
+        }
+        let norm: Vec<f64> = probs.iter().map(|p| p / sum).collect();
+        let i = draw_index(&norm, rng);
+        out.push(c.values[i].clone());
+        probs[i] = 0.0;
+    }
+    out
+}
+
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Array(a) => a.iter().map(value_text).collect::<Vec<_>>().join(", "),
+        Value::Object(o) => o.get("title").map(value_text).unwrap_or_default(),
+        other => other.to_string(),
+    }
+}
+
+/// Draw the session latents, honouring pins.
+pub fn draw_session(
+    scenario: &Scenario,
+    catalog: Option<&Catalog>,
+    pins: &Pins,
+    rng: &mut SessionRng,
+) -> Result<SessionLatents, LatentError> {
+    let mut out = SessionLatents::default();
+    for var in &scenario.session {
+        let name = var.name().to_string();
+        let pinned = pins.session.get(&name);
+        let value = match var {
+            SessionVar::Categorical { source, pick, .. } => {
+                let dist = match source {
+                    CategoricalSource::Fixed(c) => c,
+                    CategoricalSource::Given { given, cases } => {
+                        let key = out.values.get(given).map(value_text).unwrap_or_default();
+                        // Validation guarantees a case for every value of `given`.
+                        match cases.get(&key) {
+                            Some(c) => c,
+                            None => continue,
+                        }
+                    }
+                };
+                // Draw even when pinned, so pinning one variable leaves the
+                // stream (and so every other variable) unchanged.
+                let drawn = draw_distinct(dist, *pick as usize, rng);
+                let chosen: Vec<String> = match pinned {
+                    Some(p) => p.split(',').map(|s| s.trim().to_string()).collect(),
+                    None => drawn,
+                };
+                if *pick == 1 {
+                    Value::String(chosen.into_iter().next().unwrap_or_default())
+                } else {
+                    json!(chosen)
+                }
+            }
+            SessionVar::Range { min, max, integer, .. } => {
+                let u: f64 = rng.random();
+                let x = match pinned.and_then(|p| p.parse::<f64>().ok()) {
+                    Some(p) => p,
+                    None if *integer => {
+                        let lo = min.ceil();
+                        let span = max.floor() - lo + 1.0;
+                        (lo + (u * span).floor()).min(max.floor())
+                    }
+                    None => min + u * (max - min),
+                };
+                if *integer {
+                    json!(x as i64)
+                } else {
+                    json!((x * 1000.0).round() / 1000.0)
+                }
+            }
+            SessionVar::CatalogItem {
+                prefer_genres_from, ..
+            } => {
+                let Some(cat) = catalog else {
+                    return Err(LatentError::NoCatalog(name));
+                };
+                let u: f64 = rng.random();
+                let idx = match pinned {
+                    Some(p) => find_item(cat, p).ok_or_else(|| LatentError::UnknownItem {
+                        name: name.clone(),
+                        value: p.clone(),
+                    })?,
+                    None => {
+                        let mut pool: Vec<usize> = Vec::new();
+                        if let Some(from) = prefer_genres_from {
+                            let genres = match out.values.get(from) {
+                                Some(Value::Array(a)) => a.iter().map(value_text).collect(),
+                                Some(v) => vec![value_text(v)],
+                                None => Vec::new(),
+                            };
+                            for g in genres {
+                                pool.extend(cat.items_with_genre(&g));
+                            }
+                            pool.sort_unstable();
+                            pool.dedup();
+                        }
+                        if pool.is_empty() {
+                            ((u * cat.len() as f64) as usize).min(cat.len().saturating_sub(1))
+                        } else {
+                            pool[((u * pool.len() as f64) as usize).min(pool.len() - 1)]
+                        }
+                    }
+                };
+                let item = &cat.items()[idx];
+                json!({
+                    "id": item.id,
+                    "title": item.title,
+                    "year": item.year,
+                    "genres": item.genres,
+                })
+            }
+        };
+        let prose = match (var, &value) {
+            (SessionVar::Categorical { text, .. }, Value::String(s)) => {
+                text.get(s).cloned().unwrap_or_else(|| s.clone())
+            }
+            (SessionVar::Categorical { text, .. }, Value::Array(a)) if !text.is_empty() => a
+                .iter()
+                .map(|v| {
+                    let s = value_text(v);
+                    text.get(&s).cloned().unwrap_or(s)
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
+            _ => value_text(&value),
+        };
+        out.text.insert(name.clone(), prose);
+        out.values.insert(name, value);
+    }
+    Ok(out)
+}
+
+/// Find a catalog item by id or (case-insensitive) title.
+pub fn find_item(cat: &Catalog, key: &str) -> Option<usize> {
+    let key_l = key.to_lowercase();
+    cat.items()
+        .iter()
+        .position(|it| it.id == key)
+        .or_else(|| {
+            cat.items()
+                .iter()
+                .position(|it| it.title.to_lowercase() == key_l)
+        })
+}
+
+/// Chooses turn-level values, turn after turn, for one session.
+#[derive(Debug)]
+pub struct TurnPlanner<'a> {
+    scenario: &'a Scenario,
+    pins: &'a Pins,
+    previous: Option<TurnLatents>,
+}
+
+impl<'a> TurnPlanner<'a> {
+    /// A planner for a new session.
+    pub fn new(scenario: &'a Scenario, pins: &'a Pins) -> Self {
+        TurnPlanner {
+            scenario,
+            pins,
+            previous: None,
+        }
+    }
+
+    /// Decide user turn `turn_index` (0-based) with that turn's generator.
+    pub fn next(&mut self, turn_index: u32, rng: &mut SessionRng) -> TurnDecision {
+        let conv = &self.scenario.conversation;
+        if turn_index >= conv.max_user_turns {
+            return TurnDecision::End;
+        }
+        let may_end = turn_index >= conv.min_user_turns;
+        let mut out = TurnLatents::default();
+        let mut end = false;
+        for var in &self.scenario.turn {
+            let drawn: Option<String> = match &var.policy {
+                TurnPolicy::None => None,
+                TurnPolicy::Scripted(script) => {
+                    let i = (turn_index as usize).min(script.len() - 1);
+                    Some(script[i].clone())
+                }
+                TurnPolicy::Iid(c) => Some(c.values[draw_index(&c.probs, rng)].clone()),
+                TurnPolicy::Markov(table) => {
+                    let prev = self
+                        .previous
+                        .as_ref()
+                        .and_then(|p| p.values.get(&var.name));
+                    let row = match prev {
+                        None => Some(&table.first),
+                        Some(p) => table.transitions.get(p),
+                    };
+                    match row {
+                        None => None,
+                        Some(row) => {
+                            let entries: Vec<(&String, f64)> = row
+                                .iter()
+                                .filter(|(k, _)| may_end || k.as_str() != END_STATE)
+                                .map(|(k, w)| (k, *w))
+                                .collect();
+                            let sum: f64 = entries.iter().map(|e| e.1).sum();
+                            if sum <= 0.0 {
+                                // Only END was possible but too early: stay.
+                                prev.cloned()
+                            } else {
+                                let probs: Vec<f64> = entries.iter().map(|e| e.1 / sum).collect();
+                                let k = entries[draw_index(&probs, rng)].0;
+                                if k == END_STATE {
+                                    end = true;
+                                    None
+                                } else {
+                                    Some(k.clone())
+                                }
+                            }
+                        }
+                    }
+                }
+            };
+            let value = self.pins.turn.get(&var.name).cloned().or(drawn);
+            if let Some(v) = value {
+                if let Some(t) = var.text.get(&v) {
+                    out.text.insert(var.name.clone(), t.clone());
+                }
+                out.values.insert(var.name.clone(), v);
+            }
+        }
+        if end {
+            return TurnDecision::End;
+        }
+        self.previous = Some(out.clone());
+        TurnDecision::Speak(out)
+    }
+}

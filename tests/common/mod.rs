@@ -1,0 +1,56 @@
+//! Shared helpers of the integration tests: the real default model and the
+//! real reference data beside the project.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
+
+use usersim::simulate::{resolve_model, ModelChoice, NoProgress, RunSummary, SimulateConfig};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn shared_data() -> PathBuf {
+    root().join("../shared/data")
+}
+
+/// The default registry model, fetched by `.ci/run` (`usersim models pull`).
+pub fn model_path() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        resolve_model(&ModelChoice::Registry(None), None, false)
+            .expect("default model not available: run `usersim models pull` (as .ci/run does)")
+            .path
+    })
+    .clone()
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_usersim"))
+}
+
+/// A small, fast configuration on the real model.
+pub fn small_config(dir: &Path, name: &str) -> SimulateConfig {
+    let mut cfg = SimulateConfig {
+        output: dir.join(name),
+        progress: false,
+        sessions: 8,
+        parallel: 8,
+        seed: 7,
+        max_user_turns: Some(3),
+        scenario_dir: root().join("prompts/movies"),
+        ..SimulateConfig::default()
+    };
+    cfg.llama.threads = 2;
+    cfg.llama.context_per_sequence = 1024;
+    cfg.sampling.user_max_tokens = Some(24);
+    cfg.sampling.assistant_max_tokens = Some(32);
+    cfg
+}
+
+pub fn run(cfg: &SimulateConfig) -> RunSummary {
+    usersim::simulate::simulate(cfg, &NoProgress, Arc::new(AtomicBool::new(false)))
+        .unwrap_or_else(|e| panic!("simulate failed: {e}"))
+}
