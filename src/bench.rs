@@ -93,13 +93,26 @@ pub fn peak_rss_bytes() -> u64 {
 }
 
 /// Run the bench; `on_row` sees each row as it is measured.
-pub fn bench(cfg: &BenchConfig, mut on_row: impl FnMut(&BenchRow)) -> Result<Vec<BenchRow>, SimulateError> {
+pub fn bench(
+    cfg: &BenchConfig,
+    mut on_row: impl FnMut(&BenchRow),
+) -> Result<Vec<BenchRow>, SimulateError> {
     let prep = prepare(&cfg.simulate)?;
-    let model = resolve_model(&cfg.simulate.model, cfg.simulate.registry.as_deref(), cfg.simulate.progress)?;
+    let model = resolve_model(
+        &cfg.simulate.model,
+        cfg.simulate.registry.as_deref(),
+        cfg.simulate.progress,
+    )?;
     let dir = tempfile_dir()?;
     let mut rows = Vec::new();
     for &p in &cfg.parallel {
-        let raw = raw_decode_bench(&model.path, p, cfg.raw_prompt_tokens, cfg.raw_steps, &cfg.simulate.llama)?;
+        let raw = raw_decode_bench(
+            &model.path,
+            p,
+            cfg.raw_prompt_tokens,
+            cfg.raw_steps,
+            &cfg.simulate.llama,
+        )?;
         let mut sim = cfg.simulate.clone();
         sim.parallel = p;
         sim.sessions = cfg.sessions_per_slot * p as u64;
@@ -111,7 +124,14 @@ pub fn bench(cfg: &BenchConfig, mut on_row: impl FnMut(&BenchRow)) -> Result<Vec
         }
         let mut engine = LlamaEngine::new(&model.path, &model.name, &model.sha256, p, &llama)?;
         let sessions: Vec<u64> = (0..sim.sessions).collect();
-        let s = run_with_backend(&sim, &prep, &mut engine, &sessions, &NoProgress, Arc::new(AtomicBool::new(false)))?;
+        let s = run_with_backend(
+            &sim,
+            &prep,
+            &mut engine,
+            &sessions,
+            &NoProgress,
+            Arc::new(AtomicBool::new(false)),
+        )?;
         drop(engine);
         let _ = std::fs::remove_file(&sim.output);
         let _ = std::fs::remove_file(crate::simulate::stats_path(&sim.output));
@@ -122,7 +142,8 @@ pub fn bench(cfg: &BenchConfig, mut on_row: impl FnMut(&BenchRow)) -> Result<Vec
             conversations: s.conversations,
             decode_tokens_per_second: s.tokens_per_second,
             decode_tokens_per_second_per_session: s.tokens_per_second / p as f64,
-            prompt_tokens_per_second: s.backend.prompt_tokens_evaluated as f64 / s.seconds.max(1e-9),
+            prompt_tokens_per_second: s.backend.prompt_tokens_evaluated as f64
+                / s.seconds.max(1e-9),
             time_to_first_turn: s.mean_time_to_first_turn,
             conversations_per_minute: s.conversations_per_minute,
             prompt_tokens_reused: s.backend.prompt_tokens_reused,

@@ -300,7 +300,12 @@ impl<'a> Conversation<'a> {
     }
 
     /// The finished record.
-    pub fn into_record(self, run: &RunIdentity, system: &str, end: EndReason) -> ConversationRecord {
+    pub fn into_record(
+        self,
+        run: &RunIdentity,
+        system: &str,
+        end: EndReason,
+    ) -> ConversationRecord {
         ConversationRecord {
             id: format!("{}-{}-{:06}", run.scenario.name, run.run_seed, self.index),
             session_index: self.index,

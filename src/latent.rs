@@ -144,7 +144,9 @@ pub fn draw_session(
                     json!(chosen)
                 }
             }
-            SessionVar::Range { min, max, integer, .. } => {
+            SessionVar::Range {
+                min, max, integer, ..
+            } => {
                 let u: f64 = rng.random();
                 let x = match pinned.and_then(|p| p.parse::<f64>().ok()) {
                     Some(p) => p,
@@ -226,14 +228,11 @@ pub fn draw_session(
 /// Find a catalog item by id or (case-insensitive) title.
 pub fn find_item(cat: &Catalog, key: &str) -> Option<usize> {
     let key_l = key.to_lowercase();
-    cat.items()
-        .iter()
-        .position(|it| it.id == key)
-        .or_else(|| {
-            cat.items()
-                .iter()
-                .position(|it| it.title.to_lowercase() == key_l)
-        })
+    cat.items().iter().position(|it| it.id == key).or_else(|| {
+        cat.items()
+            .iter()
+            .position(|it| it.title.to_lowercase() == key_l)
+    })
 }
 
 /// Chooses turn-level values, turn after turn, for one session.
@@ -272,10 +271,7 @@ impl<'a> TurnPlanner<'a> {
                 }
                 TurnPolicy::Iid(c) => Some(c.values[draw_index(&c.probs, rng)].clone()),
                 TurnPolicy::Markov(table) => {
-                    let prev = self
-                        .previous
-                        .as_ref()
-                        .and_then(|p| p.values.get(&var.name));
+                    let prev = self.previous.as_ref().and_then(|p| p.values.get(&var.name));
                     let row = match prev {
                         None => Some(&table.first),
                         Some(p) => table.transitions.get(p),

@@ -15,7 +15,9 @@ use tracing_indicatif::IndicatifLayer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use usersim::backend::llama::{LlamaConfig, DEFAULT_CONTEXT_PER_SEQUENCE, DEFAULT_STEP_TOKEN_BUDGET};
+use usersim::backend::llama::{
+    LlamaConfig, DEFAULT_CONTEXT_PER_SEQUENCE, DEFAULT_STEP_TOKEN_BUDGET,
+};
 use usersim::fit_intents::{self, FitIntentsConfig};
 use usersim::models;
 use usersim::output::OutputFormat;
@@ -150,7 +152,10 @@ struct SimulateArgs {
 fn parse_shard(s: &str) -> Result<(u64, u64), String> {
     let err = || format!("expected I/N with 0 <= I < N, got {s:?}");
     let (i, n) = s.split_once('/').ok_or_else(err)?;
-    let (i, n) = (i.trim().parse::<u64>().map_err(|_| err())?, n.trim().parse::<u64>().map_err(|_| err())?);
+    let (i, n) = (
+        i.trim().parse::<u64>().map_err(|_| err())?,
+        n.trim().parse::<u64>().map_err(|_| err())?,
+    );
     if n == 0 || i >= n {
         return Err(err());
     }
@@ -268,13 +273,12 @@ fn main() -> ExitCode {
             }
             eprintln!("error: {e:#}");
             if e.chain().any(|c| {
-                    c.downcast_ref::<SimulateError>()
-                        .is_some_and(SimulateError::is_input_error)
-                        || c.downcast_ref::<models::ModelError>().is_some()
-                        || c.downcast_ref::<usersim::corpus::CorpusError>().is_some()
-                        || c.downcast_ref::<usersim::merge::MergeError>().is_some()
-                })
-            {
+                c.downcast_ref::<SimulateError>()
+                    .is_some_and(SimulateError::is_input_error)
+                    || c.downcast_ref::<models::ModelError>().is_some()
+                    || c.downcast_ref::<usersim::corpus::CorpusError>().is_some()
+                    || c.downcast_ref::<usersim::merge::MergeError>().is_some()
+            }) {
                 ExitCode::from(2)
             } else {
                 ExitCode::from(1)
@@ -289,7 +293,9 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
             || matches!(
                 c.downcast_ref::<SimulateError>(),
-                Some(SimulateError::Output(usersim::output::OutputError::BrokenPipe))
+                Some(SimulateError::Output(
+                    usersim::output::OutputError::BrokenPipe
+                ))
             )
     })
 }
@@ -367,9 +373,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 output: a.output.clone(),
                 sessions: a.sessions,
                 force: a.force,
-            })
-            ?;
-            eprintln!("{} conversations -> {}", report.conversations, a.output.display());
+            })?;
+            eprintln!(
+                "{} conversations -> {}",
+                report.conversations,
+                a.output.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Models { command, registry } => run_models(command, registry, cli.quiet),
@@ -467,7 +476,10 @@ fn run_simulate(a: SimulateArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     drop(span);
     print_summary(&summary, &a.output, a.json)?;
     if summary.interrupted {
-        eprintln!("interrupted: {} conversations written", summary.conversations);
+        eprintln!(
+            "interrupted: {} conversations written",
+            summary.conversations
+        );
         return Ok(ExitCode::from(130));
     }
     Ok(ExitCode::SUCCESS)
@@ -484,7 +496,11 @@ fn print_summary(s: &RunSummary, output: &std::path::Path, json: bool) -> anyhow
         return Ok(());
     }
     let intents: Vec<String> = s.intents.iter().map(|(k, v)| format!("{k} {v}")).collect();
-    let ends: Vec<String> = s.end_reasons.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let ends: Vec<String> = s
+        .end_reasons
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
     eprintln!(
         "{} conversations -> {}\n  turns: {} user, {} assistant\n  tokens: {} generated ({} by users) in {:.1}s\n  throughput: {:.1} tok/s aggregate, {:.1} tok/s per conversation ({} in parallel), {:.1} conversations/min\n  prompt tokens: {} computed, {} reused ({} from shared prefixes)\n  intents: {}\n  ended: {}",
         s.conversations,
@@ -508,7 +524,12 @@ fn print_summary(s: &RunSummary, output: &std::path::Path, json: bool) -> anyhow
 }
 
 fn run_fit_intents(a: FitIntentsArgs) -> anyhow::Result<ExitCode> {
-    let fitted = fit_intents::fit_iard(&a.iard, &FitIntentsConfig { decimals: a.decimals })?;
+    let fitted = fit_intents::fit_iard(
+        &a.iard,
+        &FitIntentsConfig {
+            decimals: a.decimals,
+        },
+    )?;
     let text = fit_intents::to_toml(&fitted, &a.iard.display().to_string());
     match a.output {
         Some(p) => {
@@ -529,7 +550,11 @@ fn run_fit_intents(a: FitIntentsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_models(cmd: ModelsCommand, registry: Option<PathBuf>, quiet: bool) -> anyhow::Result<ExitCode> {
+fn run_models(
+    cmd: ModelsCommand,
+    registry: Option<PathBuf>,
+    quiet: bool,
+) -> anyhow::Result<ExitCode> {
     let reg = match &registry {
         Some(p) => models::Registry::load(p)?,
         None => models::Registry::builtin()?,
@@ -562,8 +587,16 @@ fn run_models(cmd: ModelsCommand, registry: Option<PathBuf>, quiet: bool) -> any
                         out,
                         "{}{}\t{}\t{}",
                         r["name"].as_str().unwrap_or_default(),
-                        if r["default"].as_bool() == Some(true) { " (default)" } else { "" },
-                        if r["cached"].is_null() { "not cached" } else { "cached" },
+                        if r["default"].as_bool() == Some(true) {
+                            " (default)"
+                        } else {
+                            ""
+                        },
+                        if r["cached"].is_null() {
+                            "not cached"
+                        } else {
+                            "cached"
+                        },
                         r["description"].as_str().unwrap_or_default()
                     )?;
                 }

@@ -83,9 +83,15 @@ pub enum MergeError {
 fn identity(r: &ConversationRecord) -> [(&'static str, String); 4] {
     [
         ("seed", r.run_seed.to_string()),
-        ("scenario", format!("{} {}", r.scenario.name, r.scenario.hash)),
+        (
+            "scenario",
+            format!("{} {}", r.scenario.name, r.scenario.hash),
+        ),
         ("model", format!("{} {}", r.model.name, r.model.sha256)),
-        ("sampling", serde_json::to_string(&r.sampling).unwrap_or_default()),
+        (
+            "sampling",
+            serde_json::to_string(&r.sampling).unwrap_or_default(),
+        ),
     ]
 }
 

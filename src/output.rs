@@ -59,7 +59,9 @@ pub enum OutputError {
         message: String,
     },
     /// `--resume` on a file written by a different run configuration.
-    #[error("{path}: cannot resume: the file was written with {field} {found}, this run has {expected}")]
+    #[error(
+        "{path}: cannot resume: the file was written with {field} {found}, this run has {expected}"
+    )]
     Mismatch {
         /// The file.
         path: PathBuf,
@@ -93,7 +95,12 @@ pub struct OutputWriter {
 impl OutputWriter {
     /// A writer to `path` (`-` for stdout) for the sessions in `order`.
     /// Checks the path now, creates the file on the first line.
-    pub fn new(path: &Path, force: bool, format: OutputFormat, order: Vec<u64>) -> Result<Self, OutputError> {
+    pub fn new(
+        path: &Path,
+        force: bool,
+        format: OutputFormat,
+        order: Vec<u64>,
+    ) -> Result<Self, OutputError> {
         Self::open(path, force, false, format, order)
     }
 
@@ -102,7 +109,13 @@ impl OutputWriter {
         Self::open(path, false, true, format, order)
     }
 
-    fn open(path: &Path, force: bool, append: bool, format: OutputFormat, order: Vec<u64>) -> Result<Self, OutputError> {
+    fn open(
+        path: &Path,
+        force: bool,
+        append: bool,
+        format: OutputFormat,
+        order: Vec<u64>,
+    ) -> Result<Self, OutputError> {
         let path = if path == Path::new("-") {
             None
         } else {
@@ -139,7 +152,10 @@ impl OutputWriter {
             return OutputError::BrokenPipe;
         }
         OutputError::Io {
-            path: self.path.clone().unwrap_or_else(|| PathBuf::from("<stdout>")),
+            path: self
+                .path
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("<stdout>")),
             source,
         }
     }
@@ -181,7 +197,9 @@ impl OutputWriter {
         let line = render(record, self.format);
         self.held.insert(record.session_index, line);
         while let Some(&idx) = self.order.get(self.next) {
-            let Some(line) = self.held.remove(&idx) else { break };
+            let Some(line) = self.held.remove(&idx) else {
+                break;
+            };
             self.write_line(&line)?;
             self.next += 1;
         }
@@ -301,11 +319,12 @@ pub fn scan_for_resume(path: &Path) -> Result<ResumeState, OutputError> {
         if line.trim().is_empty() {
             continue;
         }
-        let rec: ConversationRecord = serde_json::from_str(line).map_err(|e| OutputError::Corrupt {
-            path: path.to_path_buf(),
-            line: i + 1,
-            message: e.to_string(),
-        })?;
+        let rec: ConversationRecord =
+            serde_json::from_str(line).map_err(|e| OutputError::Corrupt {
+                path: path.to_path_buf(),
+                line: i + 1,
+                message: e.to_string(),
+            })?;
         state.done.insert(rec.session_index);
         if state.sample.is_none() {
             state.sample = Some(rec);

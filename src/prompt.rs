@@ -91,7 +91,10 @@ pub fn user_system_prompt(
         "session": latents.values,
         "text": latents.text,
     });
-    Ok(scenario.render(template::USER_SYSTEM, &ctx)?.trim().to_string())
+    Ok(scenario
+        .render(template::USER_SYSTEM, &ctx)?
+        .trim()
+        .to_string())
 }
 
 /// Messages for the simulator's next turn.

@@ -479,10 +479,7 @@ impl Scenario {
             .map_err(|e| invalid("sampling.assistant".into(), &e.to_string()))?;
         let conv = file.conversation.clone();
         if conv.max_user_turns == 0 {
-            return Err(invalid(
-                "conversation.max_user_turns".into(),
-                "at least 1",
-            ));
+            return Err(invalid("conversation.max_user_turns".into(), "at least 1"));
         }
 
         // Session variables, in order, each may only depend on earlier ones.
@@ -581,7 +578,10 @@ impl Scenario {
                         return Err(invalid(field("min/max"), "finite numbers with min <= max"));
                     }
                     if spec.integer && min.ceil() > max.floor() {
-                        return Err(invalid(field("min/max"), "a whole number between min and max"));
+                        return Err(invalid(
+                            field("min/max"),
+                            "a whole number between min and max",
+                        ));
                     }
                     SessionVar::Range {
                         name: spec.name.clone(),
@@ -719,8 +719,14 @@ impl Scenario {
         let files = [
             (template::USER_SYSTEM, Some(&file.templates.user_system)),
             (template::USER_TURN, Some(&file.templates.user_turn)),
-            (template::ASSISTANT_SYSTEM, Some(&file.templates.assistant_system)),
-            (template::ASSISTANT_TURN, file.templates.assistant_turn.as_ref()),
+            (
+                template::ASSISTANT_SYSTEM,
+                Some(&file.templates.assistant_system),
+            ),
+            (
+                template::ASSISTANT_TURN,
+                file.templates.assistant_turn.as_ref(),
+            ),
         ];
         for (tname, rel) in files {
             let source = match rel {
@@ -792,7 +798,10 @@ impl Categorical {
 
 /// Build a categorical, rejecting negative weights, mismatched lengths and a
 /// zero sum (the error is the "expected" half of a message).
-pub fn categorical(values: &[String], weights: Option<&[f64]>) -> std::result::Result<Categorical, String> {
+pub fn categorical(
+    values: &[String],
+    weights: Option<&[f64]>,
+) -> std::result::Result<Categorical, String> {
     if values.is_empty() {
         return Err("at least one value".into());
     }
@@ -828,7 +837,10 @@ fn normalise(weights: &[f64]) -> std::result::Result<Vec<f64>, String> {
     Ok(weights.iter().map(|w| w / sum).collect())
 }
 
-fn validate_markov(t: &MarkovTable, values: &[String]) -> std::result::Result<(), (String, String)> {
+fn validate_markov(
+    t: &MarkovTable,
+    values: &[String],
+) -> std::result::Result<(), (String, String)> {
     let known = |v: &str| values.iter().any(|x| x == v);
     let check_row = |name: String, row: &BTreeMap<String, f64>, allow_end: bool| {
         for k in row.keys() {
@@ -967,13 +979,16 @@ impl Pins {
                 expected,
             };
             let Some((key, value)) = arg.split_once('=') else {
-                return Err(bad("expected session.<name>=<value> or turn.<name>=<value>".into()));
+                return Err(bad(
+                    "expected session.<name>=<value> or turn.<name>=<value>".into(),
+                ));
             };
             let (key, value) = (key.trim(), value.trim());
             match key.split_once('.') {
                 Some(("session", name)) => {
                     let Some(var) = scenario.session_var(name) else {
-                        let names: Vec<&str> = scenario.session.iter().map(SessionVar::name).collect();
+                        let names: Vec<&str> =
+                            scenario.session.iter().map(SessionVar::name).collect();
                         return Err(bad(format!(
                             "unknown session variable \"{name}\" (scenario {} declares: {})",
                             scenario.name,
@@ -994,7 +1009,9 @@ impl Pins {
                                 )));
                             }
                         }
-                        SessionVar::Range { min, max, integer, .. } => {
+                        SessionVar::Range {
+                            min, max, integer, ..
+                        } => {
                             let ok = value.parse::<f64>().ok().filter(|x| {
                                 *x >= *min && *x <= *max && (!*integer || x.fract() == 0.0)
                             });

@@ -136,7 +136,8 @@ pub struct SimulateConfig {
 impl Default for SimulateConfig {
     fn default() -> Self {
         SimulateConfig {
-            scenario_dir: crate::scenario::default_prompts_dir().join(crate::scenario::DEFAULT_SCENARIO),
+            scenario_dir: crate::scenario::default_prompts_dir()
+                .join(crate::scenario::DEFAULT_SCENARIO),
             sessions: DEFAULT_SESSIONS,
             parallel: DEFAULT_PARALLEL,
             seed: DEFAULT_SEED,
@@ -256,7 +257,11 @@ pub struct ResolvedModel {
 }
 
 /// Resolve `choice`, fetching a registry model on first use.
-pub fn resolve_model(choice: &ModelChoice, registry: Option<&Path>, progress: bool) -> Result<ResolvedModel, SimulateError> {
+pub fn resolve_model(
+    choice: &ModelChoice,
+    registry: Option<&Path>,
+    progress: bool,
+) -> Result<ResolvedModel, SimulateError> {
     match choice {
         ModelChoice::Path(p) => {
             models::local_file_check(p)?;
@@ -313,15 +318,21 @@ pub struct Prepared {
 /// Load and validate the run's inputs (no model involved).
 pub fn prepare(cfg: &SimulateConfig) -> Result<Prepared, SimulateError> {
     if cfg.sessions == 0 {
-        return Err(SimulateError::Config("--sessions: expected at least 1".into()));
+        return Err(SimulateError::Config(
+            "--sessions: expected at least 1".into(),
+        ));
     }
     if cfg.parallel == 0 {
-        return Err(SimulateError::Config("--parallel: expected at least 1".into()));
+        return Err(SimulateError::Config(
+            "--parallel: expected at least 1".into(),
+        ));
     }
     let mut scenario = Scenario::load(&cfg.scenario_dir)?;
     if let Some(t) = cfg.max_user_turns {
         if t == 0 {
-            return Err(SimulateError::Config("--max-turns: expected at least 1".into()));
+            return Err(SimulateError::Config(
+                "--max-turns: expected at least 1".into(),
+            ));
         }
         scenario.conversation.max_user_turns = t;
     }
@@ -411,7 +422,11 @@ pub fn planned_sessions(cfg: &SimulateConfig) -> Result<Vec<u64>, SimulateError>
 }
 
 /// `--resume` may only continue a file of the same run.
-fn check_same_run(path: &Path, rec: &ConversationRecord, run: &RunIdentity) -> Result<(), OutputError> {
+fn check_same_run(
+    path: &Path,
+    rec: &ConversationRecord,
+    run: &RunIdentity,
+) -> Result<(), OutputError> {
     let mismatch = |field: &str, found: String, expected: String| OutputError::Mismatch {
         path: path.to_path_buf(),
         field: field.into(),
@@ -419,13 +434,25 @@ fn check_same_run(path: &Path, rec: &ConversationRecord, run: &RunIdentity) -> R
         expected,
     };
     if rec.run_seed != run.run_seed {
-        return Err(mismatch("seed", rec.run_seed.to_string(), run.run_seed.to_string()));
+        return Err(mismatch(
+            "seed",
+            rec.run_seed.to_string(),
+            run.run_seed.to_string(),
+        ));
     }
     if rec.scenario != run.scenario {
-        return Err(mismatch("scenario", format!("{} {}", rec.scenario.name, rec.scenario.hash), format!("{} {}", run.scenario.name, run.scenario.hash)));
+        return Err(mismatch(
+            "scenario",
+            format!("{} {}", rec.scenario.name, rec.scenario.hash),
+            format!("{} {}", run.scenario.name, run.scenario.hash),
+        ));
     }
     if rec.model != run.model {
-        return Err(mismatch("model", format!("{} {}", rec.model.name, rec.model.sha256), format!("{} {}", run.model.name, run.model.sha256)));
+        return Err(mismatch(
+            "model",
+            format!("{} {}", rec.model.name, rec.model.sha256),
+            format!("{} {}", run.model.name, run.model.sha256),
+        ));
     }
     if rec.sampling != run.sampling {
         return Err(mismatch(
@@ -447,7 +474,8 @@ fn check_context(
 ) -> Result<(), SimulateError> {
     let turns = prep.scenario.conversation.max_user_turns as usize;
     // Per exchange: both messages plus the chat template's framing.
-    let per_exchange = (prep.sampling.user.max_tokens + prep.sampling.assistant.max_tokens) as usize + 12;
+    let per_exchange =
+        (prep.sampling.user.max_tokens + prep.sampling.assistant.max_tokens) as usize + 12;
     let user_need = backend.count_prompt_tokens(first_user)? + turns * per_exchange;
     let asst_need = backend.count_prompt_tokens(first_assistant)? + turns * per_exchange;
     let need = user_need.max(asst_need);
@@ -500,10 +528,22 @@ pub fn run_with_backend(
             check_same_run(&cfg.output, rec, &run)?;
         }
         if state.truncated_bytes > 0 {
-            tracing::warn!(bytes = state.truncated_bytes, "cut a torn last line from {}", cfg.output.display());
+            tracing::warn!(
+                bytes = state.truncated_bytes,
+                "cut a torn last line from {}",
+                cfg.output.display()
+            );
         }
-        remaining = sessions.iter().copied().filter(|s| !state.done.contains(s)).collect();
-        tracing::info!(done = state.done.len(), remaining = remaining.len(), "resuming");
+        remaining = sessions
+            .iter()
+            .copied()
+            .filter(|s| !state.done.contains(s))
+            .collect();
+        tracing::info!(
+            done = state.done.len(),
+            remaining = remaining.len(),
+            "resuming"
+        );
         sessions = &remaining;
     }
 
@@ -543,23 +583,24 @@ pub fn run_with_backend(
             text: t,
         })
         .collect();
-    let asst_example = |text: &'static str| -> Result<Vec<crate::prompt::ChatMessage>, SimulateError> {
-        let mut h: Vec<HistoryTurn<'_>> = opening
-            .iter()
-            .map(|t| HistoryTurn {
-                side: t.side,
-                text: t.text,
-            })
-            .collect();
-        h.push(HistoryTurn {
-            side: Side::User,
-            text,
-        });
-        let cands: Vec<&crate::catalog::CatalogItem> = catalog
-            .map(|c| c.items().iter().take(cfg.candidates).collect())
-            .unwrap_or_default();
-        Ok(assistant_messages(scenario, &h, &cands, 0)?)
-    };
+    let asst_example =
+        |text: &'static str| -> Result<Vec<crate::prompt::ChatMessage>, SimulateError> {
+            let mut h: Vec<HistoryTurn<'_>> = opening
+                .iter()
+                .map(|t| HistoryTurn {
+                    side: t.side,
+                    text: t.text,
+                })
+                .collect();
+            h.push(HistoryTurn {
+                side: Side::User,
+                text,
+            });
+            let cands: Vec<&crate::catalog::CatalogItem> = catalog
+                .map(|c| c.items().iter().take(cfg.candidates).collect())
+                .unwrap_or_default();
+            Ok(assistant_messages(scenario, &h, &cands, 0)?)
+        };
     let asst_examples = vec![asst_example("Hi there.")?, asst_example("Hello!")?];
     if let Some(first) = examples_user.first() {
         check_context(prep, backend, first, &asst_examples[0])?;
@@ -651,7 +692,11 @@ pub fn run_with_backend(
     }
     summary.tokens_per_second_per_conversation =
         summary.tokens_per_second / summary.parallel.max(1) as f64;
-    summary.mean_time_to_first_turn = if ttft_n > 0 { ttft_sum / ttft_n as f64 } else { 0.0 };
+    summary.mean_time_to_first_turn = if ttft_n > 0 {
+        ttft_sum / ttft_n as f64
+    } else {
+        0.0
+    };
     result?;
     flushed?;
     if cfg.output != Path::new("-") && writer.written() > 0 {
@@ -664,7 +709,12 @@ fn account(summary: &mut RunSummary, record: &ConversationRecord) {
     summary.conversations += 1;
     *summary
         .end_reasons
-        .entry(serde_json::to_value(record.end_reason).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default())
+        .entry(
+            serde_json::to_value(record.end_reason)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
+        )
         .or_default() += 1;
     for t in &record.turns {
         summary.tokens_generated += u64::from(t.tokens);
@@ -693,7 +743,11 @@ pub fn stats_path(output: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn write_stats(output: &Path, cfg: &SimulateConfig, summary: &RunSummary) -> Result<(), SimulateError> {
+fn write_stats(
+    output: &Path,
+    cfg: &SimulateConfig,
+    summary: &RunSummary,
+) -> Result<(), SimulateError> {
     let path = stats_path(output);
     let body = serde_json::json!({
         "usersim_version": env!("CARGO_PKG_VERSION"),

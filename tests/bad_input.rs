@@ -50,15 +50,27 @@ fn expect_input_error(dir: &Path, args: &[&str], needles: &[&str]) {
 #[test]
 fn missing_and_corrupt_model_files() {
     let dir = tempfile::tempdir().unwrap();
-    expect_input_error(dir.path(), &["-m", "/nonexistent/model.gguf"], &["/nonexistent/model.gguf"]);
+    expect_input_error(
+        dir.path(),
+        &["-m", "/nonexistent/model.gguf"],
+        &["/nonexistent/model.gguf"],
+    );
     let bad = dir.path().join("notgguf.gguf");
     std::fs::write(&bad, vec![b'x'; 4096]).unwrap();
-    expect_input_error(dir.path(), &["-m", bad.to_str().unwrap()], &["notgguf.gguf", "GGUF"]);
+    expect_input_error(
+        dir.path(),
+        &["-m", bad.to_str().unwrap()],
+        &["notgguf.gguf", "GGUF"],
+    );
     // A real model cut short: the header is fine, the tensors are missing.
     let real = std::fs::read(model_path()).unwrap();
     let cut = dir.path().join("truncated.gguf");
     std::fs::write(&cut, &real[..real.len() / 3]).unwrap();
-    expect_input_error(dir.path(), &["-m", cut.to_str().unwrap()], &["truncated.gguf"]);
+    expect_input_error(
+        dir.path(),
+        &["-m", cut.to_str().unwrap()],
+        &["truncated.gguf"],
+    );
 }
 
 #[test]
@@ -74,34 +86,103 @@ fn malformed_scenarios() {
         let sub = tempfile::tempdir_in(dir.path()).unwrap().keep();
         scenario_copy(&sub, f)
     };
-    let toml_broken = d(&|n, t| if n == "scenario.toml" { t.replace("[templates]", "[templates") } else { t });
-    expect_input_error(dir.path(), &["-s", toml_broken.to_str().unwrap()], &["scenario.toml"]);
+    let toml_broken = d(&|n, t| {
+        if n == "scenario.toml" {
+            t.replace("[templates]", "[templates")
+        } else {
+            t
+        }
+    });
+    expect_input_error(
+        dir.path(),
+        &["-s", toml_broken.to_str().unwrap()],
+        &["scenario.toml"],
+    );
 
-    let unknown_var = d(&|n, t| if n == "user_system.j2" { t + "{{ session.shoe_size }}" } else { t });
-    expect_input_error(dir.path(), &["-s", unknown_var.to_str().unwrap()], &["user_system.j2", "session.shoe_size"]);
+    let unknown_var = d(&|n, t| {
+        if n == "user_system.j2" {
+            t + "{{ session.shoe_size }}"
+        } else {
+            t
+        }
+    });
+    expect_input_error(
+        dir.path(),
+        &["-s", unknown_var.to_str().unwrap()],
+        &["user_system.j2", "session.shoe_size"],
+    );
 
     let negative = d(&|n, t| {
-        if n == "scenario.toml" { t.replace("weights = [0.15, 0.35, 0.35, 0.15]", "weights = [0.15, -0.35, 0.35, 0.15]") } else { t }
+        if n == "scenario.toml" {
+            t.replace(
+                "weights = [0.15, 0.35, 0.35, 0.15]",
+                "weights = [0.15, -0.35, 0.35, 0.15]",
+            )
+        } else {
+            t
+        }
     });
-    expect_input_error(dir.path(), &["-s", negative.to_str().unwrap()], &["scenario.toml", "age_group", "weights", "non-negative"]);
+    expect_input_error(
+        dir.path(),
+        &["-s", negative.to_str().unwrap()],
+        &["scenario.toml", "age_group", "weights", "non-negative"],
+    );
 
     let zero = d(&|n, t| {
-        if n == "scenario.toml" { t.replace("weights = [0.4, 0.45, 0.15]", "weights = [0, 0, 0]") } else { t }
+        if n == "scenario.toml" {
+            t.replace("weights = [0.4, 0.45, 0.15]", "weights = [0, 0, 0]")
+        } else {
+            t
+        }
     });
-    expect_input_error(dir.path(), &["-s", zero.to_str().unwrap()], &["scenario.toml", "verbosity", "positive sum"]);
+    expect_input_error(
+        dir.path(),
+        &["-s", zero.to_str().unwrap()],
+        &["scenario.toml", "verbosity", "positive sum"],
+    );
 
-    let unknown_field = d(&|n, t| if n == "scenario.toml" { t.replace("[conversation]", "[conversation]\nmax_turnz = 3") } else { t });
-    expect_input_error(dir.path(), &["-s", unknown_field.to_str().unwrap()], &["scenario.toml", "max_turnz"]);
+    let unknown_field = d(&|n, t| {
+        if n == "scenario.toml" {
+            t.replace("[conversation]", "[conversation]\nmax_turnz = 3")
+        } else {
+            t
+        }
+    });
+    expect_input_error(
+        dir.path(),
+        &["-s", unknown_field.to_str().unwrap()],
+        &["scenario.toml", "max_turnz"],
+    );
 }
 
 #[test]
 fn bad_pins() {
     let dir = tempfile::tempdir().unwrap();
-    expect_input_error(dir.path(), &["--set", "session.shoe_size=42"], &["session.shoe_size", "age_group"]);
-    expect_input_error(dir.path(), &["--set", "session.age_group=toddler"], &["toddler", "teen"]);
-    expect_input_error(dir.path(), &["--set", "turn.intent=DANCE"], &["DANCE", "REJ"]);
-    expect_input_error(dir.path(), &["--set", "session.target_item=No Such Film Ever"], &["target_item"]);
-    expect_input_error(dir.path(), &["--set", "age_group"], &["session.<name>=<value>"]);
+    expect_input_error(
+        dir.path(),
+        &["--set", "session.shoe_size=42"],
+        &["session.shoe_size", "age_group"],
+    );
+    expect_input_error(
+        dir.path(),
+        &["--set", "session.age_group=toddler"],
+        &["toddler", "teen"],
+    );
+    expect_input_error(
+        dir.path(),
+        &["--set", "turn.intent=DANCE"],
+        &["DANCE", "REJ"],
+    );
+    expect_input_error(
+        dir.path(),
+        &["--set", "session.target_item=No Such Film Ever"],
+        &["target_item"],
+    );
+    expect_input_error(
+        dir.path(),
+        &["--set", "age_group"],
+        &["session.<name>=<value>"],
+    );
 }
 
 #[test]
@@ -109,13 +190,21 @@ fn catalog_missing_column() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("movies.csv");
     std::fs::write(&csv, "movieId,title,genres\n1,Toy Story (1995),Comedy\n").unwrap();
-    expect_input_error(dir.path(), &["--catalog", csv.to_str().unwrap()], &["movies.csv", "keywords"]);
+    expect_input_error(
+        dir.path(),
+        &["--catalog", csv.to_str().unwrap()],
+        &["movies.csv", "keywords"],
+    );
 }
 
 #[test]
 fn context_too_small_for_turns() {
     let dir = tempfile::tempdir().unwrap();
-    expect_input_error(dir.path(), &["--context", "256", "--max-turns", "8"], &["context too small", "--context"]);
+    expect_input_error(
+        dir.path(),
+        &["--context", "256", "--max-turns", "8"],
+        &["context too small", "--context"],
+    );
 }
 
 #[test]

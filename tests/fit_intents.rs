@@ -15,7 +15,8 @@ fn first_turn_distribution_matches_independent_counts() {
 
     // Independent count: the first seeker utterance of each dialogue, each
     // of its k labels weighing 1/k.
-    let raw: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let raw: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let mut counts: BTreeMap<String, f64> = BTreeMap::new();
     let mut dialogues = 0;
     for d in raw.as_object().unwrap().values() {
@@ -27,7 +28,8 @@ fn first_turn_distribution_matches_independent_counts() {
             .unwrap();
         let labels = first["sub-intent/action"].as_array().unwrap();
         for l in labels {
-            *counts.entry(l.as_str().unwrap().to_string()).or_default() += 1.0 / labels.len() as f64;
+            *counts.entry(l.as_str().unwrap().to_string()).or_default() +=
+                1.0 / labels.len() as f64;
         }
         dialogues += 1;
     }
@@ -35,7 +37,11 @@ fn first_turn_distribution_matches_independent_counts() {
     let total: f64 = counts.values().sum();
     for (k, c) in &counts {
         let p = fitted.table.first.get(k).copied().unwrap_or(0.0);
-        assert!((p - c / total).abs() < 1e-3, "{k}: fitted {p}, counted {}", c / total);
+        assert!(
+            (p - c / total).abs() < 1e-3,
+            "{k}: fitted {p}, counted {}",
+            c / total
+        );
     }
     // Real seekers open with a query or a greeting.
     let open = fitted.table.first["IQU"] + fitted.table.first["OTH"];
@@ -61,9 +67,15 @@ fn cli_writes_a_table_the_scenario_loads() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // The committed table is what the command produces today.
-    let committed = std::fs::read_to_string(root().join("prompts/movies/intents_iard.toml")).unwrap();
+    let committed =
+        std::fs::read_to_string(root().join("prompts/movies/intents_iard.toml")).unwrap();
     let fresh = std::fs::read_to_string(&out).unwrap();
-    let body = |s: &str| s.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n");
+    let body = |s: &str| {
+        s.lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     assert_eq!(body(&committed), body(&fresh));
     let bad = std::process::Command::new(bin())
         .args(["fit-intents", "--iard", "/nonexistent/iard.json"])

@@ -9,15 +9,27 @@ use std::process::Command;
 use common::*;
 
 const ARGS: [&str; 10] = [
-    "--threads", "2", "--max-tokens", "16", "--assistant-max-tokens", "16", "--max-turns", "2",
-    "--context", "768",
+    "--threads",
+    "2",
+    "--max-tokens",
+    "16",
+    "--assistant-max-tokens",
+    "16",
+    "--max-turns",
+    "2",
+    "--context",
+    "768",
 ];
 
 fn simulate(out: &Path, extra: &[&str]) -> std::process::Output {
     Command::new(bin())
         .args(["simulate", "-q"])
         .args(ARGS)
-        .args(if extra.contains(&"--seed") { &[][..] } else { &["--seed", "11"][..] })
+        .args(if extra.contains(&"--seed") {
+            &[][..]
+        } else {
+            &["--seed", "11"][..]
+        })
         .arg("-o")
         .arg(out)
         .args(extra)
@@ -40,23 +52,57 @@ fn four_shards_merge_into_the_single_run() {
         shards.push(p);
     }
     let merged = dir.path().join("merged.jsonl");
-    let o = Command::new(bin()).arg("merge").args(&shards).arg("-o").arg(&merged).args(["-n", "8"]).output().unwrap();
+    let o = Command::new(bin())
+        .arg("merge")
+        .args(&shards)
+        .arg("-o")
+        .arg(&merged)
+        .args(["-n", "8"])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(std::fs::read_to_string(&merged).unwrap(), std::fs::read_to_string(&single).unwrap());
+    assert_eq!(
+        std::fs::read_to_string(&merged).unwrap(),
+        std::fs::read_to_string(&single).unwrap()
+    );
 
     // A missing shard is a gap; a shard given twice is a duplicate.
-    let gap = Command::new(bin()).arg("merge").args(&shards[..3]).arg("-o").arg(dir.path().join("g.jsonl")).args(["-n", "8"]).output().unwrap();
+    let gap = Command::new(bin())
+        .arg("merge")
+        .args(&shards[..3])
+        .arg("-o")
+        .arg(dir.path().join("g.jsonl"))
+        .args(["-n", "8"])
+        .output()
+        .unwrap();
     assert_eq!(gap.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&gap.stderr).contains("missing"));
-    let dup = Command::new(bin()).arg("merge").args(&shards).arg(&shards[0]).arg("-o").arg(dir.path().join("d.jsonl")).output().unwrap();
+    let dup = Command::new(bin())
+        .arg("merge")
+        .args(&shards)
+        .arg(&shards[0])
+        .arg("-o")
+        .arg(dir.path().join("d.jsonl"))
+        .output()
+        .unwrap();
     assert_eq!(dup.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&dup.stderr).contains("twice"));
     assert!(!dir.path().join("g.jsonl").exists() && !dir.path().join("d.jsonl").exists());
     // A shard of another seed does not belong.
     let other = dir.path().join("other.jsonl");
-    let o = simulate(&other, &["-n", "8", "-p", "2", "--shard", "0/4", "--seed", "12"]);
+    let o = simulate(
+        &other,
+        &["-n", "8", "-p", "2", "--shard", "0/4", "--seed", "12"],
+    );
     assert!(o.status.success());
-    let mism = Command::new(bin()).arg("merge").args(&shards[1..]).arg(&other).arg("-o").arg(dir.path().join("m.jsonl")).output().unwrap();
+    let mism = Command::new(bin())
+        .arg("merge")
+        .args(&shards[1..])
+        .arg(&other)
+        .arg("-o")
+        .arg(dir.path().join("m.jsonl"))
+        .output()
+        .unwrap();
     assert_eq!(mism.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&mism.stderr).contains("seed"));
 }
@@ -79,12 +125,20 @@ fn killed_run_resumes_to_the_uninterrupted_file() {
         .unwrap();
     let t0 = std::time::Instant::now();
     loop {
-        let lines = std::fs::read_to_string(&part).map(|t| t.lines().count()).unwrap_or(0);
+        let lines = std::fs::read_to_string(&part)
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
         if lines >= 3 {
             break;
         }
-        assert!(t0.elapsed().as_secs() < 300, "too slow to reach 3 conversations");
-        assert!(child.try_wait().unwrap().is_none(), "finished before it could be killed");
+        assert!(
+            t0.elapsed().as_secs() < 300,
+            "too slow to reach 3 conversations"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before it could be killed"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     child.kill().unwrap(); // SIGKILL: no chance to clean up
@@ -96,14 +150,25 @@ fn killed_run_resumes_to_the_uninterrupted_file() {
 
     // A different seed must not resume this file.
     let wrong = simulate(&part, &["-n", "12", "-p", "3", "--resume", "--seed", "99"]);
-    assert_eq!(wrong.status.code(), Some(2), "{}", String::from_utf8_lossy(&wrong.stderr));
+    assert_eq!(
+        wrong.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("cannot resume"));
 
     let o = simulate(&part, &["-n", "12", "-p", "2", "--resume"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(std::fs::read_to_string(&part).unwrap(), std::fs::read_to_string(&full).unwrap());
+    assert_eq!(
+        std::fs::read_to_string(&part).unwrap(),
+        std::fs::read_to_string(&full).unwrap()
+    );
     // Resuming a complete file does nothing.
     let again = simulate(&part, &["-n", "12", "-p", "2", "--resume"]);
     assert!(again.status.success());
-    assert_eq!(std::fs::read_to_string(&part).unwrap(), std::fs::read_to_string(&full).unwrap());
+    assert_eq!(
+        std::fs::read_to_string(&part).unwrap(),
+        std::fs::read_to_string(&full).unwrap()
+    );
 }

@@ -104,12 +104,11 @@ fn load_model(path: &Path, gpu_layers: u32) -> Result<&'static LlamaModel, Backe
         return Ok(m);
     }
     let params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers);
-    let model = LlamaModel::load_from_file(backend, path, &params).map_err(|e| {
-        BackendError::Load {
+    let model =
+        LlamaModel::load_from_file(backend, path, &params).map_err(|e| BackendError::Load {
             path: path.display().to_string(),
             message: format!("{e} (is it a complete GGUF file of a supported architecture?)"),
-        }
-    })?;
+        })?;
     let model: &'static LlamaModel = Box::leak(Box::new(model));
     models.insert(key, model);
     Ok(model)
@@ -190,7 +189,9 @@ impl LlamaEngine {
     ) -> Result<LlamaEngine, BackendError> {
         let backend = llama_backend()?;
         if max_conversations == 0 {
-            return Err(BackendError::Engine("at least one conversation slot is needed".into()));
+            return Err(BackendError::Engine(
+                "at least one conversation slot is needed".into(),
+            ));
         }
         let n_slots = 2 * max_conversations;
         let n_seq = n_slots + PREFIX_SEQUENCES;
@@ -201,7 +202,9 @@ impl LlamaEngine {
             )));
         }
         let model = load_model(model_path, config.gpu_layers)?;
-        let ctx_per_seq = config.context_per_sequence.min(model.n_ctx_train().max(256));
+        let ctx_per_seq = config
+            .context_per_sequence
+            .min(model.n_ctx_train().max(256));
         if ctx_per_seq < 64 {
             return Err(BackendError::Engine(format!(
                 "context per sequence {ctx_per_seq} is too small (expected at least 64)"
@@ -209,7 +212,9 @@ impl LlamaEngine {
         }
         let n_ctx = ctx_per_seq as usize * n_seq;
         let threads = if config.threads == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as i32
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1) as i32
         } else {
             config.threads as i32
         };
@@ -222,9 +227,9 @@ impl LlamaEngine {
             .with_n_threads(threads)
             .with_n_threads_batch(threads)
             .with_kv_unified(false);
-        let ctx = model
-            .new_context(backend, params)
-            .map_err(|e| BackendError::Engine(format!("cannot create context of {n_ctx} tokens: {e}")))?;
+        let ctx = model.new_context(backend, params).map_err(|e| {
+            BackendError::Engine(format!("cannot create context of {n_ctx} tokens: {e}"))
+        })?;
 
         let template = match &config.chat_template {
             Some(src) => jinja_template(model, src.clone())?,
@@ -318,7 +323,12 @@ impl LlamaEngine {
     }
 
     /// Evaluate `tokens` into `seq` from position `start`, in chunks.
-    fn prefill_blocking(&mut self, seq: i32, tokens: &[i32], start: usize) -> Result<(), BackendError> {
+    fn prefill_blocking(
+        &mut self,
+        seq: i32,
+        tokens: &[i32],
+        start: usize,
+    ) -> Result<(), BackendError> {
         let mut pos = start;
         while pos < tokens.len() {
             let end = (pos + self.batch_capacity).min(tokens.len());
@@ -360,7 +370,9 @@ impl LlamaEngine {
     fn clear_seq(&mut self, seq: i32, from: usize) -> bool {
         let seq = seq as u32;
         let from = if from == 0 { None } else { Some(from as u32) };
-        self.ctx.clear_kv_cache_seq(Some(seq), from, None).unwrap_or(false)
+        self.ctx
+            .clear_kv_cache_seq(Some(seq), from, None)
+            .unwrap_or(false)
     }
 
     fn finish(&mut self, slot: usize, finish: FinishReason) -> Generation {
@@ -393,7 +405,8 @@ fn jinja_template(model: &LlamaModel, src: String) -> Result<ChatTemplate, Backe
     env.add_template_owned("chat", src)
         .map_err(|e| BackendError::Engine(format!("chat_template: {e}")))?;
     let vocab = model.vocab();
-    let piece = |t: LlamaToken| String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned();
+    let piece =
+        |t: LlamaToken| String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned();
     Ok(ChatTemplate::Jinja {
         env,
         bos: piece(vocab.bos()),
@@ -414,7 +427,10 @@ impl Backend for LlamaEngine {
         self.max_conversations
     }
 
-    fn prepare_shared_prefix(&mut self, examples: &[Vec<ChatMessage>]) -> Result<usize, BackendError> {
+    fn prepare_shared_prefix(
+        &mut self,
+        examples: &[Vec<ChatMessage>],
+    ) -> Result<usize, BackendError> {
         if examples.len() < 2 || self.prefixes.len() >= PREFIX_SEQUENCES {
             return Ok(0);
         }
@@ -435,7 +451,10 @@ impl Backend for LlamaEngine {
         let seq = self.prefixes.len() as i32;
         self.prefill_blocking(seq, &prefix, 0)?;
         tracing::debug!(tokens = len, seq, "shared prefix evaluated");
-        self.prefixes.push(SharedPrefix { seq, tokens: prefix });
+        self.prefixes.push(SharedPrefix {
+            seq,
+            tokens: prefix,
+        });
         Ok(len)
     }
 
@@ -597,10 +616,13 @@ impl Backend for LlamaEngine {
             let Some(a) = s.active.as_mut() else { continue };
             let Some(at) = a.logits_at else { continue };
             let logits = self.ctx.get_logits_ith(at);
-            let recent_from = s.cached.len().saturating_sub(a.sampling.repeat_last_n as usize);
-            let tok = self
-                .sampler
-                .sample(logits, &a.sampling, &s.cached[recent_from..], &mut a.rng);
+            let recent_from = s
+                .cached
+                .len()
+                .saturating_sub(a.sampling.repeat_last_n as usize);
+            let tok =
+                self.sampler
+                    .sample(logits, &a.sampling, &s.cached[recent_from..], &mut a.rng);
             if vocab.is_eog(LlamaToken(tok)) {
                 finished.push((i, FinishReason::Stop));
                 continue;
@@ -706,9 +728,13 @@ pub fn raw_decode_bench(
     // The same context shape as the engine would make for this many
     // conversations, so the two numbers compare like with like.
     let n_seq = (2 * sequences + PREFIX_SEQUENCES).min(MAX_SEQUENCES);
-    let ctx_per_seq = config.context_per_sequence.min(model.n_ctx_train().max(256)) as usize;
+    let ctx_per_seq = config
+        .context_per_sequence
+        .min(model.n_ctx_train().max(256)) as usize;
     let threads = if config.threads == 0 {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as i32
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1) as i32
     } else {
         config.threads as i32
     };
@@ -726,7 +752,11 @@ pub fn raw_decode_bench(
         .map_err(|e| BackendError::Engine(format!("context: {e}")))?;
     let prompt: Vec<LlamaToken> = model
         .vocab()
-        .tokenize(b"The quick brown fox jumps over the lazy dog. ", false, false)
+        .tokenize(
+            b"The quick brown fox jumps over the lazy dog. ",
+            false,
+            false,
+        )
         .into_iter()
         .cycle()
         .take(prompt_tokens.max(1))

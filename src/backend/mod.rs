@@ -143,7 +143,10 @@ pub trait Backend {
     fn max_conversations(&self) -> usize;
     /// Tell the backend what prompts will look like, so it can compute the
     /// part they share once (returns the shared prefix length in tokens).
-    fn prepare_shared_prefix(&mut self, _examples: &[Vec<ChatMessage>]) -> Result<usize, BackendError> {
+    fn prepare_shared_prefix(
+        &mut self,
+        _examples: &[Vec<ChatMessage>],
+    ) -> Result<usize, BackendError> {
         Ok(0)
     }
     /// Prompt length in tokens of `messages` (for sizing checks).
