@@ -110,6 +110,10 @@ struct SimulateArgs {
     /// Layers to offload to the GPU (builds with --features cuda).
     #[arg(long, default_value_t = 0)]
     gpu_layers: u32,
+    /// Use flash attention (faster on GPU; on CPU it makes output depend on
+    /// batch composition, so the same seed may no longer give the same file).
+    #[arg(long)]
+    flash_attn: bool,
     /// Most user turns per conversation (overrides the scenario).
     #[arg(long)]
     max_turns: Option<u32>,
@@ -432,6 +436,7 @@ fn run_simulate(a: SimulateArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             step_token_budget: a.step_tokens,
             gpu_layers: a.gpu_layers,
             chat_template: None,
+            flash_attention: a.flash_attn,
         },
         sampling: SamplingOverrides {
             temperature: a.temperature,

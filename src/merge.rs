@@ -41,22 +41,10 @@ pub enum MergeError {
     /// Reading an input failed.
     #[error("{0}")]
     Read(String),
-    /// Inputs disagree on the run configuration.
-    #[error("{file}: session {index} has {field} {found}, but {first_file} has {expected}: not shards of one run")]
-    Mismatch {
-        /// Offending file.
-        file: String,
-        /// Session index.
-        index: u64,
-        /// Field.
-        field: String,
-        /// Value found.
-        found: String,
-        /// First file.
-        first_file: String,
-        /// Value expected.
-        expected: String,
-    },
+    /// Inputs disagree on the run configuration (file, session, field,
+    /// both values and the file that set the expectation).
+    #[error("{0}")]
+    Mismatch(String),
     /// A session appears twice.
     #[error("session {index} appears twice: in {first} and {second}")]
     Duplicate {
@@ -117,14 +105,10 @@ pub fn merge(cfg: &MergeConfig) -> Result<MergeReport, MergeError> {
                 Some((first_file, expected)) => {
                     for ((field, e), (_, f)) in expected.iter().zip(id.iter()) {
                         if e != f {
-                            return Err(MergeError::Mismatch {
-                                file: name.clone(),
-                                index: r.session_index,
-                                field: field.to_string(),
-                                found: f.clone(),
-                                first_file: first_file.clone(),
-                                expected: e.clone(),
-                            });
+                            return Err(MergeError::Mismatch(format!(
+                                "{name}: session {} has {field} {f}, but {first_file} has {e}: not shards of one run",
+                                r.session_index
+                            )));
                         }
                     }
                 }

@@ -931,23 +931,19 @@ fn check_template(
         let Some(sub) = sub else { continue };
         let sub = sub.split('.').next().unwrap_or(sub);
         match root {
-            "session" | "text" => {
-                if !session.iter().any(|v| v.name() == sub) {
-                    let names: Vec<&str> = session.iter().map(SessionVar::name).collect();
-                    return Err(unknown(format!(
-                        "a declared session variable: {}",
-                        names.join(", ")
-                    )));
-                }
+            "session" | "text" if !session.iter().any(|v| v.name() == sub) => {
+                let names: Vec<&str> = session.iter().map(SessionVar::name).collect();
+                return Err(unknown(format!(
+                    "a declared session variable: {}",
+                    names.join(", ")
+                )));
             }
-            "turn" | "turn_text" => {
-                if !turn.iter().any(|v| v.name == sub) {
-                    let names: Vec<&str> = turn.iter().map(|t| t.name.as_str()).collect();
-                    return Err(unknown(format!(
-                        "a declared turn variable: {}",
-                        names.join(", ")
-                    )));
-                }
+            "turn" | "turn_text" if !turn.iter().any(|v| v.name == sub) => {
+                let names: Vec<&str> = turn.iter().map(|t| t.name.as_str()).collect();
+                return Err(unknown(format!(
+                    "a declared turn variable: {}",
+                    names.join(", ")
+                )));
             }
             _ => {}
         }

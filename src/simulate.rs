@@ -631,32 +631,38 @@ pub fn run_with_backend(
                 summary.interrupted = true;
                 break;
             }
-            // Fill free slots with new sessions.
-            while live.len() < capacity {
-                let Some(index) = queue.next() else { break };
-                let (conv, next) = start_conversation(index)?;
-                match next {
-                    Next::Generate(req) => {
-                        backend.submit(req)?;
-                        live.insert(index, (conv, Instant::now(), false));
-                    }
-                    Next::Done(end) => {
-                        live.insert(index, (conv, Instant::now(), true));
-                        finished.push((index, end));
+            // Finished conversations leave first, so their slots refill this step.
+            loop {
+                for (index, end) in finished.drain(..) {
+                    if let Some((conv, _, _)) = live.remove(&index) {
+                        backend.release(index);
+                        let record = conv.into_record(&run, system.name(), end);
+                        account(&mut summary, &record);
+                        writer.push(&record)?;
+                        progress.conversation_done(
+                            summary.conversations,
+                            summary.tokens_generated,
+                            t0.elapsed().as_secs_f64(),
+                        );
                     }
                 }
-            }
-            for (index, end) in finished.drain(..) {
-                if let Some((conv, _, _)) = live.remove(&index) {
-                    backend.release(index);
-                    let record = conv.into_record(&run, system.name(), end);
-                    account(&mut summary, &record);
-                    writer.push(&record)?;
-                    progress.conversation_done(
-                        summary.conversations,
-                        summary.tokens_generated,
-                        t0.elapsed().as_secs_f64(),
-                    );
+                // Fill free slots with new sessions.
+                while live.len() < capacity {
+                    let Some(index) = queue.next() else { break };
+                    let (conv, next) = start_conversation(index)?;
+                    match next {
+                        Next::Generate(req) => {
+                            backend.submit(req)?;
+                            live.insert(index, (conv, Instant::now(), false));
+                        }
+                        Next::Done(end) => {
+                            live.insert(index, (conv, Instant::now(), true));
+                            finished.push((index, end));
+                        }
+                    }
+                }
+                if finished.is_empty() {
+                    break;
                 }
             }
             if live.is_empty() {

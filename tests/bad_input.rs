@@ -189,11 +189,11 @@ fn bad_pins() {
 fn catalog_missing_column() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("movies.csv");
-    std::fs::write(&csv, "movieId,title,genres\n1,Toy Story (1995),Comedy\n").unwrap();
+    std::fs::write(&csv, "movieId,name,genres\n1,Toy Story (1995),Comedy\n").unwrap();
     expect_input_error(
         dir.path(),
         &["--catalog", csv.to_str().unwrap()],
-        &["movies.csv", "keywords"],
+        &["movies.csv", "`title`"],
     );
 }
 
