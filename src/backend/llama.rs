@@ -88,8 +88,8 @@ impl Default for LlamaConfig {
 enum Phase {
     /// One token per generating sequence.
     Decode,
-    /// Prompt chunks of sequences still reading their prompt.
-    Prefill,
+    /// The prompt chunk of one sequence (by slot) still reading its prompt.
+    Prefill(usize),
 }
 
 /// llama.cpp's `llama_flash_attn_type`: 0 disabled, 1 enabled.
@@ -576,15 +576,26 @@ impl Backend for LlamaEngine {
     fn step(&mut self) -> Result<Vec<Generation>, BackendError> {
         let mut done = std::mem::take(&mut self.finished_early);
         let mut budget = self.batch_capacity;
-        // Decode tokens and prefill chunks go to llama.cpp in separate calls:
-        // with the per-sequence KV layout, a call mixing one-token sequences
-        // with long prompt chunks is split into ubatches differently, and
-        // the logits then depend on which other sequences share the step
-        // (measured: up to 0.39 in a logit). Separate calls keep every
-        // sequence's numbers independent of the batch, so output does not
-        // depend on --parallel.
+        // All decode tokens go to llama.cpp in one call, and each sequence's
+        // prompt chunk in a call of its own. With the per-sequence KV layout
+        // llama.cpp splits a call holding sequences of unequal token counts
+        // into ubatches of equal counts per sequence, and a sequence's logits
+        // then depend on its neighbours (measured: up to 0.39 in a logit, and
+        // different text at --parallel 4 and 16). One-token-per-sequence
+        // calls and single-sequence calls are bit-identical whatever else
+        // runs, so output does not depend on --parallel.
         self.run_phase(Phase::Decode, &mut budget, &mut done)?;
-        self.run_phase(Phase::Prefill, &mut budget, &mut done)?;
+        for slot in 0..self.slots.len() {
+            if budget == 0 {
+                break;
+            }
+            let needs_prompt = self.slots[slot].active.as_ref().is_some_and(|a| {
+                a.pending.is_none() && self.slots[slot].cached.len() < a.prompt.len()
+            });
+            if needs_prompt {
+                self.run_phase(Phase::Prefill(slot), &mut budget, &mut done)?;
+            }
+        }
         Ok(done)
     }
     fn in_flight(&self) -> usize {
@@ -637,8 +648,11 @@ impl LlamaEngine {
                 *budget = budget.saturating_sub(1);
             }
         }
-        for s in self.slots.iter_mut() {
-            if phase != Phase::Prefill || *budget == 0 {
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            if phase != Phase::Prefill(i) {
+                continue;
+            }
+            if *budget == 0 {
                 break;
             }
             let Some(a) = s.active.as_mut() else { continue };
