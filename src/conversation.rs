@@ -47,6 +47,10 @@ pub struct TurnRecord {
     pub latents: BTreeMap<String, String>,
     /// Tokens generated for it (0 for fixed text).
     pub tokens: u32,
+    /// The note its speaker saw when writing it; repeated in later prompts,
+    /// never written to the output.
+    #[serde(skip)]
+    pub note: Option<String>,
 }
 
 /// Scenario identity in a record.
@@ -131,6 +135,8 @@ pub struct Conversation<'a> {
     user_turns: u32,
     replies: u32,
     current: Option<TurnLatents>,
+    /// Note of the generation in flight, kept with its turn when it lands.
+    pending_note: Option<String>,
 }
 
 impl<'a> Conversation<'a> {
@@ -152,6 +158,7 @@ impl<'a> Conversation<'a> {
                 text: opening.clone(),
                 latents: BTreeMap::new(),
                 tokens: 0,
+                note: None,
             });
         }
         Ok(Conversation {
@@ -167,6 +174,7 @@ impl<'a> Conversation<'a> {
             user_turns: 0,
             replies: 0,
             current: None,
+            pending_note: None,
         })
     }
 
@@ -176,6 +184,7 @@ impl<'a> Conversation<'a> {
             .map(|t| HistoryTurn {
                 side: t.role,
                 text: &t.text,
+                note: t.note.as_deref(),
             })
             .collect()
     }
@@ -192,7 +201,7 @@ impl<'a> Conversation<'a> {
                 },
             )),
             TurnDecision::Speak(turn) => {
-                let messages = user_messages(
+                let (messages, note) = user_messages(
                     self.scenario,
                     &self.user_system,
                     &self.latents,
@@ -201,12 +210,14 @@ impl<'a> Conversation<'a> {
                     self.user_turns,
                 )?;
                 self.current = Some(turn);
+                self.pending_note = Some(note.clone()).filter(|n| !n.is_empty());
                 Ok(Next::Generate(GenerationRequest {
                     conversation: self.index,
                     side: Side::User,
                     messages,
                     sampling: self.user_sampling.clone(),
                     seed: stream_seed(self.session_seed, Stream::UserSampling(self.user_turns)),
+                    note,
                 }))
             }
         }
@@ -228,6 +239,7 @@ impl<'a> Conversation<'a> {
                     text: g.text,
                     latents: turn.values,
                     tokens: g.completion_tokens,
+                    note: self.pending_note.take(),
                 });
                 self.user_turns += 1;
                 if context_full {
@@ -250,7 +262,10 @@ impl<'a> Conversation<'a> {
                     seed: stream_seed(self.session_seed, Stream::SystemSampling(self.replies)),
                 })?;
                 match action {
-                    SystemAction::Generate(req) => Ok(Next::Generate(req)),
+                    SystemAction::Generate(req) => {
+                        self.pending_note = Some(req.note.clone()).filter(|n| !n.is_empty());
+                        Ok(Next::Generate(req))
+                    }
                     SystemAction::Reply(text) => {
                         self.push_reply(text, 0);
                         self.user_turn()
@@ -273,6 +288,7 @@ impl<'a> Conversation<'a> {
             text,
             latents: BTreeMap::new(),
             tokens,
+            note: self.pending_note.take(),
         });
         self.replies += 1;
     }

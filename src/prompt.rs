@@ -3,10 +3,15 @@
 //!
 //! The simulator sees the conversation with roles swapped (the assistant's
 //! messages come to it as `user` messages and it writes the `assistant`
-//! part), its persona as the system message, and the turn instruction
-//! appended to the latest incoming message only. Instructions of earlier
-//! turns are not kept, so a turn latent steers exactly one turn, and the
-//! history stays a stable prefix that engines can reuse from turn to turn.
+//! part) and its persona as the system message. Each turn's instruction is
+//! appended to the incoming message it answers, and stays there in later
+//! prompts: the prompt only ever grows at its end, so an engine reuses the
+//! whole previous prompt and evaluates just the new messages. Removing the
+//! previous instruction instead would change the prompt in the middle and
+//! force the engine to re-read everything after it, every turn (measured:
+//! about three prompt tokens computed per generated token). An instruction
+//! still steers one turn: it sits on the message that turn answers. The
+//! assistant's per-turn note (retrieved candidates) is kept the same way.
 
 use serde::Serialize;
 use serde_json::json;
@@ -64,6 +69,9 @@ pub struct HistoryTurn<'a> {
     pub side: Side,
     /// What was said.
     pub text: &'a str,
+    /// The note its speaker saw on the message before it (the turn
+    /// instruction for a user turn, the candidates for an assistant turn).
+    pub note: Option<&'a str>,
 }
 
 fn scenario_ctx(s: &Scenario) -> serde_json::Value {
@@ -97,7 +105,8 @@ pub fn user_system_prompt(
         .to_string())
 }
 
-/// Messages for the simulator's next turn.
+/// Messages for the simulator's next turn, and the instruction added for
+/// it (the caller keeps it with the turn so later prompts repeat it).
 pub fn user_messages(
     scenario: &Scenario,
     system_prompt: &str,
@@ -105,7 +114,7 @@ pub fn user_messages(
     history: &[HistoryTurn<'_>],
     turn: &TurnLatents,
     turn_index: u32,
-) -> Result<Vec<ChatMessage>, ScenarioError> {
+) -> Result<(Vec<ChatMessage>, String), ScenarioError> {
     let last_assistant = history
         .iter()
         .rev()
@@ -135,21 +144,26 @@ pub fn user_messages(
             Side::User => ChatRole::Assistant,
             Side::Assistant => ChatRole::User,
         };
+        if let (Side::User, Some(note), Some(prev)) = (t.side, t.note, msgs.last_mut()) {
+            prev.content = append_note(&prev.content, note);
+        }
         msgs.push(ChatMessage::new(role, t.text));
     }
+    let instruction = instruction.trim().to_string();
     if let Some(last) = msgs.last_mut() {
         last.content = append_note(&last.content, &instruction);
     }
-    Ok(msgs)
+    Ok((msgs, instruction))
 }
 
-/// Messages for the assistant's next reply, with this turn's candidates.
+/// Messages for the assistant's next reply, with this turn's candidates, and
+/// the note added for it (kept with the reply, as for user turns).
 pub fn assistant_messages(
     scenario: &Scenario,
     history: &[HistoryTurn<'_>],
     candidates: &[&CatalogItem],
     turn_index: u32,
-) -> Result<Vec<ChatMessage>, ScenarioError> {
+) -> Result<(Vec<ChatMessage>, String), ScenarioError> {
     let sc = scenario_ctx(scenario);
     let system = scenario.render(template::ASSISTANT_SYSTEM, &json!({ "scenario": sc }))?;
     let last_user = history
@@ -177,10 +191,16 @@ pub fn assistant_messages(
             Side::User => ChatRole::User,
             Side::Assistant => ChatRole::Assistant,
         };
+        if let (Side::Assistant, Some(note), Some(prev)) = (t.side, t.note, msgs.last_mut()) {
+            if prev.role == ChatRole::User {
+                prev.content = append_note(&prev.content, note);
+            }
+        }
         msgs.push(ChatMessage::new(role, t.text));
     }
+    let note = note.trim().to_string();
     if let Some(last) = msgs.last_mut().filter(|m| m.role == ChatRole::User) {
         last.content = append_note(&last.content, &note);
     }
-    Ok(msgs)
+    Ok((msgs, note))
 }

@@ -581,6 +581,7 @@ pub fn run_with_backend(
         .map(|t| HistoryTurn {
             side: Side::Assistant,
             text: t,
+            note: None,
         })
         .collect();
     let asst_example =
@@ -590,16 +591,18 @@ pub fn run_with_backend(
                 .map(|t| HistoryTurn {
                     side: t.side,
                     text: t.text,
+                    note: None,
                 })
                 .collect();
             h.push(HistoryTurn {
                 side: Side::User,
                 text,
+                note: None,
             });
             let cands: Vec<&crate::catalog::CatalogItem> = catalog
                 .map(|c| c.items().iter().take(cfg.candidates).collect())
                 .unwrap_or_default();
-            Ok(assistant_messages(scenario, &h, &cands, 0)?)
+            Ok(assistant_messages(scenario, &h, &cands, 0)?.0)
         };
     let asst_examples = vec![asst_example("Hi there.")?, asst_example("Hello!")?];
     if let Some(first) = examples_user.first() {

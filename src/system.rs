@@ -110,13 +110,15 @@ impl System for LlmRecommender<'_> {
             }
             None => Vec::new(),
         };
-        let messages = assistant_messages(self.scenario, turn.history, &cands, turn.reply_index)?;
+        let (messages, note) =
+            assistant_messages(self.scenario, turn.history, &cands, turn.reply_index)?;
         Ok(SystemAction::Generate(GenerationRequest {
             conversation: turn.conversation,
             side: Side::Assistant,
             messages,
             sampling: self.sampling.clone(),
             seed: turn.seed,
+            note,
         }))
     }
 }

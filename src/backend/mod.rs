@@ -39,6 +39,10 @@ pub struct GenerationRequest {
     pub sampling: SamplingParams,
     /// Seed of this generation's sampling stream.
     pub seed: u64,
+    /// The per-turn note rendered into the last message (instruction or
+    /// candidates). Engines ignore it; the conversation keeps it so later
+    /// prompts repeat it and stay append-only.
+    pub note: String,
 }
 
 /// Why a generation stopped.
