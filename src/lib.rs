@@ -7,13 +7,17 @@
 //! side → [`conversation`] (state machine and record) → [`output`] (JSONL),
 //! orchestrated by [`simulate`]. [`fit_intents`] fits turn policies on real
 //! dialogues read by [`corpus`]; [`models`] resolves model files and
-//! [`catalog`] holds the items a recommender retrieves.
+//! [`catalog`] holds the items a recommender retrieves. [`eval`] measures
+//! realism, diversity and label fidelity of simulated conversations against
+//! real ones, with sentence vectors from [`embed`].
 
 pub mod backend;
 pub mod bench;
 pub mod catalog;
 pub mod conversation;
 pub mod corpus;
+pub mod embed;
+pub mod eval;
 pub mod fit_intents;
 pub mod latent;
 pub mod merge;

@@ -50,6 +50,9 @@ enum Command {
     FitIntents(FitIntentsArgs),
     /// Measure throughput: the real loop against llama.cpp's own ceiling.
     Bench(BenchArgs),
+    /// Measure realism, diversity and label fidelity against real
+    /// conversations.
+    Eval(EvalArgs),
     /// Join shard outputs into one file ordered by session, refusing gaps,
     /// duplicates and mismatched runs.
     Merge(MergeArgs),
@@ -235,6 +238,47 @@ struct FitIntentsArgs {
     decimals: u32,
 }
 
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("other").required(true).args(["sim", "real_vs"])))]
+struct EvalArgs {
+    /// Real conversations: IARD .json, INSPIRED dialogs .tsv, or JSONL
+    /// (usersim's own or chat-messages).
+    #[arg(long)]
+    real: PathBuf,
+    /// Simulated conversations (`usersim simulate` output).
+    #[arg(long)]
+    sim: Option<PathBuf>,
+    /// A second real set measured as if simulated (sanity checks, baselines).
+    #[arg(long)]
+    real_vs: Option<PathBuf>,
+    /// Another run (e.g. uncontrolled, policy = none) measured beside --sim.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
+    /// Labelled set that trains the intent classifier (default: --real when
+    /// it carries intent labels).
+    #[arg(long)]
+    intents: Option<PathBuf>,
+    /// Print the report as JSON on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Also write a self-contained HTML report here.
+    #[arg(long)]
+    html: Option<PathBuf>,
+    /// Skip sentence embeddings (no Fréchet distance or embedding spread).
+    #[arg(long)]
+    no_embed: bool,
+    /// Embedding model directory (default: the registry's embedding model,
+    /// fetched on first use).
+    #[arg(long)]
+    embed_model: Option<PathBuf>,
+    /// Cross-validation folds of the discriminators.
+    #[arg(long, default_value_t = 5)]
+    folds: usize,
+    /// Bootstrap resamples behind every 95% interval.
+    #[arg(long, default_value_t = 1000)]
+    bootstrap: usize,
+}
+
 #[derive(Subcommand)]
 enum ModelsCommand {
     /// List the registry's models and whether they are cached.
@@ -275,13 +319,15 @@ fn main() -> ExitCode {
             if is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_line(&e));
             if e.chain().any(|c| {
                 c.downcast_ref::<SimulateError>()
                     .is_some_and(SimulateError::is_input_error)
                     || c.downcast_ref::<models::ModelError>().is_some()
                     || c.downcast_ref::<usersim::corpus::CorpusError>().is_some()
                     || c.downcast_ref::<usersim::merge::MergeError>().is_some()
+                    || c.downcast_ref::<usersim::eval::EvalRunError>()
+                        .is_some_and(usersim::eval::EvalRunError::is_input_error)
             }) {
                 ExitCode::from(2)
             } else {
@@ -289,6 +335,23 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The error and its causes on one line, skipping a cause whose text the
+/// line already holds (library errors name their source in their message).
+fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
@@ -371,6 +434,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Eval(a) => run_eval(a, cli.quiet),
         Command::Merge(a) => {
             let report = usersim::merge::merge(&usersim::merge::MergeConfig {
                 inputs: a.inputs,
@@ -526,6 +590,64 @@ fn print_summary(s: &RunSummary, output: &std::path::Path, json: bool) -> anyhow
         ends.join(", "),
     );
     Ok(())
+}
+
+fn run_eval(a: EvalArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    use usersim::eval::{run::EvalRunConfig, EvalConfig};
+    let embed = if a.no_embed {
+        None
+    } else {
+        let model_dir = match a.embed_model {
+            Some(d) => d,
+            None => {
+                let reg = models::Registry::builtin()?;
+                let entry = reg
+                    .default_embedding()
+                    .context("the model registry has no embedding model")?;
+                let opts = models::FetchOptions {
+                    progress: !quiet,
+                    ..models::FetchOptions::default()
+                };
+                models::resolve(entry, &opts)?
+            }
+        };
+        Some(usersim::embed::EmbedConfig {
+            model_dir,
+            ..usersim::embed::EmbedConfig::default()
+        })
+    };
+    let mut eval = EvalConfig::default();
+    eval.discriminator.folds = a.folds;
+    eval.discriminator.n_bootstrap = a.bootstrap;
+    let sim = a
+        .sim
+        .or(a.real_vs)
+        .context("--sim or --real-vs is required")?;
+    let cfg = EvalRunConfig {
+        real: a.real,
+        sim,
+        baseline: a.baseline,
+        intent_corpus: a.intents,
+        embed,
+        embed_cache: models::cache_dir().join("embeddings"),
+        eval,
+    };
+    let run = usersim::eval::run_eval(&cfg)?;
+    if let Some(p) = &a.html {
+        let tmp = p.with_extension("html.tmp");
+        std::fs::write(&tmp, run.render_html())
+            .and_then(|_| std::fs::rename(&tmp, p))
+            .with_context(|| format!("{}: cannot write", p.display()))?;
+        eprintln!("report -> {}", p.display());
+    }
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&run)?)?;
+    } else {
+        write!(out, "{}", run.render_text())?;
+    }
+    eprintln!("evaluated in {:.1}s", run.seconds);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_fit_intents(a: FitIntentsArgs) -> anyhow::Result<ExitCode> {

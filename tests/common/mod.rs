@@ -54,3 +54,18 @@ pub fn run(cfg: &SimulateConfig) -> RunSummary {
     usersim::simulate::simulate(cfg, &NoProgress, Arc::new(AtomicBool::new(false)))
         .unwrap_or_else(|e| panic!("simulate failed: {e}"))
 }
+
+/// The registry's embedding model directory, fetched on first use (as
+/// `usersim models pull all-minilm-l6-v2` does).
+pub fn embedding_model_dir() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let reg = usersim::models::Registry::builtin().expect("built-in registry");
+        let entry = reg
+            .default_embedding()
+            .expect("registry has an embedding model");
+        usersim::models::resolve(entry, &usersim::models::FetchOptions::default())
+            .unwrap_or_else(|e| panic!("embedding model {} not available: {e}", entry.name))
+    })
+    .clone()
+}

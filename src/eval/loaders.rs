@@ -1,0 +1,687 @@
+//! Loading real and simulated conversations into one [`Corpus`] shape.
+//!
+//! Supported inputs:
+//! * IARD `iard.json` ([`load_iard`]): seeker utterances keep their
+//!   sub-intent labels; movie mentions `@187028 <It  (2017)>` become `It`.
+//! * INSPIRED `dialogs.tsv` ([`load_inspired`]): consecutive rows of one
+//!   speaker are merged into a turn; `SEEKER` is the seeker.
+//! * usersim JSONL ([`load_usersim_jsonl`]): one conversation per line with
+//!   `turns[{role,text,latents{intent}}]`; `user` is the seeker.
+//! * chat-messages JSONL ([`load_chat_jsonl`]): `{"messages":[{role,content}],
+//!   "metadata":{..}}`; `user` is the seeker, `system` messages are dropped.
+//!
+//! [`load_auto`] picks the loader from the extension and, for `.jsonl`, from
+//! the first non-empty line. Errors name the file, the line and the field.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+/// Errors while loading a corpus.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Malformed JSON.
+    #[error("{path}:{line}: invalid JSON: {source}")]
+    Json {
+        /// File.
+        path: PathBuf,
+        /// 1-based line (1 for whole-file JSON).
+        line: usize,
+        /// Cause.
+        source: serde_json::Error,
+    },
+    /// Malformed TSV.
+    #[error("{path}:{line}: invalid TSV: {source}")]
+    Csv {
+        /// File.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// Cause.
+        source: csv::Error,
+    },
+    /// A field is missing or has the wrong type.
+    #[error("{path}:{line}: field `{field}`: {problem}")]
+    Field {
+        /// File.
+        path: PathBuf,
+        /// 1-based line (0 if unknown).
+        line: usize,
+        /// Field (JSON path such as `turns[3].text`).
+        field: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The format could not be recognised.
+    #[error("{path}: unrecognised corpus format: {problem}")]
+    UnknownFormat {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        problem: String,
+    },
+}
+
+/// One turn of a dialogue.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EvalTurn {
+    /// Whether the seeker (user) speaks.
+    pub seeker: bool,
+    /// Text with markup removed.
+    pub text: String,
+    /// Real intent labels (IARD) or the requested intent (simulation).
+    pub intents: Vec<String>,
+}
+
+/// One dialogue.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EvalDialogue {
+    /// Identifier.
+    pub id: String,
+    /// Turns in order.
+    pub turns: Vec<EvalTurn>,
+    /// Session latents (simulation) or metadata (real data), `Null` if none.
+    pub latents: Value,
+}
+
+/// A set of dialogues.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Corpus {
+    /// Dialogues in file order.
+    pub dialogues: Vec<EvalDialogue>,
+}
+
+/// Input formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum CorpusFormat {
+    /// IARD JSON.
+    Iard,
+    /// INSPIRED dialogs TSV.
+    Inspired,
+    /// usersim conversation JSONL.
+    UsersimJsonl,
+    /// Chat-messages JSONL.
+    ChatJsonl,
+}
+
+impl Corpus {
+    /// Seeker turns' texts, in order.
+    pub fn seeker_texts(&self) -> Vec<String> {
+        self.seeker_turns().map(|t| t.text.clone()).collect()
+    }
+
+    /// Seeker turns, in order.
+    pub fn seeker_turns(&self) -> impl Iterator<Item = &EvalTurn> {
+        self.dialogues
+            .iter()
+            .flat_map(|d| d.turns.iter().filter(|t| t.seeker))
+    }
+
+    /// One text per dialogue: its seeker turns joined by newlines.
+    pub fn seeker_conversations(&self) -> Vec<String> {
+        self.dialogues
+            .iter()
+            .map(|d| {
+                d.turns
+                    .iter()
+                    .filter(|t| t.seeker)
+                    .map(|t| t.text.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .collect()
+    }
+
+    /// Number of seeker turns.
+    pub fn n_seeker_turns(&self) -> usize {
+        self.seeker_turns().count()
+    }
+}
+
+fn read(path: &Path) -> Result<String, LoadError> {
+    std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Replaces ReDial mention markup `@123 <Title  (2017)>` by `Title` and
+/// collapses runs of whitespace.
+pub fn strip_mentions(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('@') {
+        let after = &rest[at + 1..];
+        let digits = after.chars().take_while(|c| c.is_ascii_digit()).count();
+        let tail = after[digits..].trim_start();
+        if digits > 0 && tail.starts_with('<') {
+            if let Some(close) = tail.find('>') {
+                out.push_str(&rest[..at]);
+                let mut title = tail[1..close].trim().to_string();
+                // drop a trailing "(year)"
+                if let Some(open) = title.rfind('(') {
+                    let inner = title[open + 1..].trim_end_matches(')');
+                    if title.ends_with(')')
+                        && !inner.is_empty()
+                        && inner.chars().all(|c| c.is_ascii_digit())
+                    {
+                        title.truncate(open);
+                    }
+                }
+                out.push_str(title.trim());
+                rest = &tail[close + 1..];
+                continue;
+            }
+        }
+        out.push_str(&rest[..=at]);
+        rest = after;
+    }
+    out.push_str(rest);
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn field_err(
+    path: &Path,
+    line: usize,
+    field: impl Into<String>,
+    problem: impl Into<String>,
+) -> LoadError {
+    LoadError::Field {
+        path: path.to_path_buf(),
+        line,
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+fn str_list(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect(),
+        Some(Value::String(s)) => vec![s.clone()],
+        _ => Vec::new(),
+    }
+}
+
+/// Loads IARD (`iard.json`): dialogues in key order, utterances by
+/// `utterance_pos`; seeker turns carry `sub-intent/action` labels.
+pub fn load_iard(path: &Path) -> Result<Corpus, LoadError> {
+    let text = read(path)?;
+    let root: Value = serde_json::from_str(&text).map_err(|source| LoadError::Json {
+        path: path.to_path_buf(),
+        line: 1,
+        source,
+    })?;
+    parse_iard(&root, path)
+}
+
+fn parse_iard(root: &Value, path: &Path) -> Result<Corpus, LoadError> {
+    let obj = root
+        .as_object()
+        .ok_or_else(|| field_err(path, 1, "<root>", "expected an object keyed by dialogue id"))?;
+    let mut dialogues = Vec::with_capacity(obj.len());
+    for (id, d) in obj {
+        let info = d
+            .get("dialogue_info")
+            .and_then(Value::as_object)
+            .ok_or_else(|| {
+                field_err(
+                    path,
+                    0,
+                    format!("{id}.dialogue_info"),
+                    "missing or not an object",
+                )
+            })?;
+        let mut utts: Vec<(u64, EvalTurn)> = Vec::with_capacity(info.len());
+        for (key, u) in info {
+            let f = |name: &str| format!("{id}.dialogue_info.{key}.{name}");
+            let pos = u
+                .get("utterance_pos")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| {
+                    field_err(path, 0, f("utterance_pos"), "missing or not an integer")
+                })?;
+            let role = u
+                .get("role")
+                .and_then(Value::as_str)
+                .ok_or_else(|| field_err(path, 0, f("role"), "missing or not a string"))?;
+            let raw = u
+                .get("utterance_text")
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    field_err(path, 0, f("utterance_text"), "missing or not a string")
+                })?;
+            let seeker = match role {
+                "seeker" => true,
+                "recommender" => false,
+                other => {
+                    return Err(field_err(
+                        path,
+                        0,
+                        f("role"),
+                        format!("unknown role `{other}`"),
+                    ))
+                }
+            };
+            let intents = str_list(u.get("sub-intent/action"));
+            utts.push((
+                pos,
+                EvalTurn {
+                    seeker,
+                    text: strip_mentions(raw),
+                    intents,
+                },
+            ));
+        }
+        utts.sort_by_key(|u| u.0);
+        let mut latents = serde_json::Map::new();
+        if let Some(a) = d.get("accepted_recommendation") {
+            latents.insert("accepted_recommendation".into(), a.clone());
+        }
+        dialogues.push(EvalDialogue {
+            id: id.clone(),
+            turns: utts.into_iter().map(|u| u.1).collect(),
+            latents: Value::Object(latents),
+        });
+    }
+    Ok(Corpus { dialogues })
+}
+
+/// Loads INSPIRED `dialogs.tsv`: rows grouped by `dialog_id`, consecutive
+/// rows of one speaker merged (joined by a space) into one turn. The
+/// dialogue's outcome (`fine_label`, `coarse_label`) goes into `latents`.
+pub fn load_inspired(path: &Path) -> Result<Corpus, LoadError> {
+    let text = read(path)?;
+    let mut rdr = csv::ReaderBuilder::new()
+        .delimiter(b'\t')
+        .quoting(false)
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let headers = rdr
+        .headers()
+        .map_err(|source| LoadError::Csv {
+            path: path.to_path_buf(),
+            line: 1,
+            source,
+        })?
+        .clone();
+    let col = |name: &str| -> Result<usize, LoadError> {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| field_err(path, 1, name, "column missing from header"))
+    };
+    let (c_id, c_spk, c_text) = (col("dialog_id")?, col("speaker")?, col("text")?);
+    let c_fine = headers.iter().position(|h| h == "fine_label");
+    let c_coarse = headers.iter().position(|h| h == "coarse_label");
+    let mut dialogues: Vec<EvalDialogue> = Vec::new();
+    for (i, rec) in rdr.records().enumerate() {
+        let line = i + 2;
+        let rec = rec.map_err(|source| LoadError::Csv {
+            path: path.to_path_buf(),
+            line,
+            source,
+        })?;
+        let get = |c: usize, name: &str| {
+            rec.get(c)
+                .ok_or_else(|| field_err(path, line, name, "missing column"))
+        };
+        let id = get(c_id, "dialog_id")?;
+        let spk = get(c_spk, "speaker")?;
+        let txt = get(c_text, "text")?.trim();
+        let seeker = match spk {
+            "SEEKER" => true,
+            "RECOMMENDER" => false,
+            other => {
+                return Err(field_err(
+                    path,
+                    line,
+                    "speaker",
+                    format!("unknown speaker `{other}`"),
+                ))
+            }
+        };
+        if dialogues.last().is_none_or(|d| d.id != id) {
+            let mut lat = serde_json::Map::new();
+            for (c, name) in [(c_fine, "fine_label"), (c_coarse, "coarse_label")] {
+                if let Some(v) = c.and_then(|c| rec.get(c)).filter(|v| !v.is_empty()) {
+                    lat.insert(name.into(), Value::String(v.to_string()));
+                }
+            }
+            dialogues.push(EvalDialogue {
+                id: id.to_string(),
+                turns: Vec::new(),
+                latents: Value::Object(lat),
+            });
+        }
+        let Some(d) = dialogues.last_mut() else {
+            continue;
+        };
+        if txt.is_empty() {
+            continue;
+        }
+        match d.turns.last_mut() {
+            Some(t) if t.seeker == seeker => {
+                t.text.push(' ');
+                t.text.push_str(txt);
+            }
+            _ => d.turns.push(EvalTurn {
+                seeker,
+                text: txt.to_string(),
+                intents: Vec::new(),
+            }),
+        }
+    }
+    Ok(Corpus { dialogues })
+}
+
+fn parse_jsonl<F>(path: &Path, mut each: F) -> Result<Corpus, LoadError>
+where
+    F: FnMut(&Value, usize) -> Result<EvalDialogue, LoadError>,
+{
+    let text = read(path)?;
+    let mut dialogues = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: Value = serde_json::from_str(line).map_err(|source| LoadError::Json {
+            path: path.to_path_buf(),
+            line: i + 1,
+            source,
+        })?;
+        dialogues.push(each(&v, i + 1)?);
+    }
+    Ok(Corpus { dialogues })
+}
+
+/// Loads usersim conversation JSONL. A turn's requested intent is read from
+/// `latents.intent` (string) or `latents.intents` (list).
+pub fn load_usersim_jsonl(path: &Path) -> Result<Corpus, LoadError> {
+    parse_jsonl(path, |v, line| {
+        let id = match v.get("id") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => format!("line{line}"),
+        };
+        let turns_v = v
+            .get("turns")
+            .and_then(Value::as_array)
+            .ok_or_else(|| field_err(path, line, "turns", "missing or not an array"))?;
+        let mut turns = Vec::with_capacity(turns_v.len());
+        for (k, t) in turns_v.iter().enumerate() {
+            let role = t.get("role").and_then(Value::as_str).ok_or_else(|| {
+                field_err(
+                    path,
+                    line,
+                    format!("turns[{k}].role"),
+                    "missing or not a string",
+                )
+            })?;
+            let text = t.get("text").and_then(Value::as_str).ok_or_else(|| {
+                field_err(
+                    path,
+                    line,
+                    format!("turns[{k}].text"),
+                    "missing or not a string",
+                )
+            })?;
+            let seeker = match role {
+                "user" => true,
+                "assistant" | "system" => false,
+                other => {
+                    return Err(field_err(
+                        path,
+                        line,
+                        format!("turns[{k}].role"),
+                        format!("unknown role `{other}`"),
+                    ))
+                }
+            };
+            let lat = t.get("latents");
+            let mut intents = str_list(lat.and_then(|l| l.get("intent")));
+            intents.extend(str_list(lat.and_then(|l| l.get("intents"))));
+            turns.push(EvalTurn {
+                seeker,
+                text: text.to_string(),
+                intents,
+            });
+        }
+        let mut latents = v.get("latents").cloned().unwrap_or(Value::Null);
+        if let (Value::Object(m), Some(e)) = (&mut latents, v.get("end_reason")) {
+            m.entry("end_reason").or_insert(e.clone());
+        }
+        Ok(EvalDialogue { id, turns, latents })
+    })
+}
+
+/// Loads chat-messages JSONL; `metadata` becomes the latents; a message may
+/// carry an `intent` field.
+pub fn load_chat_jsonl(path: &Path) -> Result<Corpus, LoadError> {
+    parse_jsonl(path, |v, line| {
+        let msgs = v
+            .get("messages")
+            .and_then(Value::as_array)
+            .ok_or_else(|| field_err(path, line, "messages", "missing or not an array"))?;
+        let mut turns = Vec::new();
+        for (k, m) in msgs.iter().enumerate() {
+            let role = m.get("role").and_then(Value::as_str).ok_or_else(|| {
+                field_err(
+                    path,
+                    line,
+                    format!("messages[{k}].role"),
+                    "missing or not a string",
+                )
+            })?;
+            let content = m.get("content").and_then(Value::as_str).ok_or_else(|| {
+                field_err(
+                    path,
+                    line,
+                    format!("messages[{k}].content"),
+                    "missing or not a string",
+                )
+            })?;
+            let seeker = match role {
+                "system" => continue,
+                "user" => true,
+                "assistant" => false,
+                other => {
+                    return Err(field_err(
+                        path,
+                        line,
+                        format!("messages[{k}].role"),
+                        format!("unknown role `{other}`"),
+                    ))
+                }
+            };
+            turns.push(EvalTurn {
+                seeker,
+                text: content.to_string(),
+                intents: str_list(m.get("intent")),
+            });
+        }
+        let latents = v.get("metadata").cloned().unwrap_or(Value::Null);
+        let id = latents
+            .get("id")
+            .and_then(|x| {
+                x.as_str()
+                    .map(str::to_string)
+                    .or_else(|| x.as_u64().map(|n| n.to_string()))
+            })
+            .unwrap_or_else(|| format!("line{line}"));
+        Ok(EvalDialogue { id, turns, latents })
+    })
+}
+
+/// Detects the format of `path`: `.json` → IARD, `.tsv` → INSPIRED, `.jsonl`
+/// → by the keys of the first non-empty line (`messages` or `turns`).
+pub fn detect_format(path: &Path) -> Result<CorpusFormat, LoadError> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match ext.as_str() {
+        "json" => return Ok(CorpusFormat::Iard),
+        "tsv" => return Ok(CorpusFormat::Inspired),
+        _ => {}
+    }
+    let text = read(path)?;
+    let Some((i, first)) = text.lines().enumerate().find(|(_, l)| !l.trim().is_empty()) else {
+        return Err(LoadError::UnknownFormat {
+            path: path.to_path_buf(),
+            problem: "empty file".into(),
+        });
+    };
+    if first.starts_with("dialog_id\t") {
+        return Ok(CorpusFormat::Inspired);
+    }
+    let v: Value = serde_json::from_str(first).map_err(|source| LoadError::Json {
+        path: path.to_path_buf(),
+        line: i + 1,
+        source,
+    })?;
+    if v.get("messages").is_some() {
+        Ok(CorpusFormat::ChatJsonl)
+    } else if v.get("turns").is_some() {
+        Ok(CorpusFormat::UsersimJsonl)
+    } else if v
+        .as_object()
+        .and_then(|o| o.values().next())
+        .and_then(|d| d.get("dialogue_info"))
+        .is_some()
+    {
+        Ok(CorpusFormat::Iard)
+    } else {
+        Err(LoadError::UnknownFormat {
+            path: path.to_path_buf(),
+            problem: "first line has neither `messages` nor `turns`".into(),
+        })
+    }
+}
+
+/// Loads `path` with the loader chosen by [`detect_format`].
+pub fn load_auto(path: &Path) -> Result<Corpus, LoadError> {
+    match detect_format(path)? {
+        CorpusFormat::Iard => load_iard(path),
+        CorpusFormat::Inspired => load_inspired(path),
+        CorpusFormat::UsersimJsonl => load_usersim_jsonl(path),
+        CorpusFormat::ChatJsonl => load_chat_jsonl(path),
+    }
+}
+
+/// Counts, over the corpus's seeker turns, how often each intent label occurs.
+pub fn intent_counts(c: &Corpus) -> BTreeMap<String, f64> {
+    let mut m = BTreeMap::new();
+    for t in c.seeker_turns() {
+        for l in &t.intents {
+            *m.entry(l.clone()).or_insert(0.0) += 1.0;
+        }
+    }
+    m
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Path of the shared IARD file.
+    pub(crate) const IARD: &str =
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/iard/iard.json");
+    /// Path of the shared INSPIRED file.
+    pub(crate) const INSPIRED: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/data/inspired/dialogs.tsv"
+    );
+
+    fn tmp(name: &str, body: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("eval_dev_test_{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let p = dir.join(name);
+        std::fs::write(&p, body).expect("write temp file");
+        p
+    }
+
+    #[test]
+    fn strips_mentions() {
+        assert_eq!(
+            strip_mentions("Yes, how about @187028 <It  (2017)>  ?"),
+            "Yes, how about It ?"
+        );
+        assert_eq!(
+            strip_mentions("@1 <Se7en (1995)> and @2 <Halloween: Resurrection (2002)>"),
+            "Se7en and Halloween: Resurrection"
+        );
+        assert_eq!(strip_mentions("mail me @ home"), "mail me @ home");
+    }
+
+    #[test]
+    fn loads_iard() {
+        let c = load_auto(Path::new(IARD)).unwrap();
+        assert_eq!(c.dialogues.len(), 280);
+        let d = c.dialogues.iter().find(|d| d.id == "474").unwrap();
+        assert_eq!(d.turns[0].text, "Hi can you help me find a movie to watch");
+        assert_eq!(d.turns[0].intents, vec!["OTH", "IQU"]);
+        assert!(d.turns[0].seeker && !d.turns[1].seeker);
+        assert_eq!(d.turns[1].text, "Yes, how about It ?");
+        assert_eq!(c.n_seeker_turns(), 1884);
+    }
+
+    #[test]
+    fn loads_inspired() {
+        let c = load_auto(Path::new(INSPIRED)).unwrap();
+        assert_eq!(c.dialogues.len(), 99);
+        let d = &c.dialogues[0];
+        assert_eq!(d.turns[1].text, "I'm well, thanks");
+        assert!(d.turns[1].seeker && !d.turns[0].seeker);
+        // merged turns alternate speakers
+        assert!(c
+            .dialogues
+            .iter()
+            .all(|d| d.turns.windows(2).all(|w| w[0].seeker != w[1].seeker)));
+    }
+
+    #[test]
+    fn loads_jsonl_formats_and_reports_errors() {
+        let p = tmp(
+            "sim.jsonl",
+            r#"{"id":"a","session_index":0,"latents":{"age_group":"teen"},"turns":[{"role":"user","text":"hi","latents":{"intent":"IQU"},"tokens":3},{"role":"assistant","text":"hello","tokens":2}],"end_reason":"user_left"}"#,
+        );
+        let c = load_auto(&p).unwrap();
+        assert_eq!(c.dialogues[0].turns[0].intents, vec!["IQU"]);
+        assert_eq!(c.dialogues[0].latents["end_reason"], "user_left");
+        let p = tmp(
+            "chat.jsonl",
+            "{\"messages\":[{\"role\":\"system\",\"content\":\"s\"},{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":\"yo\"}],\"metadata\":{\"id\":\"x\"}}\n",
+        );
+        let c = load_auto(&p).unwrap();
+        assert_eq!(c.dialogues[0].id, "x");
+        assert_eq!(c.dialogues[0].turns.len(), 2);
+        assert_eq!(c.seeker_texts(), vec!["hi"]);
+        let p = tmp(
+            "bad.jsonl",
+            "{\"turns\":[]}\n{\"turns\":[{\"role\":\"user\"}]}\n",
+        );
+        let e = load_auto(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("bad.jsonl:2") && e.contains("turns[0].text"),
+            "{e}"
+        );
+        let p = tmp("bad2.jsonl", "{\"turns\":[]}\nnot json\n");
+        assert!(load_auto(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("bad2.jsonl:2"));
+    }
+}

@@ -1,0 +1,631 @@
+//! The evaluation report: [`EvalReport`] (serialisable), a plain-text table
+//! ([`EvalReport::render_text`]) and a self-contained HTML page with inline,
+//! hand-written SVG plots ([`EvalReport::render_html`]; no scripts, no
+//! external resources). Every plot is an `<svg class="plot" id="...">`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use super::discriminator::DiscriminatorResult;
+use super::diversity::LatentCoverage;
+use super::intent::{IntentCvResult, LabelFidelity};
+
+/// Two categorical distributions on aligned labels and their distances.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DistributionComparison {
+    /// Category labels.
+    pub labels: Vec<String>,
+    /// Real probabilities.
+    pub real: Vec<f64>,
+    /// Simulated probabilities.
+    pub sim: Vec<f64>,
+    /// Jensen–Shannon divergence (bits, in [0,1]).
+    pub js: f64,
+    /// Total variation distance.
+    pub tv: f64,
+    /// Entropy (bits) of the real distribution.
+    pub real_entropy: f64,
+    /// Entropy (bits) of the simulated distribution.
+    pub sim_entropy: f64,
+}
+
+/// Length statistics (words per turn, or seeker turns per dialogue).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LengthStats {
+    /// Real mean.
+    pub real_mean: f64,
+    /// Simulated mean.
+    pub sim_mean: f64,
+    /// 1-D Wasserstein distance between the samples.
+    pub wasserstein: f64,
+    /// Histogram bin edges (last bin also holds everything above).
+    pub bin_edges: Vec<f64>,
+    /// Real counts per bin.
+    pub real_hist: Vec<usize>,
+    /// Simulated counts per bin.
+    pub sim_hist: Vec<usize>,
+}
+
+/// Lexical diversity of one text set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DiversityStats {
+    /// distinct-1.
+    pub distinct_1: f64,
+    /// distinct-2.
+    pub distinct_2: f64,
+    /// distinct-3.
+    pub distinct_3: f64,
+    /// Self-BLEU-4 (higher = more repetitive).
+    pub self_bleu: f64,
+}
+
+/// Intent analysis.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IntentReport {
+    /// Cross-validated quality of the classifier on its training corpus.
+    pub cv: IntentCvResult,
+    /// Predicted (top-1) intent distribution, real vs simulated turns.
+    pub predicted: DistributionComparison,
+    /// Gold labels of the training corpus vs requested intents of the
+    /// simulation (if any were requested).
+    pub requested_vs_gold: Option<DistributionComparison>,
+    /// Requested vs predicted intents of simulated turns.
+    pub fidelity: Option<LabelFidelity>,
+}
+
+/// Everything [`super::evaluate::evaluate`] measures.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    /// Real dialogues.
+    pub n_real_dialogues: usize,
+    /// Simulated dialogues.
+    pub n_sim_dialogues: usize,
+    /// Real seeker turns.
+    pub n_real_turns: usize,
+    /// Simulated user turns.
+    pub n_sim_turns: usize,
+    /// Words per seeker turn.
+    pub turn_lengths: LengthStats,
+    /// Seeker turns per dialogue.
+    pub dialogue_lengths: LengthStats,
+    /// Turn-level real-vs-simulated discriminator.
+    pub turn_discriminator: Option<DiscriminatorResult>,
+    /// Conversation-level discriminator.
+    pub conversation_discriminator: Option<DiscriminatorResult>,
+    /// Intent analysis.
+    pub intents: Option<IntentReport>,
+    /// Sentiment (pos/neu/neg) distributions.
+    pub sentiment: DistributionComparison,
+    /// Genre mention distributions.
+    pub topics: DistributionComparison,
+    /// Diversity of real seeker turns.
+    pub diversity_real: DiversityStats,
+    /// Diversity of simulated user turns.
+    pub diversity_sim: DiversityStats,
+    /// Coverage of declared latents.
+    pub latent_coverage: Option<LatentCoverage>,
+    /// Fréchet distance of turn embeddings.
+    pub frechet: Option<f64>,
+    /// Mean pairwise cosine distance of turn embeddings `(real, simulated)`:
+    /// how spread out each set is in meaning.
+    pub embedding_spread: Option<(f64, f64)>,
+    /// Parts skipped and why.
+    pub warnings: Vec<String>,
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn row(out: &mut String, name: &str, real: &str, sim: &str, extra: &str) {
+    let _ = writeln!(out, "| {name:<36} | {real:>12} | {sim:>12} | {extra:<28} |");
+}
+
+impl EvalReport {
+    /// Plain-text table for terminals.
+    pub fn render_text(&self) -> String {
+        let mut o = String::new();
+        let line = format!(
+            "+{}+{}+{}+{}+",
+            "-".repeat(38),
+            "-".repeat(14),
+            "-".repeat(14),
+            "-".repeat(30)
+        );
+        let _ = writeln!(o, "{line}");
+        row(&mut o, "metric", "real", "simulated", "comparison");
+        let _ = writeln!(o, "{line}");
+        let f = |x: f64| format!("{x:.3}");
+        row(
+            &mut o,
+            "dialogues",
+            &self.n_real_dialogues.to_string(),
+            &self.n_sim_dialogues.to_string(),
+            "",
+        );
+        row(
+            &mut o,
+            "seeker turns",
+            &self.n_real_turns.to_string(),
+            &self.n_sim_turns.to_string(),
+            "",
+        );
+        let tl = &self.turn_lengths;
+        row(
+            &mut o,
+            "words per turn (mean)",
+            &f(tl.real_mean),
+            &f(tl.sim_mean),
+            &format!("W1 {:.3}", tl.wasserstein),
+        );
+        let dl = &self.dialogue_lengths;
+        row(
+            &mut o,
+            "seeker turns per dialogue (mean)",
+            &f(dl.real_mean),
+            &f(dl.sim_mean),
+            &format!("W1 {:.3}", dl.wasserstein),
+        );
+        for (name, d) in [
+            ("turn", &self.turn_discriminator),
+            ("conversation", &self.conversation_discriminator),
+        ] {
+            if let Some(d) = d {
+                row(
+                    &mut o,
+                    &format!("{name} discriminator AUC"),
+                    "",
+                    "",
+                    &format!("{:.3} [{:.3}, {:.3}]", d.auc.value, d.auc.lo, d.auc.hi),
+                );
+                row(
+                    &mut o,
+                    &format!("{name} discriminator accuracy"),
+                    "",
+                    "",
+                    &format!(
+                        "{:.3} [{:.3}, {:.3}]",
+                        d.accuracy.value, d.accuracy.lo, d.accuracy.hi
+                    ),
+                );
+            }
+        }
+        if let Some(i) = &self.intents {
+            row(
+                &mut o,
+                "intent classifier CV macro-F1",
+                &f(i.cv.macro_f1),
+                "",
+                &format!("n={}", i.cv.n),
+            );
+            let p = &i.predicted;
+            row(
+                &mut o,
+                "intent entropy (bits, predicted)",
+                &f(p.real_entropy),
+                &f(p.sim_entropy),
+                &format!("JS {:.3} TV {:.3}", p.js, p.tv),
+            );
+            if let Some(fd) = &i.fidelity {
+                row(
+                    &mut o,
+                    "intent fidelity accuracy",
+                    "",
+                    &f(fd.accuracy),
+                    &format!("macro-F1 {:.3} n={}", fd.macro_f1, fd.n),
+                );
+            }
+        }
+        let s = &self.sentiment;
+        row(
+            &mut o,
+            "sentiment entropy (bits)",
+            &f(s.real_entropy),
+            &f(s.sim_entropy),
+            &format!("JS {:.3} TV {:.3}", s.js, s.tv),
+        );
+        let t = &self.topics;
+        row(
+            &mut o,
+            "genre-mention entropy (bits)",
+            &f(t.real_entropy),
+            &f(t.sim_entropy),
+            &format!("JS {:.3} TV {:.3}", t.js, t.tv),
+        );
+        let (dr, ds) = (&self.diversity_real, &self.diversity_sim);
+        row(
+            &mut o,
+            "distinct-1",
+            &f(dr.distinct_1),
+            &f(ds.distinct_1),
+            "",
+        );
+        row(
+            &mut o,
+            "distinct-2",
+            &f(dr.distinct_2),
+            &f(ds.distinct_2),
+            "",
+        );
+        row(
+            &mut o,
+            "distinct-3",
+            &f(dr.distinct_3),
+            &f(ds.distinct_3),
+            "",
+        );
+        row(
+            &mut o,
+            "self-BLEU-4",
+            &f(dr.self_bleu),
+            &f(ds.self_bleu),
+            "",
+        );
+        if let Some(c) = &self.latent_coverage {
+            row(
+                &mut o,
+                "latent value / pair coverage",
+                "",
+                &f(c.value_coverage),
+                &format!("pairs {:.3}", c.pair_coverage),
+            );
+        }
+        if let Some((r, s)) = self.embedding_spread {
+            row(&mut o, "mean pairwise embedding distance", &f(r), &f(s), "");
+        }
+        if let Some(fd) = self.frechet {
+            row(
+                &mut o,
+                "Fréchet embedding distance",
+                "",
+                "",
+                &format!("{fd:.4}"),
+            );
+        }
+        let _ = writeln!(o, "{line}");
+        if let Some(d) = &self.turn_discriminator {
+            let top: Vec<String> = d
+                .top_simulated
+                .iter()
+                .take(10)
+                .map(|(n, w)| format!("{n} ({w:.2})"))
+                .collect();
+            let _ = writeln!(o, "most 'simulated' turn features: {}", top.join(", "));
+        }
+        for w in &self.warnings {
+            let _ = writeln!(o, "warning: {w}");
+        }
+        o
+    }
+
+    /// Self-contained HTML page with inline SVG plots.
+    pub fn render_html(&self, title: &str) -> String {
+        let mut h = String::new();
+        let _ = write!(
+            h,
+            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{t}</title><style>\
+             body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse}}\
+             td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#eee}}\
+             pre{{background:#f6f6f6;padding:1em}}svg.plot{{display:block;margin:1em 0}}</style></head><body>\n\
+             <h1>{t}</h1>\n<h2>Summary</h2>\n<pre>{s}</pre>\n",
+            t = esc(title),
+            s = esc(&self.render_text())
+        );
+        if let Some(i) = &self.intents {
+            h.push_str("<h2>Intent distribution (predicted, top-1)</h2>\n");
+            h.push_str(&grouped_bars("intent-bars", &i.predicted));
+            if let Some(fd) = &i.fidelity {
+                h.push_str("<h2>Intent fidelity: requested (rows) vs predicted (columns)</h2>\n");
+                h.push_str(&heatmap("confusion", &fd.labels, &fd.confusion));
+            }
+        }
+        h.push_str("<h2>Sentiment</h2>\n");
+        h.push_str(&grouped_bars("sentiment-bars", &self.sentiment));
+        h.push_str("<h2>Genre mentions</h2>\n");
+        h.push_str(&grouped_bars("topic-bars", &self.topics));
+        h.push_str("<h2>Words per seeker turn</h2>\n");
+        h.push_str(&histogram("turn-length-hist", &self.turn_lengths));
+        h.push_str("<h2>Seeker turns per dialogue</h2>\n");
+        h.push_str(&histogram("dialogue-length-hist", &self.dialogue_lengths));
+        for (id, name, d) in [
+            ("roc-turn", "turn", &self.turn_discriminator),
+            (
+                "roc-conversation",
+                "conversation",
+                &self.conversation_discriminator,
+            ),
+        ] {
+            if let Some(d) = d {
+                let _ = writeln!(
+                    h,
+                    "<h2>ROC of the {name}-level discriminator (AUC {:.3})</h2>",
+                    d.auc.value
+                );
+                h.push_str(&roc(id, &d.roc));
+                h.push_str("<table><tr><th>most simulated</th><th>coef</th><th>most real</th><th>coef</th></tr>\n");
+                for k in 0..d.top_simulated.len().max(d.top_real.len()) {
+                    let cell = |v: Option<&(String, f64)>| {
+                        v.map_or(("".to_string(), "".to_string()), |(n, w)| {
+                            (esc(n), format!("{w:.2}"))
+                        })
+                    };
+                    let (a, b) = cell(d.top_simulated.get(k));
+                    let (c, e) = cell(d.top_real.get(k));
+                    let _ = writeln!(
+                        h,
+                        "<tr><td>{a}</td><td>{b}</td><td>{c}</td><td>{e}</td></tr>"
+                    );
+                }
+                h.push_str("</table>\n");
+            }
+        }
+        h.push_str("</body></html>\n");
+        h
+    }
+}
+
+const REAL: &str = "#1f77b4";
+const SIM: &str = "#ff7f0e";
+
+fn legend(out: &mut String, x: f64, y: f64) {
+    let _ = write!(
+        out,
+        "<rect x=\"{x}\" y=\"{y}\" width=\"12\" height=\"12\" fill=\"{REAL}\"/><text x=\"{}\" y=\"{}\" font-size=\"12\">real</text>\
+         <rect x=\"{}\" y=\"{y}\" width=\"12\" height=\"12\" fill=\"{SIM}\"/><text x=\"{}\" y=\"{}\" font-size=\"12\">simulated</text>",
+        x + 16.0,
+        y + 10.0,
+        x + 60.0,
+        x + 76.0,
+        y + 10.0
+    );
+}
+
+/// Grouped bar chart of two aligned distributions.
+pub fn grouped_bars(id: &str, d: &DistributionComparison) -> String {
+    let n = d.labels.len().max(1);
+    let (w, hgt, left, bottom, top) = (60.0 + 48.0 * n as f64, 300.0, 50.0, 60.0, 30.0);
+    let max = d
+        .real
+        .iter()
+        .chain(&d.sim)
+        .fold(0.0f64, |a, &b| a.max(b))
+        .max(1e-9);
+    let ph = hgt - bottom - top;
+    let mut s = format!("<svg class=\"plot\" id=\"{}\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{hgt}\">", esc(id));
+    let _ = write!(
+        s,
+        "<line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"#000\"/>",
+        hgt - bottom,
+        w - 10.0,
+        hgt - bottom
+    );
+    for k in 0..=4 {
+        let v = max * k as f64 / 4.0;
+        let y = hgt - bottom - ph * k as f64 / 4.0;
+        let _ = write!(s, "<text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\">{v:.2}</text><line x1=\"{left}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"#eee\"/>", left - 4.0, y + 3.0, w - 10.0);
+    }
+    for (i, l) in d.labels.iter().enumerate() {
+        let x0 = left + 5.0 + 48.0 * i as f64;
+        for (j, (vals, col)) in [(&d.real, REAL), (&d.sim, SIM)].into_iter().enumerate() {
+            let v = vals.get(i).copied().unwrap_or(0.0);
+            let bh = ph * v / max;
+            let _ = write!(
+                s,
+                "<rect x=\"{}\" y=\"{}\" width=\"18\" height=\"{bh:.2}\" fill=\"{col}\"><title>{}: {v:.3}</title></rect>",
+                x0 + 19.0 * j as f64,
+                hgt - bottom - bh,
+                esc(l)
+            );
+        }
+        let _ = write!(
+            s,
+            "<text x=\"{x}\" y=\"{y}\" font-size=\"11\" text-anchor=\"end\" transform=\"rotate(-45 {x} {y})\">{}</text>",
+            esc(l),
+            x = x0 + 19.0,
+            y = hgt - bottom + 14.0
+        );
+    }
+    legend(&mut s, left + 10.0, 8.0);
+    let _ = writeln!(
+        s,
+        "<text x=\"{}\" y=\"20\" font-size=\"11\">JS {:.3} · TV {:.3}</text></svg>",
+        left + 170.0,
+        d.js,
+        d.tv
+    );
+    s
+}
+
+/// Side-by-side histogram of two length samples.
+pub fn histogram(id: &str, l: &LengthStats) -> String {
+    let n = l.real_hist.len().max(1);
+    let (w, hgt, left, bottom, top) = (700.0, 280.0, 50.0, 40.0, 30.0);
+    let tr = l.real_hist.iter().sum::<usize>().max(1) as f64;
+    let ts = l.sim_hist.iter().sum::<usize>().max(1) as f64;
+    let fr: Vec<f64> = l.real_hist.iter().map(|&c| c as f64 / tr).collect();
+    let fs: Vec<f64> = l.sim_hist.iter().map(|&c| c as f64 / ts).collect();
+    let max = fr
+        .iter()
+        .chain(&fs)
+        .fold(0.0f64, |a, &b| a.max(b))
+        .max(1e-9);
+    let ph = hgt - bottom - top;
+    let bw = (w - left - 10.0) / n as f64;
+    let mut s = format!("<svg class=\"plot\" id=\"{}\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{hgt}\">", esc(id));
+    let _ = write!(
+        s,
+        "<line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"#000\"/>",
+        hgt - bottom,
+        w - 10.0,
+        hgt - bottom
+    );
+    for k in 0..=4 {
+        let y = hgt - bottom - ph * k as f64 / 4.0;
+        let _ = write!(
+            s,
+            "<text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\">{:.2}</text>",
+            left - 4.0,
+            y + 3.0,
+            max * k as f64 / 4.0
+        );
+    }
+    for i in 0..n {
+        let x0 = left + bw * i as f64;
+        for (j, (vals, col)) in [(&fr, REAL), (&fs, SIM)].into_iter().enumerate() {
+            let v = vals.get(i).copied().unwrap_or(0.0);
+            let bh = ph * v / max;
+            let _ = write!(
+                s,
+                "<rect x=\"{:.2}\" y=\"{:.2}\" width=\"{:.2}\" height=\"{bh:.2}\" fill=\"{col}\" fill-opacity=\"0.85\"/>",
+                x0 + 1.0 + j as f64 * (bw - 2.0) / 2.0,
+                hgt - bottom - bh,
+                (bw - 2.0) / 2.0
+            );
+        }
+        if i % 2 == 0 {
+            if let Some(e) = l.bin_edges.get(i) {
+                let _ = write!(s, "<text x=\"{x0:.2}\" y=\"{}\" font-size=\"10\" text-anchor=\"middle\">{e:.0}</text>", hgt - bottom + 14.0);
+            }
+        }
+    }
+    legend(&mut s, left + 10.0, 8.0);
+    let _ = writeln!(
+        s,
+        "<text x=\"{}\" y=\"20\" font-size=\"11\">mean {:.2} vs {:.2} · W1 {:.3}</text></svg>",
+        left + 170.0,
+        l.real_mean,
+        l.sim_mean,
+        l.wasserstein
+    );
+    s
+}
+
+/// ROC curve with the chance diagonal.
+pub fn roc(id: &str, pts: &[(f64, f64)]) -> String {
+    let (size, m) = (320.0, 40.0);
+    let p = size - 2.0 * m;
+    let mut s = format!("<svg class=\"plot\" id=\"{}\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{size}\" height=\"{size}\">", esc(id));
+    let _ = write!(
+        s,
+        "<rect x=\"{m}\" y=\"{m}\" width=\"{p}\" height=\"{p}\" fill=\"none\" stroke=\"#000\"/>"
+    );
+    let _ = write!(s, "<line x1=\"{m}\" y1=\"{}\" x2=\"{}\" y2=\"{m}\" stroke=\"#999\" stroke-dasharray=\"4 3\"/>", m + p, m + p);
+    let path: Vec<String> = pts
+        .iter()
+        .map(|(x, y)| format!("{:.2},{:.2}", m + p * x, m + p * (1.0 - y)))
+        .collect();
+    let _ = write!(
+        s,
+        "<polyline points=\"{}\" fill=\"none\" stroke=\"{SIM}\" stroke-width=\"2\"/>",
+        path.join(" ")
+    );
+    let _ = writeln!(
+        s,
+        "<text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">false positive rate</text>\
+         <text x=\"12\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\" transform=\"rotate(-90 12 {})\">true positive rate</text>\
+         <text x=\"{m}\" y=\"{}\" font-size=\"10\">0</text><text x=\"{}\" y=\"{}\" font-size=\"10\">1</text></svg>",
+        m + p / 2.0,
+        size - 8.0,
+        m + p / 2.0,
+        m + p / 2.0,
+        m + p + 12.0,
+        m + p - 6.0,
+        m + p + 12.0
+    );
+    s
+}
+
+/// Heatmap of a confusion matrix (rows: truth/requested, columns: predicted),
+/// colour by row share.
+pub fn heatmap(id: &str, labels: &[String], m: &[Vec<usize>]) -> String {
+    let n = labels.len();
+    let (cell, left, top) = (30.0, 60.0, 60.0);
+    let size_w = left + cell * n as f64 + 10.0;
+    let size_h = top + cell * n as f64 + 10.0;
+    let mut s = format!("<svg class=\"plot\" id=\"{}\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{size_w}\" height=\"{size_h}\">", esc(id));
+    let mut totals: BTreeMap<usize, usize> = BTreeMap::new();
+    for (i, r) in m.iter().enumerate() {
+        totals.insert(i, r.iter().sum());
+    }
+    for i in 0..n {
+        let y = top + cell * i as f64;
+        let _ = write!(
+            s,
+            "<text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\">{}</text>",
+            left - 4.0,
+            y + cell / 2.0 + 3.0,
+            esc(&labels[i])
+        );
+        let x = left + cell * i as f64 + cell / 2.0;
+        let _ = write!(
+            s,
+            "<text x=\"{x}\" y=\"{}\" font-size=\"10\" transform=\"rotate(-60 {x} {})\">{}</text>",
+            top - 4.0,
+            top - 4.0,
+            esc(&labels[i])
+        );
+        for j in 0..n {
+            let c = m.get(i).and_then(|r| r.get(j)).copied().unwrap_or(0);
+            let t = totals.get(&i).copied().unwrap_or(0).max(1);
+            let share = c as f64 / t as f64;
+            let shade = (255.0 - 200.0 * share).round() as u8;
+            let _ = write!(
+                s,
+                "<rect x=\"{}\" y=\"{y}\" width=\"{cell}\" height=\"{cell}\" fill=\"rgb({shade},{shade},255)\" stroke=\"#fff\"><title>{} → {}: {c}</title></rect>",
+                left + cell * j as f64,
+                esc(&labels[i]),
+                esc(&labels[j])
+            );
+            if c > 0 {
+                let _ = write!(
+                    s,
+                    "<text x=\"{}\" y=\"{}\" font-size=\"9\" text-anchor=\"middle\">{c}</text>",
+                    left + cell * j as f64 + cell / 2.0,
+                    y + cell / 2.0 + 3.0
+                );
+            }
+        }
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn svgs_are_well_formed_and_identified() {
+        let d = DistributionComparison {
+            labels: vec!["A".into(), "B<".into()],
+            real: vec![0.5, 0.5],
+            sim: vec![1.0, 0.0],
+            js: 0.31,
+            tv: 0.5,
+            real_entropy: 1.0,
+            sim_entropy: 0.0,
+        };
+        let g = grouped_bars("x", &d);
+        assert!(g.starts_with("<svg class=\"plot\" id=\"x\""));
+        assert!(g.contains("B&lt;") && g.trim_end().ends_with("</svg>"));
+        assert_eq!(g.matches("<rect").count(), 4 + 2); // 4 bars + 2 legend boxes
+        let h = heatmap("c", &["A".into(), "B".into()], &[vec![2, 0], vec![1, 1]]);
+        assert_eq!(h.matches("<rect").count(), 4);
+        let r = roc("r", &[(0.0, 0.0), (0.5, 1.0), (1.0, 1.0)]);
+        assert!(r.contains("<polyline points=\"40.00,280.00 160.00,40.00 280.00,40.00\""));
+        let l = LengthStats {
+            real_mean: 1.0,
+            sim_mean: 2.0,
+            wasserstein: 1.0,
+            bin_edges: vec![0.0, 1.0, 2.0],
+            real_hist: vec![1, 0],
+            sim_hist: vec![0, 1],
+        };
+        assert!(histogram("h", &l).contains("id=\"h\""));
+    }
+}

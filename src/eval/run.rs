@@ -1,0 +1,261 @@
+//! `usersim eval` as a library call: load the real, simulated and (optional)
+//! baseline sets, embed their user turns (cached on disk for real corpora),
+//! run [`super::evaluate_with`] and write the requested outputs.
+//!
+//! The real set is both the reference of every distance and, when its turns
+//! carry intent labels (IARD), the training set of the intent classifier;
+//! `intent_corpus` names another labelled set when the real one has none
+//! (INSPIRED).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::loaders::{load_auto, Corpus, LoadError};
+use super::report::EvalReport;
+use super::{evaluate_with, EvalConfig, EvalError};
+use crate::embed::{embed_cached, EmbedConfig, EmbedError, Embedder};
+
+/// Settings of one `usersim eval` run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalRunConfig {
+    /// Real conversations (IARD `.json`, INSPIRED `.tsv`, usersim or
+    /// chat-messages `.jsonl`).
+    pub real: PathBuf,
+    /// Simulated conversations (or a second real set, for sanity checks).
+    pub sim: PathBuf,
+    /// An uncontrolled (or any other) run measured beside `sim`.
+    pub baseline: Option<PathBuf>,
+    /// Labelled corpus that trains the intent classifier; `None` uses `real`
+    /// when it has intent labels.
+    pub intent_corpus: Option<PathBuf>,
+    /// Sentence embeddings for the discriminator, Fréchet distance and
+    /// embedding diversity; `None` runs without them.
+    pub embed: Option<EmbedConfig>,
+    /// Where embeddings of input sets are cached (keyed by model and texts).
+    pub embed_cache: PathBuf,
+    /// Measures and their settings.
+    pub eval: EvalConfig,
+}
+
+/// Errors of [`run_eval`]: each names the file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalRunError {
+    /// An input set could not be loaded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The embedding model failed.
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
+    /// A measure failed.
+    #[error("{path}: {source}")]
+    Eval {
+        /// The simulated set being measured.
+        path: PathBuf,
+        /// What failed.
+        source: EvalError,
+    },
+}
+
+impl EvalRunError {
+    /// Whether the user's input is at fault (exit code 2), not the machine.
+    pub fn is_input_error(&self) -> bool {
+        matches!(self, EvalRunError::Load(_) | EvalRunError::Eval { .. })
+    }
+}
+
+/// One measured set and what it was measured against.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MeasuredSet {
+    /// The file.
+    pub path: PathBuf,
+    /// Every measure.
+    pub report: EvalReport,
+}
+
+/// The outcome of [`run_eval`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EvalRun {
+    /// Real reference set.
+    pub real: PathBuf,
+    /// The simulated set.
+    pub sim: MeasuredSet,
+    /// The baseline, if one was given.
+    pub baseline: Option<MeasuredSet>,
+    /// Embedding model fingerprint (`None`: embeddings off).
+    pub embedding_model: Option<String>,
+    /// Wall-clock seconds of the whole evaluation (stderr and JSON only).
+    pub seconds: f64,
+}
+
+fn embed_set(
+    embedder: &Embedder,
+    corpus: &Corpus,
+    cache: &Path,
+) -> Result<Vec<Vec<f32>>, EmbedError> {
+    embed_cached(embedder, &corpus.seeker_texts(), cache)
+}
+
+/// Runs every measure of `cfg`.
+pub fn run_eval(cfg: &EvalRunConfig) -> Result<EvalRun, EvalRunError> {
+    let t0 = Instant::now();
+    let real = load_auto(&cfg.real)?;
+    let sim = load_auto(&cfg.sim)?;
+    let baseline = cfg.baseline.as_deref().map(load_auto).transpose()?;
+    let intent_corpus = match &cfg.intent_corpus {
+        Some(p) => Some(load_auto(p)?),
+        None => None,
+    };
+    let intents = intent_corpus.as_ref().unwrap_or(&real);
+    tracing::info!(
+        real = real.n_seeker_turns(),
+        sim = sim.n_seeker_turns(),
+        "loaded user turns"
+    );
+
+    let embedder = cfg.embed.as_ref().map(Embedder::load).transpose()?;
+    let embedded = |c: &Corpus| -> Result<Option<Vec<Vec<f32>>>, EmbedError> {
+        embedder
+            .as_ref()
+            .map(|e| embed_set(e, c, &cfg.embed_cache))
+            .transpose()
+    };
+    let real_emb = embedded(&real)?;
+
+    let measure = |path: &Path, set: &Corpus| -> Result<MeasuredSet, EvalRunError> {
+        let set_emb = embedded(set)?;
+        let pair = real_emb.as_deref().zip(set_emb.as_deref());
+        let report =
+            evaluate_with(&real, set, Some(intents), &cfg.eval, pair).map_err(|source| {
+                EvalRunError::Eval {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
+        Ok(MeasuredSet {
+            path: path.to_path_buf(),
+            report,
+        })
+    };
+    let sim = measure(&cfg.sim, &sim)?;
+    let baseline = match (&cfg.baseline, &baseline) {
+        (Some(p), Some(b)) => Some(measure(p, b)?),
+        _ => None,
+    };
+    Ok(EvalRun {
+        real: cfg.real.clone(),
+        sim,
+        baseline,
+        embedding_model: embedder.as_ref().map(|e| e.fingerprint().to_string()),
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// Headline measures of a report, `(name, value)`, in display order; the
+/// rows of the side-by-side baseline table.
+fn headline(r: &EvalReport) -> Vec<(&'static str, Option<f64>)> {
+    let auc =
+        |d: &Option<super::discriminator::DiscriminatorResult>| d.as_ref().map(|d| d.auc.value);
+    let intents = r.intents.as_ref();
+    vec![
+        ("turn discriminator AUC", auc(&r.turn_discriminator)),
+        (
+            "conversation discriminator AUC",
+            auc(&r.conversation_discriminator),
+        ),
+        ("words per user turn", Some(r.turn_lengths.sim_mean)),
+        ("turn length W1", Some(r.turn_lengths.wasserstein)),
+        (
+            "user turns per conversation",
+            Some(r.dialogue_lengths.sim_mean),
+        ),
+        ("intent JS (predicted)", intents.map(|i| i.predicted.js)),
+        (
+            "intent fidelity accuracy",
+            intents.and_then(|i| i.fidelity.as_ref().map(|f| f.accuracy)),
+        ),
+        (
+            "intent fidelity macro-F1",
+            intents.and_then(|i| i.fidelity.as_ref().map(|f| f.macro_f1)),
+        ),
+        ("sentiment JS", Some(r.sentiment.js)),
+        ("genre-mention JS", Some(r.topics.js)),
+        ("Fréchet embedding distance", r.frechet),
+        ("embedding spread", r.embedding_spread.map(|(_, s)| s)),
+        ("distinct-2", Some(r.diversity_sim.distinct_2)),
+        ("self-BLEU-4", Some(r.diversity_sim.self_bleu)),
+    ]
+}
+
+impl EvalRun {
+    /// The side-by-side table of the set and its baseline, if there is one.
+    pub fn baseline_table(&self) -> Option<String> {
+        use std::fmt::Write as _;
+        let b = self.baseline.as_ref()?;
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "{:<34} {:>12} {:>12} {:>12}",
+            "measure", "simulated", "baseline", "difference"
+        );
+        let cell = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |x| format!("{x:.3}"));
+        for ((name, s), (_, bl)) in headline(&self.sim.report)
+            .into_iter()
+            .zip(headline(&b.report))
+        {
+            let diff = s.zip(bl).map(|(s, b)| s - b);
+            let _ = writeln!(
+                o,
+                "{name:<34} {:>12} {:>12} {:>12}",
+                cell(s),
+                cell(bl),
+                diff.map_or_else(|| "-".to_string(), |d| format!("{d:+.3}"))
+            );
+        }
+        Some(o)
+    }
+
+    /// Terminal report: the full table of the set, then the baseline
+    /// comparison.
+    pub fn render_text(&self) -> String {
+        let mut o = format!(
+            "real: {}\nsimulated: {}\n{}",
+            self.real.display(),
+            self.sim.path.display(),
+            self.sim.report.render_text()
+        );
+        if let (Some(b), Some(t)) = (&self.baseline, self.baseline_table()) {
+            o.push_str(&format!("\nagainst baseline {}:\n{t}", b.path.display()));
+        }
+        o
+    }
+
+    /// Self-contained HTML page (inline SVG, no scripts).
+    pub fn render_html(&self) -> String {
+        let title = format!(
+            "usersim eval: {} against {}",
+            self.sim.path.display(),
+            self.real.display()
+        );
+        let mut page = self.sim.report.render_html(&title);
+        if let (Some(b), Some(t)) = (&self.baseline, self.baseline_table()) {
+            let esc = |s: &str| {
+                s.replace('&', "&amp;")
+                    .replace('<', "&lt;")
+                    .replace('>', "&gt;")
+            };
+            let section = format!(
+                "<h2>Against baseline {}</h2>\n<pre>{}</pre>\n<h3>Baseline report</h3>\n<pre>{}</pre>\n",
+                esc(&b.path.display().to_string()),
+                esc(&t),
+                esc(&b.report.render_text())
+            );
+            if let Some(at) = page.rfind("</body>") {
+                page.insert_str(at, &section);
+            }
+        }
+        page
+    }
+}
