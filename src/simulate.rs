@@ -465,24 +465,37 @@ fn check_same_run(
 }
 
 /// Rough upper bound of the tokens one side's sequence needs, checked
-/// against the context before anything is generated.
+/// against the context before anything is generated. Each side's per-turn
+/// note stays in its history (append-only prompts), so it counts every turn.
 fn check_context(
     prep: &Prepared,
     backend: &dyn Backend,
-    first_user: &[crate::prompt::ChatMessage],
-    first_assistant: &[crate::prompt::ChatMessage],
+    (first_user, user_note): (&[crate::prompt::ChatMessage], &str),
+    (first_assistant, assistant_note): (&[crate::prompt::ChatMessage], &str),
 ) -> Result<(), SimulateError> {
+    use crate::prompt::{ChatMessage, ChatRole};
     let turns = prep.scenario.conversation.max_user_turns as usize;
+    let empty = backend.count_prompt_tokens(&[ChatMessage::new(ChatRole::User, "")])?;
+    let note_tokens = |note: &str| -> Result<usize, SimulateError> {
+        if note.is_empty() {
+            return Ok(0);
+        }
+        let n = backend.count_prompt_tokens(&[ChatMessage::new(ChatRole::User, note)])?;
+        Ok(n.saturating_sub(empty))
+    };
     // Per exchange: both messages plus the chat template's framing.
     let per_exchange =
         (prep.sampling.user.max_tokens + prep.sampling.assistant.max_tokens) as usize + 12;
-    let user_need = backend.count_prompt_tokens(first_user)? + turns * per_exchange;
-    let asst_need = backend.count_prompt_tokens(first_assistant)? + turns * per_exchange;
+    let user_need =
+        backend.count_prompt_tokens(first_user)? + turns * (per_exchange + note_tokens(user_note)?);
+    let asst_need = backend.count_prompt_tokens(first_assistant)?
+        + turns * (per_exchange + note_tokens(assistant_note)?);
     let need = user_need.max(asst_need);
     let have = backend.info().context_per_sequence as usize;
+    tracing::debug!(user_need, asst_need, have, "context per sequence");
     if need > have {
         return Err(SimulateError::Config(format!(
-            "context too small for the requested turns: {turns} user turns of up to {} + {} tokens need about {need} tokens per sequence, the context holds {have} (raise --context, or lower --max-turns or --max-tokens)",
+            "context too small for the requested turns: {turns} user turns of up to {} + {} tokens (with each turn's instructions) need about {need} tokens per sequence, the context holds {have} (raise --context, or lower --max-turns or --max-tokens)",
             prep.sampling.user.max_tokens, prep.sampling.assistant.max_tokens
         )));
     }
@@ -568,9 +581,13 @@ pub fn run_with_backend(
     // Validate sizes and warm the shared prefixes on the first sessions'
     // real prompts, before any output exists.
     let mut examples_user = Vec::new();
+    let mut user_note = String::new();
     for &i in sessions.iter().take(2) {
         let (_, next) = start_conversation(i)?;
         if let Next::Generate(req) = next {
+            if user_note.is_empty() {
+                user_note = req.note;
+            }
             examples_user.push(req.messages);
         }
     }
@@ -585,7 +602,7 @@ pub fn run_with_backend(
         })
         .collect();
     let asst_example =
-        |text: &'static str| -> Result<Vec<crate::prompt::ChatMessage>, SimulateError> {
+        |text: &'static str| -> Result<(Vec<crate::prompt::ChatMessage>, String), SimulateError> {
             let mut h: Vec<HistoryTurn<'_>> = opening
                 .iter()
                 .map(|t| HistoryTurn {
@@ -602,11 +619,17 @@ pub fn run_with_backend(
             let cands: Vec<&crate::catalog::CatalogItem> = catalog
                 .map(|c| c.items().iter().take(cfg.candidates).collect())
                 .unwrap_or_default();
-            Ok(assistant_messages(scenario, &h, &cands, 0)?.0)
+            Ok(assistant_messages(scenario, &h, &cands, 0)?)
         };
-    let asst_examples = vec![asst_example("Hi there.")?, asst_example("Hello!")?];
+    let (first_asst, asst_note) = asst_example("Hi there.")?;
+    let asst_examples = vec![first_asst, asst_example("Hello!")?.0];
     if let Some(first) = examples_user.first() {
-        check_context(prep, backend, first, &asst_examples[0])?;
+        check_context(
+            prep,
+            backend,
+            (first, &user_note),
+            (&asst_examples[0], &asst_note),
+        )?;
     }
     let mut summary = RunSummary {
         parallel: cfg.parallel.min(sessions.len()),

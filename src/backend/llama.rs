@@ -38,7 +38,7 @@ use crate::rng::SessionRng;
 use crate::sampler::{Sampler, StopMatcher, StopState};
 
 /// Default context tokens per sequence.
-pub const DEFAULT_CONTEXT_PER_SEQUENCE: u32 = 1536;
+pub const DEFAULT_CONTEXT_PER_SEQUENCE: u32 = 2048;
 /// Default tokens per engine step (decode tokens plus prefill chunks).
 pub const DEFAULT_STEP_TOKEN_BUDGET: u32 = 512;
 /// Most sequences llama.cpp allows in one context.
@@ -703,8 +703,14 @@ impl LlamaEngine {
         self.ctx
             .decode(&mut self.batch)
             .map_err(|e| BackendError::Engine(format!("decode of {n} tokens failed: {e}")))?;
-        self.stats.decode_seconds += t0.elapsed().as_secs_f64();
+        let call_seconds = t0.elapsed().as_secs_f64();
+        self.stats.decode_seconds += call_seconds;
         self.stats.steps += 1;
+        if phase == Phase::Decode {
+            self.stats.generation_call_seconds += call_seconds;
+        } else {
+            self.stats.prefill_calls += 1;
+        }
 
         // Record what the cache now holds.
         for s in self.slots.iter_mut() {

@@ -104,8 +104,12 @@ pub struct BackendStats {
     pub tokens_generated: u64,
     /// Engine steps (batched decode calls).
     pub steps: u64,
-    /// Seconds inside the engine's decode calls.
+    /// Seconds inside the engine's decode calls (all of them).
     pub decode_seconds: f64,
+    /// Of those, seconds in calls that only decode generated tokens.
+    pub generation_call_seconds: f64,
+    /// Calls that evaluate prompt tokens (one sequence each).
+    pub prefill_calls: u64,
     /// Seconds sampling.
     pub sample_seconds: f64,
     /// KV cache bytes per sequence slot.
