@@ -29,6 +29,7 @@ use llama_cpp_2::token::LlamaToken;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+use super::batch::{plan_step, SlotView, StepPlan};
 use super::{
     Backend, BackendError, BackendInfo, BackendStats, FinishReason, Generation, GenerationRequest,
     Side,
@@ -88,8 +89,9 @@ impl Default for LlamaConfig {
 enum Phase {
     /// One token per generating sequence.
     Decode,
-    /// The prompt chunk of one sequence (by slot) still reading its prompt.
-    Prefill(usize),
+    /// `(slot, tokens)`: the prompt chunk of one sequence still reading its
+    /// prompt.
+    Prefill(usize, usize),
 }
 
 /// llama.cpp's `llama_flash_attn_type`: 0 disabled, 1 enabled.
@@ -183,6 +185,8 @@ pub struct LlamaEngine {
     prefixes: Vec<SharedPrefix>,
     batch: LlamaBatch<'static>,
     batch_capacity: usize,
+    views: Vec<Option<SlotView>>,
+    plan: StepPlan,
     sampler: Sampler,
     piece: Vec<u8>,
     finished_early: Vec<Generation>,
@@ -299,6 +303,8 @@ impl LlamaEngine {
             prefixes: Vec::new(),
             batch: LlamaBatch::new(budget, 1),
             batch_capacity: budget,
+            views: Vec::new(),
+            plan: StepPlan::default(),
             sampler: Sampler::new(model.n_vocab().max(1) as usize),
             piece: Vec::with_capacity(64),
             finished_early: Vec::new(),
@@ -575,28 +581,30 @@ impl Backend for LlamaEngine {
 
     fn step(&mut self) -> Result<Vec<Generation>, BackendError> {
         let mut done = std::mem::take(&mut self.finished_early);
-        let mut budget = self.batch_capacity;
-        // All decode tokens go to llama.cpp in one call, and each sequence's
-        // prompt chunk in a call of its own. With the per-sequence KV layout
-        // llama.cpp splits a call holding sequences of unequal token counts
-        // into ubatches of equal counts per sequence, and a sequence's logits
-        // then depend on its neighbours (measured: up to 0.39 in a logit, and
-        // different text at --parallel 4 and 16). One-token-per-sequence
-        // calls and single-sequence calls are bit-identical whatever else
-        // runs, so output does not depend on --parallel.
-        self.run_phase(Phase::Decode, &mut budget, &mut done)?;
-        for slot in 0..self.slots.len() {
-            if budget == 0 {
+        // See `batch`: all decode tokens in one call, each prompt chunk in a
+        // call of its own, so output does not depend on --parallel.
+        self.views.clear();
+        self.views.extend(self.slots.iter().map(|s| {
+            s.active.as_ref().map(|a| SlotView {
+                pending: a.pending.is_some(),
+                cached: s.cached.len(),
+                prompt_len: a.prompt.len(),
+            })
+        }));
+        let mut plan = std::mem::take(&mut self.plan);
+        plan_step(&self.views, self.batch_capacity, &mut plan);
+        let mut result = Ok(());
+        if !plan.decode.is_empty() {
+            result = self.run_phase(Phase::Decode, &mut done);
+        }
+        for &(slot, tokens) in &plan.prefill {
+            if result.is_err() {
                 break;
             }
-            let needs_prompt = self.slots[slot].active.as_ref().is_some_and(|a| {
-                a.pending.is_none() && self.slots[slot].cached.len() < a.prompt.len()
-            });
-            if needs_prompt {
-                self.run_phase(Phase::Prefill(slot), &mut budget, &mut done)?;
-            }
+            result = self.run_phase(Phase::Prefill(slot, tokens), &mut done);
         }
-        Ok(done)
+        self.plan = plan;
+        result.map(|()| done)
     }
     fn in_flight(&self) -> usize {
         self.slots.iter().filter(|s| s.active.is_some()).count() + self.finished_early.len()
@@ -621,14 +629,9 @@ impl Backend for LlamaEngine {
 }
 
 impl LlamaEngine {
-    /// Evaluate one llama.cpp batch: every pending decode token, or the
-    /// prefill chunks that fit in `budget`; then sample where logits arrived.
-    fn run_phase(
-        &mut self,
-        phase: Phase,
-        budget: &mut usize,
-        done: &mut Vec<Generation>,
-    ) -> Result<(), BackendError> {
+    /// Evaluate one llama.cpp batch: every pending decode token, or one
+    /// sequence's planned prompt chunk; then sample where logits arrived.
+    fn run_phase(&mut self, phase: Phase, done: &mut Vec<Generation>) -> Result<(), BackendError> {
         self.batch.clear();
         let mut n = 0i32;
         for s in self.slots.iter_mut() {
@@ -645,25 +648,15 @@ impl LlamaEngine {
                     .map_err(|e| BackendError::Engine(format!("batch: {e}")))?;
                 a.logits_at = Some(n);
                 n += 1;
-                *budget = budget.saturating_sub(1);
             }
         }
-        for (i, s) in self.slots.iter_mut().enumerate() {
-            if phase != Phase::Prefill(i) {
-                continue;
-            }
-            if *budget == 0 {
-                break;
-            }
-            let Some(a) = s.active.as_mut() else { continue };
-            if a.pending.is_some() {
-                continue;
-            }
+        if let Phase::Prefill(i, tokens) = phase {
+            let s = &mut self.slots[i];
+            let Some(a) = s.active.as_mut() else {
+                return Ok(());
+            };
             let start = s.cached.len();
-            if start >= a.prompt.len() {
-                continue;
-            }
-            let end = (start + *budget).min(a.prompt.len());
+            let end = (start + tokens).min(a.prompt.len());
             for p in start..end {
                 let last = p + 1 == a.prompt.len();
                 self.batch
@@ -675,7 +668,6 @@ impl LlamaEngine {
                 n += 1;
             }
             a.fed = end - start;
-            *budget -= end - start;
         }
         if n == 0 {
             return Ok(());

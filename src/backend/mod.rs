@@ -7,6 +7,7 @@
 //! network backend would keep many HTTP requests in flight. Callers never
 //! see engine types.
 
+pub mod batch;
 pub mod llama;
 
 use serde::{Deserialize, Serialize};

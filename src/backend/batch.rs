@@ -1,0 +1,109 @@
+//! What goes into one engine step: the batch builder's decision, kept apart
+//! from llama.cpp so it can be tested and benchmarked on its own.
+//!
+//! A step is one llama.cpp call with the next token of every generating
+//! sequence, then one call per sequence still reading its prompt, each with
+//! as many prompt tokens as the step's token budget still allows. Prefill
+//! calls hold a single sequence because llama.cpp makes a sequence's logits
+//! depend on its neighbours when a call mixes sequences of unequal token
+//! counts; decode tokens go first so generation never waits for a long
+//! prompt.
+
+/// What the builder needs to know of one slot's sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotView {
+    /// A sampled token waits to be decoded.
+    pub pending: bool,
+    /// Tokens already in the sequence's KV cache.
+    pub cached: usize,
+    /// Length of the prompt the sequence must hold before it generates.
+    pub prompt_len: usize,
+}
+
+/// The plan of one step, reused across steps so planning allocates nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StepPlan {
+    /// Slots whose pending token is decoded, in slot order.
+    pub decode: Vec<usize>,
+    /// `(slot, tokens)`: prompt tokens each prefilling slot reads, from its
+    /// cached length on, in slot order.
+    pub prefill: Vec<(usize, usize)>,
+}
+
+impl StepPlan {
+    /// Tokens the step evaluates.
+    pub fn tokens(&self) -> usize {
+        self.decode.len() + self.prefill.iter().map(|&(_, n)| n).sum::<usize>()
+    }
+}
+
+/// Plan one step over `slots` (`None`: free slot) within `budget` tokens.
+pub fn plan_step(slots: &[Option<SlotView>], budget: usize, plan: &mut StepPlan) {
+    plan.decode.clear();
+    plan.prefill.clear();
+    let mut left = budget;
+    for (i, s) in slots.iter().enumerate() {
+        if let Some(s) = s {
+            if s.pending {
+                plan.decode.push(i);
+                left = left.saturating_sub(1);
+            }
+        }
+    }
+    for (i, s) in slots.iter().enumerate() {
+        if left == 0 {
+            break;
+        }
+        let Some(s) = s else { continue };
+        if s.pending || s.cached >= s.prompt_len {
+            continue;
+        }
+        let n = (s.prompt_len - s.cached).min(left);
+        plan.prefill.push((i, n));
+        left -= n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(pending: bool, cached: usize, prompt_len: usize) -> Option<SlotView> {
+        Some(SlotView {
+            pending,
+            cached,
+            prompt_len,
+        })
+    }
+
+    #[test]
+    fn decode_first_then_prompts_in_slot_order_within_budget() {
+        let slots = [
+            view(false, 10, 300),
+            None,
+            view(true, 50, 40),
+            view(false, 0, 100),
+            view(true, 7, 7),
+            view(false, 20, 20),
+        ];
+        let mut plan = StepPlan::default();
+        plan_step(&slots, 256, &mut plan);
+        assert_eq!(plan.decode, vec![2, 4]);
+        // 254 tokens left: slot 0 needs 290 and takes them all.
+        assert_eq!(plan.prefill, vec![(0, 254)]);
+        assert_eq!(plan.tokens(), 256);
+
+        plan_step(&slots, 400, &mut plan);
+        assert_eq!(plan.prefill, vec![(0, 290), (3, 100)]);
+        assert_eq!(plan.tokens(), 392);
+    }
+
+    #[test]
+    fn decode_tokens_are_never_cut_by_the_budget() {
+        let slots: Vec<_> = (0..8).map(|_| view(true, 5, 5)).collect();
+        let mut plan = StepPlan::default();
+        plan_step(&slots, 4, &mut plan);
+        assert_eq!(plan.decode.len(), 8);
+        assert!(plan.prefill.is_empty());
+    }
+}
