@@ -77,6 +77,18 @@ pub struct BenchRow {
     pub peak_rss_bytes: u64,
     /// Real decode tokens/s ÷ raw decode tokens/s.
     pub ratio: f64,
+    /// Real loop: prompt tokens computed per generated token. Each turn
+    /// makes the other side read a message, so this is well above 1, and
+    /// `ratio` cannot approach 1 while prefill costs as much as decode.
+    pub prompt_tokens_per_generated_token: f64,
+    /// Real loop: generated tokens per second inside its decode-only calls
+    /// (the batch's occupancy and context length, without prefill).
+    pub generation_call_tokens_per_second: f64,
+    /// The time raw llama.cpp needs for the same work (the run's computed
+    /// prompt tokens at the raw prompt rate plus its generated tokens at the
+    /// raw decode rate) ÷ the run's time: the loop's efficiency, 1 = no
+    /// overhead beyond llama.cpp's own speed.
+    pub work_ratio: f64,
 }
 
 /// Peak resident set size of this process (Linux), 0 elsewhere.
@@ -151,6 +163,14 @@ pub fn bench(
             kv_bytes_per_session: 2 * s.backend.kv_bytes_per_sequence,
             peak_rss_bytes: peak_rss_bytes(),
             ratio: s.tokens_per_second / raw.decode_tokens_per_second.max(1e-9),
+            prompt_tokens_per_generated_token: s.backend.prompt_tokens_evaluated as f64
+                / (s.tokens_generated as f64).max(1.0),
+            generation_call_tokens_per_second: s.tokens_generated as f64
+                / s.backend.generation_call_seconds.max(1e-9),
+            work_ratio: (s.backend.prompt_tokens_evaluated as f64
+                / raw.prompt_tokens_per_second.max(1e-9)
+                + s.tokens_generated as f64 / raw.decode_tokens_per_second.max(1e-9))
+                / s.seconds.max(1e-9),
         };
         on_row(&row);
         rows.push(row);
@@ -173,17 +193,20 @@ fn tempfile_dir() -> Result<PathBuf, SimulateError> {
 /// The table as text.
 pub fn table(rows: &[BenchRow]) -> String {
     let mut s = String::from(
-        "parallel  raw prompt tok/s  raw decode tok/s  sim decode tok/s  per session  ratio  TTFT s  conv/min  reused prompt  KV MiB/session  peak RSS MiB\n",
+        "parallel  raw prompt tok/s  raw decode tok/s  sim decode tok/s  per session  ratio  in decode calls  prompt/gen  work ratio  TTFT s  conv/min  reused prompt  KV MiB/session  peak RSS MiB\n",
     );
     for r in rows {
         s.push_str(&format!(
-            "{:>8}  {:>16.1}  {:>16.1}  {:>16.1}  {:>11.1}  {:>5.2}  {:>6.2}  {:>8.1}  {:>13}  {:>14.1}  {:>12.0}\n",
+            "{:>8}  {:>16.1}  {:>16.1}  {:>16.1}  {:>11.1}  {:>5.2}  {:>15.1}  {:>10.2}  {:>10.2}  {:>6.2}  {:>8.1}  {:>13}  {:>14.1}  {:>12.0}\n",
             r.parallel,
             r.raw_prompt_tokens_per_second,
             r.raw_decode_tokens_per_second,
             r.decode_tokens_per_second,
             r.decode_tokens_per_second_per_session,
             r.ratio,
+            r.generation_call_tokens_per_second,
+            r.prompt_tokens_per_generated_token,
+            r.work_ratio,
             r.time_to_first_turn,
             r.conversations_per_minute,
             r.prompt_tokens_reused,

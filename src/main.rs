@@ -180,6 +180,10 @@ struct BenchArgs {
     /// Decode steps of the raw llama.cpp ceiling.
     #[arg(long, default_value_t = 64)]
     raw_steps: usize,
+    /// Prompt tokens per sequence before the raw ceiling decodes (the
+    /// context depth its decode steps attend over).
+    #[arg(long, default_value_t = 128)]
+    raw_prompt_tokens: usize,
     /// Scenario name or directory.
     #[arg(short, long, default_value = DEFAULT_SCENARIO)]
     scenario: String,
@@ -400,6 +404,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 parallel: a.parallel,
                 sessions_per_slot: a.sessions_per_slot,
                 raw_steps: a.raw_steps,
+                raw_prompt_tokens: a.raw_prompt_tokens,
                 simulate: SimulateConfig {
                     scenario_dir: resolve_scenario_dir(&a.scenario, &default_prompts_dir()),
                     seed: a.seed,

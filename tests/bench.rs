@@ -1,0 +1,69 @@
+//! `usersim bench` on the real model: rows for each parallel count, the
+//! real loop against llama.cpp's raw speed measured in the same run. No
+//! timing is asserted, only that the figures are measured and consistent.
+
+mod common;
+
+use std::process::Command;
+
+use serde_json::Value;
+
+#[test]
+fn bench_measures_raw_and_real_loop_per_parallel_count() {
+    common::model_path();
+    let out = Command::new(common::bin())
+        .args([
+            "bench",
+            "--parallel",
+            "1,2",
+            "--sessions-per-slot",
+            "2",
+            "--max-turns",
+            "1",
+            "--raw-steps",
+            "8",
+            "--raw-prompt-tokens",
+            "32",
+            "--threads",
+            "2",
+            "--json",
+            "-q",
+        ])
+        .output()
+        .expect("run usersim bench");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).expect("JSON rows");
+    assert_eq!(rows.len(), 2);
+    for (row, p) in rows.iter().zip([1u64, 2]) {
+        let f = |k: &str| {
+            row[k]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{k} missing: {row}"))
+        };
+        assert_eq!(row["parallel"].as_u64(), Some(p));
+        assert_eq!(row["conversations"].as_u64(), Some(2 * p));
+        for k in [
+            "raw_prompt_tokens_per_second",
+            "raw_decode_tokens_per_second",
+            "decode_tokens_per_second",
+            "generation_call_tokens_per_second",
+            "conversations_per_minute",
+        ] {
+            assert!(f(k) > 0.0, "{k} = {}", f(k));
+        }
+        let ratio = f("decode_tokens_per_second") / f("raw_decode_tokens_per_second");
+        assert!((f("ratio") - ratio).abs() < 1e-9);
+        // Each side reads what the other wrote, plus system prompts and
+        // per-turn instructions: more prompt than generated tokens.
+        assert!(f("prompt_tokens_per_generated_token") > 1.0, "{row}");
+        assert!(f("work_ratio") > 0.0 && f("work_ratio") < 2.0, "{row}");
+        assert!(row["prompt_tokens_from_shared_prefix"].as_u64() > Some(0));
+        assert!(row["kv_bytes_per_session"].as_u64() > Some(0));
+        // The model and its KV cache are resident.
+        assert!(row["peak_rss_bytes"].as_u64() > Some(100 << 20), "{row}");
+    }
+}
