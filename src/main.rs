@@ -420,7 +420,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     progress: !cli.quiet,
                     ..SimulateConfig::default()
                 },
-                ..usersim::bench::BenchConfig::default()
             };
             let rows = usersim::bench::bench(&cfg, |r| {
                 tracing::info!(
