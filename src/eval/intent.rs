@@ -18,11 +18,8 @@ use super::stats::{
     confusion_matrix, macro_f1, multilabel_macro_f1, per_class_f1, stratified_kfold,
 };
 
-/// The 16 IARD seeker sub-intents.
-pub const IARD_INTENTS: [&str; 16] = [
-    "IQU", "CON", "REF", "STO", "PRO", "ANS", "ASK", "SEE", "ACC", "REJ", "INQ", "CRI-F", "CRI-A",
-    "CRI-C", "NRE", "OTH",
-];
+/// The 16 IARD seeker sub-intents (one list for the whole crate).
+pub use crate::corpus::IARD_SEEKER_INTENTS as IARD_INTENTS;
 
 /// Errors of the intent classifier.
 #[derive(Debug, thiserror::Error)]

@@ -217,16 +217,22 @@ fn normalise(p: &[f64]) -> Vec<f64> {
     }
 }
 
-/// Jensen–Shannon divergence in bits (in `[0, 1]`) between two categorical
-/// distributions given as aligned non-negative weights (normalised here).
-pub fn js_divergence(p: &[f64], q: &[f64]) -> Result<f64, StatsError> {
-    if p.len() != q.len() {
-        return Err(StatsError::Dimension(format!(
+fn same_categories(p: &[f64], q: &[f64]) -> Result<(), StatsError> {
+    if p.len() == q.len() {
+        Ok(())
+    } else {
+        Err(StatsError::Dimension(format!(
             "{} vs {} categories",
             p.len(),
             q.len()
-        )));
+        )))
     }
+}
+
+/// Jensen–Shannon divergence in bits (in `[0, 1]`) between two categorical
+/// distributions given as aligned non-negative weights (normalised here).
+pub fn js_divergence(p: &[f64], q: &[f64]) -> Result<f64, StatsError> {
+    same_categories(p, q)?;
     let (p, q) = (normalise(p), normalise(q));
     let kl = |a: &[f64], m: &[f64]| -> f64 {
         a.iter()
@@ -241,13 +247,7 @@ pub fn js_divergence(p: &[f64], q: &[f64]) -> Result<f64, StatsError> {
 
 /// Total variation distance `½ Σ |p_i − q_i|` (inputs normalised here).
 pub fn total_variation(p: &[f64], q: &[f64]) -> Result<f64, StatsError> {
-    if p.len() != q.len() {
-        return Err(StatsError::Dimension(format!(
-            "{} vs {} categories",
-            p.len(),
-            q.len()
-        )));
-    }
+    same_categories(p, q)?;
     let (p, q) = (normalise(p), normalise(q));
     Ok(0.5 * p.iter().zip(&q).map(|(a, b)| (a - b).abs()).sum::<f64>())
 }
