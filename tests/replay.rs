@@ -24,11 +24,12 @@ fn inspired_path() -> PathBuf {
     shared_data().join("inspired/dialogs.tsv")
 }
 
-/// A real dialogue as turns: (seeker?, text, labels), a speaker's
-/// consecutive utterances merged.
-type RealTurns = Vec<(bool, String, Vec<String>)>;
+/// One real utterance or turn: (seeker?, text, labels).
+type Real = (bool, String, Vec<String>);
+/// A real dialogue as turns, a speaker's consecutive utterances merged.
+type RealTurns = Vec<Real>;
 
-fn merge(utts: impl IntoIterator<Item = (bool, String, Vec<String>)>) -> RealTurns {
+fn merge(utts: impl IntoIterator<Item = Real>) -> RealTurns {
     let mut out: RealTurns = Vec::new();
     for (seeker, text, labels) in utts {
         let text = strip_mentions(&text);
@@ -88,7 +89,7 @@ fn inspired_dialogues(n: usize) -> Vec<(String, RealTurns)> {
     let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
     let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
     let (c_id, c_spk, c_text) = (col("dialog_id"), col("speaker"), col("text"));
-    let mut rows: Vec<(String, Vec<(bool, String, Vec<String>)>)> = Vec::new();
+    let mut rows: Vec<(String, Vec<Real>)> = Vec::new();
     for l in lines {
         let cells: Vec<&str> = l.split('\t').collect();
         if rows.last().is_none_or(|d| d.0 != cells[c_id]) {
