@@ -190,6 +190,99 @@ mod tests {
         assert_eq!(s.source.dialogue_id, "7");
     }
 
+    /// Teacher forcing without a model: the next prompt shows the real
+    /// seeker text, never the generated one, and extends the previous
+    /// prompt (so engines reuse its KV).
+    #[test]
+    fn prompts_show_the_real_history_and_only_grow() {
+        use crate::backend::{FinishReason, Generation, Side};
+        use crate::conversation::{Conversation, Next};
+        use crate::latent::{draw_session, TurnPlanner};
+        use crate::rng::{stream_rng, Stream};
+        use crate::scenario::{Pins, Scenario};
+
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts/movies");
+        let scenario = Scenario::load(&dir).expect("movies scenario");
+        let catalog = crate::catalog::Catalog::load_csv(&dir.join("catalog.csv")).expect("catalog");
+        let pins = Pins::default();
+        let d = Dialogue {
+            id: "1".into(),
+            utterances: vec![
+                utt(Speaker::Recommender, "What do you like?", &["REQ"]),
+                utt(Speaker::Seeker, "REAL-ONE", &["OTH", "PRO"]),
+                utt(Speaker::Recommender, "REPLY-ONE", &["REC-S"]),
+                utt(Speaker::Seeker, "REAL-TWO", &["REJ"]),
+            ],
+        };
+        let replay = Replay {
+            path: PathBuf::from("x.json"),
+            corpus: CorpusKind::Iard,
+            scripts: vec![script(CorpusKind::Iard, &d)],
+        };
+        let mut system = ReplaySystem::new(&replay);
+        let latents = draw_session(
+            &scenario,
+            Some(&catalog),
+            &pins,
+            &mut stream_rng(1, Stream::SessionLatents),
+        )
+        .expect("latents");
+        let mut conv = Conversation::new(
+            &scenario,
+            Some(&catalog),
+            TurnPlanner::new(&scenario, &pins),
+            0,
+            1,
+            latents,
+            scenario.sampling.user.clone(),
+        )
+        .expect("conversation")
+        .with_replay(&replay.scripts[0]);
+        let gen = |text: &str| Generation {
+            conversation: 0,
+            side: Side::User,
+            text: text.into(),
+            prompt_tokens: 0,
+            reused_prompt_tokens: 0,
+            completion_tokens: 3,
+            finish: FinishReason::Stop,
+        };
+        let Next::Generate(first) = conv.user_turn().expect("turn") else {
+            panic!("expected a generation")
+        };
+        assert!(first
+            .messages
+            .iter()
+            .any(|m| m.content.contains("What do you like?")));
+        let Next::Generate(second) = conv
+            .on_generation(gen("GEN-ONE"), &mut system)
+            .expect("next")
+        else {
+            panic!("expected a second generation")
+        };
+        let all: String = second.messages.iter().map(|m| m.content.as_str()).collect();
+        assert!(
+            all.contains("REAL-ONE") && all.contains("REPLY-ONE"),
+            "{all}"
+        );
+        assert!(
+            !all.contains("GEN-ONE"),
+            "the generated turn leaked into the history"
+        );
+        assert_eq!(
+            &second.messages[..first.messages.len()],
+            &first.messages[..],
+            "the prompt only grows at its end"
+        );
+        let Next::Done(end) = conv
+            .on_generation(gen("GEN-TWO"), &mut system)
+            .expect("end")
+        else {
+            panic!("the dialogue ends on the seeker")
+        };
+        assert_eq!(end, crate::conversation::EndReason::ReplayEnd);
+    }
+
     #[test]
     fn primary_intent_passes_over_small_talk() {
         let declared: Vec<String> = ["IQU", "OTH", "REJ"].map(String::from).to_vec();
