@@ -4,6 +4,12 @@
 //! message, hand it to the system, take the reply, and so on until a rule
 //! ends it. It never blocks: each step returns the next generation it needs,
 //! so the simulate loop can keep all conversations in one batch.
+//!
+//! A replayed conversation ([`Conversation::with_replay`]) follows a real
+//! dialogue instead: its turn latents come from the real seeker turns, the
+//! system replays the real recommender, and the history every prompt shows
+//! is the real one (teacher forcing): a generated user message goes into the
+//! record beside the real turn it stands for, never into later prompts.
 
 use std::collections::BTreeMap;
 
@@ -12,8 +18,10 @@ use serde_json::Value;
 
 use crate::backend::{FinishReason, Generation, GenerationRequest, Side};
 use crate::catalog::Catalog;
+use crate::corpus::CorpusKind;
 use crate::latent::{SessionLatents, TurnDecision, TurnLatents, TurnPlanner};
 use crate::prompt::{user_messages, user_system_prompt, HistoryTurn};
+use crate::replay::ReplayScript;
 use crate::rng::{stream_rng, stream_seed, Stream};
 use crate::sampler::SamplingParams;
 use crate::scenario::{Scenario, SidesSampling};
@@ -33,6 +41,27 @@ pub enum EndReason {
     TurnLimit,
     /// A side's context filled up.
     ContextFull,
+    /// A replayed dialogue has no seeker turn left.
+    ReplayEnd,
+}
+
+/// The real turn a replayed user turn stands for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RealTurn {
+    /// What the real seeker said (the text every later prompt shows).
+    pub text: String,
+    /// Its intent labels in the corpus (IARD sub-intents; empty for
+    /// corpora without labels).
+    pub intents: Vec<String>,
+}
+
+/// The real dialogue a replayed conversation follows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReplaySource {
+    /// Corpus.
+    pub corpus: CorpusKind,
+    /// Dialogue id in the corpus.
+    pub dialogue_id: String,
 }
 
 /// One message of a recorded conversation.
@@ -47,6 +76,9 @@ pub struct TurnRecord {
     pub latents: BTreeMap<String, String>,
     /// Tokens generated for it (0 for fixed text).
     pub tokens: u32,
+    /// Replay: the real turn this simulated user turn stands for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub real: Option<RealTurn>,
     /// The note its speaker saw when writing it; repeated in later prompts,
     /// never written to the output.
     #[serde(skip)]
@@ -97,6 +129,9 @@ pub struct ConversationRecord {
     pub turns: Vec<TurnRecord>,
     /// Why it ended.
     pub end_reason: EndReason,
+    /// Replay: the real dialogue it follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplaySource>,
 }
 
 /// Run-level facts every conversation records.
@@ -137,6 +172,8 @@ pub struct Conversation<'a> {
     current: Option<TurnLatents>,
     /// Note of the generation in flight, kept with its turn when it lands.
     pending_note: Option<String>,
+    /// The real dialogue this conversation replays.
+    replay: Option<&'a ReplayScript>,
 }
 
 impl<'a> Conversation<'a> {
@@ -158,6 +195,7 @@ impl<'a> Conversation<'a> {
                 text: opening.clone(),
                 latents: BTreeMap::new(),
                 tokens: 0,
+                real: None,
                 note: None,
             });
         }
@@ -175,7 +213,27 @@ impl<'a> Conversation<'a> {
             replies: 0,
             current: None,
             pending_note: None,
+            replay: None,
         })
+    }
+
+    /// Replay `script`: its opening (the recommender's words before the
+    /// seeker's first turn) replaces the scenario's, its seeker turns
+    /// replace the turn planner, and the conversation ends with them.
+    pub fn with_replay(mut self, script: &'a ReplayScript) -> Self {
+        self.turns.clear();
+        if let Some(opening) = &script.opening {
+            self.turns.push(TurnRecord {
+                role: Side::Assistant,
+                text: opening.clone(),
+                latents: BTreeMap::new(),
+                tokens: 0,
+                real: None,
+                note: None,
+            });
+        }
+        self.replay = Some(script);
+        self
     }
 
     fn history(&self) -> Vec<HistoryTurn<'_>> {
@@ -183,7 +241,8 @@ impl<'a> Conversation<'a> {
             .iter()
             .map(|t| HistoryTurn {
                 side: t.role,
-                text: &t.text,
+                // Teacher forcing: a replayed turn shows what was really said.
+                text: t.real.as_ref().map_or(t.text.as_str(), |r| r.text.as_str()),
                 note: t.note.as_deref(),
             })
             .collect()
@@ -191,8 +250,17 @@ impl<'a> Conversation<'a> {
 
     /// The user's next turn: draw its latents and build its request.
     pub fn user_turn(&mut self) -> Result<Next, SystemError> {
-        let mut rng = stream_rng(self.session_seed, Stream::TurnLatents(self.user_turns));
-        match self.planner.next(self.user_turns, &mut rng) {
+        let decision = match self.replay {
+            Some(script) => match script.seeker_turns.get(self.user_turns as usize) {
+                Some(real) => TurnDecision::Speak(self.planner.replayed(&real.intents)),
+                None => return Ok(Next::Done(EndReason::ReplayEnd)),
+            },
+            None => {
+                let mut rng = stream_rng(self.session_seed, Stream::TurnLatents(self.user_turns));
+                self.planner.next(self.user_turns, &mut rng)
+            }
+        };
+        match decision {
             TurnDecision::End => Ok(Next::Done(
                 if self.user_turns >= self.scenario.conversation.max_user_turns {
                     EndReason::TurnLimit
@@ -234,18 +302,31 @@ impl<'a> Conversation<'a> {
             Side::User => {
                 let turn = self.current.take().unwrap_or_default();
                 let intent = turn.intent().map(str::to_string);
+                let real = self
+                    .replay
+                    .and_then(|s| s.seeker_turns.get(self.user_turns as usize))
+                    .cloned();
+                let replayed = self.replay.is_some();
                 self.turns.push(TurnRecord {
                     role: Side::User,
                     text: g.text,
                     latents: turn.values,
                     tokens: g.completion_tokens,
+                    real,
                     note: self.pending_note.take(),
                 });
                 self.user_turns += 1;
                 if context_full {
                     return Ok(Next::Done(EndReason::ContextFull));
                 }
-                if let Some(intent) = &intent {
+                if let Some(script) = self.replay {
+                    // The real dialogue may end on the seeker's words.
+                    if script.replies.len() < self.user_turns as usize {
+                        return Ok(Next::Done(EndReason::ReplayEnd));
+                    }
+                }
+                // A replay ends with its real dialogue, not on intents.
+                if let Some(intent) = intent.as_ref().filter(|_| !replayed) {
                     let conv = &self.scenario.conversation;
                     if conv.end_intents.contains(intent) {
                         return Ok(Next::Done(EndReason::EndIntent));
@@ -288,6 +369,7 @@ impl<'a> Conversation<'a> {
             text,
             latents: BTreeMap::new(),
             tokens,
+            real: None,
             note: self.pending_note.take(),
         });
         self.replies += 1;
@@ -334,6 +416,7 @@ impl<'a> Conversation<'a> {
             latents: self.latents.values,
             turns: self.turns,
             end_reason: end,
+            replay: self.replay.map(|s| s.source.clone()),
         }
     }
 }

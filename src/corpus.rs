@@ -1,13 +1,16 @@
 //! Real human conversations: loaders for the reference corpora.
 //!
 //! IARD (ReDial dialogues with per-utterance intent labels) feeds
-//! `fit-intents` and the realism measures. Corpora are read from a path,
-//! never copied into the project.
+//! `fit-intents` and the realism measures; IARD and INSPIRED (no intent
+//! labels) feed `simulate --replay`. Corpora are read from a path, never
+//! copied into the project. Loaders keep the source's utterances as they are
+//! (one per IARD utterance or INSPIRED row); merging a speaker's consecutive
+//! utterances into one turn is the caller's choice.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The 16 seeker intents of the IARD taxonomy.
 pub const IARD_SEEKER_INTENTS: [&str; 16] = [
@@ -26,6 +29,18 @@ pub enum CorpusError {
         /// OS error.
         source: std::io::Error,
     },
+    /// A row of a line-oriented file is malformed.
+    #[error("{path}:{line}: {field}: {message}")]
+    Row {
+        /// File.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// Column or field.
+        field: String,
+        /// What was wrong.
+        message: String,
+    },
     /// Not the expected format.
     #[error("{path}: {message}")]
     Format {
@@ -34,6 +49,41 @@ pub enum CorpusError {
         /// What was wrong, naming the dialogue or field.
         message: String,
     },
+}
+
+/// Which reference corpus a file holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CorpusKind {
+    /// IARD `iard.json`.
+    Iard,
+    /// INSPIRED `dialogs.tsv`.
+    Inspired,
+}
+
+impl CorpusKind {
+    /// The corpus of `path`, from its extension: `.json` is IARD, `.tsv`
+    /// INSPIRED.
+    pub fn of_path(path: &Path) -> Result<CorpusKind, CorpusError> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("json") => Ok(CorpusKind::Iard),
+            Some(e) if e.eq_ignore_ascii_case("tsv") => Ok(CorpusKind::Inspired),
+            _ => Err(CorpusError::Format {
+                path: path.to_path_buf(),
+                message: "unknown corpus: expected IARD `.json` or INSPIRED `.tsv`".into(),
+            }),
+        }
+    }
+}
+
+/// Load the dialogues of an IARD `.json` or INSPIRED `.tsv` file.
+pub fn load_dialogues(path: &Path) -> Result<(CorpusKind, Vec<Dialogue>), CorpusError> {
+    let kind = CorpusKind::of_path(path)?;
+    let dialogues = match kind {
+        CorpusKind::Iard => load_iard(path)?,
+        CorpusKind::Inspired => load_inspired(path)?,
+    };
+    Ok((kind, dialogues))
 }
 
 /// Who spoke.
@@ -117,4 +167,159 @@ pub fn load_iard(path: &Path) -> Result<Vec<Dialogue>, CorpusError> {
         na.cmp(&nb).then_with(|| a.id.cmp(&b.id))
     });
     Ok(out)
+}
+
+/// Load INSPIRED `dialogs.tsv`: one utterance per row, dialogues in file
+/// order, rows with empty text skipped. INSPIRED carries no seeker intent
+/// labels, so `labels` stay empty.
+pub fn load_inspired(path: &Path) -> Result<Vec<Dialogue>, CorpusError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CorpusError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let row_err = |line: usize, field: &str, message: String| CorpusError::Row {
+        path: path.to_path_buf(),
+        line,
+        field: field.to_string(),
+        message,
+    };
+    let mut lines = text.lines().enumerate();
+    let header: Vec<&str> = match lines.next() {
+        Some((_, h)) => h.split('\t').map(str::trim).collect(),
+        None => return Err(row_err(1, "header", "empty file".into())),
+    };
+    let col = |name: &str| -> Result<usize, CorpusError> {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .ok_or_else(|| row_err(1, name, "column missing from the header".into()))
+    };
+    let (c_id, c_spk, c_text) = (col("dialog_id")?, col("speaker")?, col("text")?);
+    let mut out: Vec<Dialogue> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, row) in lines {
+        let line = i + 1;
+        if row.trim().is_empty() {
+            continue;
+        }
+        // No quoting: INSPIRED texts contain bare quotes, and tabs only
+        // separate columns.
+        let cells: Vec<&str> = row.split('\t').collect();
+        let get = |c: usize, name: &str| {
+            cells.get(c).copied().ok_or_else(|| {
+                row_err(
+                    line,
+                    name,
+                    format!(
+                        "missing: the row has {} columns, the header {}",
+                        cells.len(),
+                        header.len()
+                    ),
+                )
+            })
+        };
+        let id = get(c_id, "dialog_id")?.trim();
+        if id.is_empty() {
+            return Err(row_err(line, "dialog_id", "empty".into()));
+        }
+        let speaker = match get(c_spk, "speaker")?.trim() {
+            "SEEKER" => Speaker::Seeker,
+            "RECOMMENDER" => Speaker::Recommender,
+            other => {
+                return Err(row_err(
+                    line,
+                    "speaker",
+                    format!("expected SEEKER or RECOMMENDER, found `{other}`"),
+                ))
+            }
+        };
+        let utt = get(c_text, "text")?.trim();
+        if out.last().is_none_or(|d| d.id != id) {
+            // A dialogue's rows are contiguous; a repeated id means the file
+            // was shuffled or concatenated and turns would interleave.
+            if !seen.insert(id.to_string()) {
+                return Err(row_err(
+                    line,
+                    "dialog_id",
+                    format!("dialogue `{id}` continues after other dialogues"),
+                ));
+            }
+            out.push(Dialogue {
+                id: id.to_string(),
+                utterances: Vec::new(),
+            });
+        }
+        if utt.is_empty() {
+            continue;
+        }
+        if let Some(d) = out.last_mut() {
+            d.utterances.push(Utterance {
+                speaker,
+                text: utt.to_string(),
+                labels: Vec::new(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tsv(body: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("dialogs.tsv");
+        std::fs::write(&p, body).expect("write");
+        (dir, p)
+    }
+
+    #[test]
+    fn inspired_rows_group_by_dialogue() {
+        let (_d, p) = tsv("dialog_id\tutt_id\tspeaker\ttext\n\
+             a\t1\tRECOMMENDER\tHi\n\
+             a\t2\tSEEKER\tHello \"there\"\n\
+             a\t3\tSEEKER\t\n\
+             b\t1\tSEEKER\tYo\n");
+        let ds = load_inspired(&p).expect("loads");
+        assert_eq!(ds.len(), 2);
+        assert_eq!(ds[0].utterances.len(), 2);
+        assert_eq!(ds[0].utterances[1].text, "Hello \"there\"");
+        assert_eq!(ds[1].utterances[0].speaker, Speaker::Seeker);
+    }
+
+    #[test]
+    fn inspired_errors_name_line_and_field() {
+        let (_d, p) = tsv("dialog_id\tspeaker\ttext\na\tSEEKER\tok\na\tBOT\thi\n");
+        let e = load_inspired(&p).expect_err("bad speaker").to_string();
+        assert!(
+            e.ends_with("dialogs.tsv:3: speaker: expected SEEKER or RECOMMENDER, found `BOT`"),
+            "{e}"
+        );
+        let (_d, p) = tsv("dialog_id\tspeaker\na\tSEEKER\n");
+        let e = load_inspired(&p).expect_err("no text column").to_string();
+        assert!(e.contains("dialogs.tsv:1: text: column missing"), "{e}");
+        let (_d, p) = tsv("dialog_id\tspeaker\ttext\na\tSEEKER\n");
+        let e = load_inspired(&p).expect_err("short row").to_string();
+        assert!(e.contains("dialogs.tsv:2: text: missing"), "{e}");
+        let (_d, p) = tsv("dialog_id\tspeaker\ttext\na\tSEEKER\tx\nb\tSEEKER\ty\na\tSEEKER\tz\n");
+        let e = load_inspired(&p).expect_err("interleaved").to_string();
+        assert!(e.contains("dialogs.tsv:4: dialog_id"), "{e}");
+    }
+
+    #[test]
+    fn corpus_kind_from_extension() {
+        assert_eq!(
+            CorpusKind::of_path(Path::new("x/iard.json")).ok(),
+            Some(CorpusKind::Iard)
+        );
+        assert_eq!(
+            CorpusKind::of_path(Path::new("d.TSV")).ok(),
+            Some(CorpusKind::Inspired)
+        );
+        let e = CorpusKind::of_path(Path::new("d.csv"))
+            .expect_err("csv")
+            .to_string();
+        assert!(e.starts_with("d.csv: unknown corpus"), "{e}");
+    }
 }

@@ -235,6 +235,26 @@ pub fn find_item(cat: &Catalog, key: &str) -> Option<usize> {
     })
 }
 
+/// IARD's small-talk label: a real turn that greets and then asks carries
+/// both, and is steered by what it asks.
+pub const SMALL_TALK_INTENT: &str = "OTH";
+
+/// The one intent that steers a replayed turn with these real labels: the
+/// first label the scenario declares, passing over small talk when the turn
+/// has another declared label. `None` when no label is declared.
+pub fn primary_intent<'l>(labels: &'l [String], declared: &[String]) -> Option<&'l str> {
+    let known: Vec<&'l str> = labels
+        .iter()
+        .map(String::as_str)
+        .filter(|l| declared.iter().any(|d| d == l))
+        .collect();
+    known
+        .iter()
+        .copied()
+        .find(|l| *l != SMALL_TALK_INTENT)
+        .or_else(|| known.first().copied())
+}
+
 /// Chooses turn-level values, turn after turn, for one session.
 #[derive(Debug)]
 pub struct TurnPlanner<'a> {
@@ -251,6 +271,33 @@ impl<'a> TurnPlanner<'a> {
             pins,
             previous: None,
         }
+    }
+
+    /// Values of a replayed turn whose real intent labels are `labels`: the
+    /// turn variable `intent` takes [`primary_intent`] unless its policy is
+    /// `none` (the uncontrolled baseline); `--set turn.<name>` pins still
+    /// win. Other turn variables are not drawn: a real turn gives no value
+    /// for them, and drawing would ask a policy (and its END) that the real
+    /// dialogue has replaced.
+    pub fn replayed(&mut self, labels: &[String]) -> TurnLatents {
+        let mut out = TurnLatents::default();
+        for var in &self.scenario.turn {
+            let real = match var.policy {
+                TurnPolicy::None => None,
+                _ if var.name == "intent" => {
+                    primary_intent(labels, &var.values).map(str::to_string)
+                }
+                _ => None,
+            };
+            if let Some(v) = self.pins.turn.get(&var.name).cloned().or(real) {
+                if let Some(t) = var.text.get(&v) {
+                    out.text.insert(var.name.clone(), t.clone());
+                }
+                out.values.insert(var.name.clone(), v);
+            }
+        }
+        self.previous = Some(out.clone());
+        out
     }
 
     /// Decide user turn `turn_index` (0-based) with that turn's generator.

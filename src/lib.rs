@@ -6,7 +6,8 @@
 //! (batched decode, sampling in [`sampler`]) with the [`system`] on the other
 //! side → [`conversation`] (state machine and record) → [`output`] (JSONL),
 //! orchestrated by [`simulate`]. [`fit_intents`] fits turn policies on real
-//! dialogues read by [`corpus`]; [`models`] resolves model files and
+//! dialogues read by [`corpus`], which [`replay`] also turns into
+//! teacher-forced sessions; [`models`] resolves model files and
 //! [`catalog`] holds the items a recommender retrieves. [`eval`] measures
 //! realism, diversity and label fidelity of simulated conversations against
 //! real ones, with sentence vectors from [`embed`].
@@ -24,6 +25,7 @@ pub mod merge;
 pub mod models;
 pub mod output;
 pub mod prompt;
+pub mod replay;
 pub mod rng;
 pub mod sampler;
 pub mod scenario;

@@ -71,9 +71,9 @@ struct SimulateArgs {
     /// Scenario name (a directory under prompts/) or a scenario directory.
     #[arg(short, long, default_value = DEFAULT_SCENARIO)]
     scenario: String,
-    /// Number of conversations.
-    #[arg(short = 'n', long, default_value_t = DEFAULT_SESSIONS)]
-    sessions: u64,
+    /// Number of conversations [default: 16; with --replay: every dialogue].
+    #[arg(short = 'n', long)]
+    sessions: Option<u64>,
     /// Conversations decoding together.
     #[arg(short, long, default_value_t = DEFAULT_PARALLEL)]
     parallel: usize,
@@ -118,8 +118,14 @@ struct SimulateArgs {
     #[arg(long)]
     flash_attn: bool,
     /// Most user turns per conversation (overrides the scenario).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "replay")]
     max_turns: Option<u32>,
+    /// Replay real dialogues (IARD .json or INSPIRED dialogs .tsv), teacher-
+    /// forced: the real recommender answers, each user turn is written from
+    /// the real history and recorded beside the real turn; -n takes the
+    /// first N dialogues.
+    #[arg(long, value_name = "PATH")]
+    replay: Option<PathBuf>,
     /// Sampling temperature (both sides).
     #[arg(long)]
     temperature: Option<f32>,
@@ -476,6 +482,9 @@ struct BarProgress {
 }
 
 impl Progress for BarProgress {
+    fn started(&self, sessions: u64) {
+        self.span.pb_set_length(sessions);
+    }
     fn conversation_done(&self, done: u64, tokens: u64, elapsed: f64) {
         self.span.pb_set_position(done);
         if elapsed > 0.0 {
@@ -488,7 +497,13 @@ impl Progress for BarProgress {
 fn run_simulate(a: SimulateArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let cfg = SimulateConfig {
         scenario_dir: resolve_scenario_dir(&a.scenario, &default_prompts_dir()),
-        sessions: a.sessions,
+        // A replay runs every dialogue unless told otherwise; the library
+        // caps sessions at the corpus size.
+        sessions: a.sessions.unwrap_or(if a.replay.is_some() {
+            u64::MAX
+        } else {
+            DEFAULT_SESSIONS
+        }),
         parallel: a.parallel,
         seed: a.seed,
         output: a.output.clone(),
@@ -520,6 +535,7 @@ fn run_simulate(a: SimulateArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         progress: !quiet,
         shard: a.shard,
         resume: a.resume,
+        replay: a.replay,
     };
     let interrupt = Arc::new(AtomicBool::new(false));
     {
@@ -540,7 +556,6 @@ fn run_simulate(a: SimulateArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    span.pb_set_length(a.sessions);
     let progress = BarProgress { span: span.clone() };
     let summary = {
         let _enter = if quiet { None } else { Some(span.enter()) };

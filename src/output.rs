@@ -254,7 +254,7 @@ fn openai_record(r: &ConversationRecord) -> serde_json::Value {
         .map(|t| json!({"role": t.role, "content": t.text}))
         .collect();
     let turn_latents: Vec<serde_json::Value> = r.turns.iter().map(|t| json!(t.latents)).collect();
-    json!({
+    let mut out = json!({
         "messages": messages,
         "metadata": {
             "id": r.id,
@@ -267,7 +267,13 @@ fn openai_record(r: &ConversationRecord) -> serde_json::Value {
             "turn_latents": turn_latents,
             "end_reason": r.end_reason,
         }
-    })
+    });
+    // Replay fields only when present, so other runs' lines stay as they were.
+    if let (Some(src), Some(meta)) = (&r.replay, out.get_mut("metadata")) {
+        meta["replay"] = json!(src);
+        meta["real_turns"] = r.turns.iter().map(|t| json!(t.real)).collect();
+    }
+    out
 }
 
 /// Read records written in usersim's own format.

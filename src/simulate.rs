@@ -5,6 +5,10 @@
 //! ends its slots go to the next session at once, and a conversation waiting
 //! for the other side's reply never holds the batch back, because both
 //! sides' requests decode in the same steps.
+//!
+//! With `replay` set, sessions are the real dialogues of a corpus (see
+//! [`crate::replay`]): the real recommender answers, each user turn is
+//! written from the real history, and a session ends with its dialogue.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -20,10 +24,12 @@ use crate::catalog::{Catalog, CatalogError};
 use crate::conversation::{
     Conversation, ConversationRecord, EndReason, ModelRef, Next, RunIdentity, ScenarioRef,
 };
+use crate::corpus::CorpusError;
 use crate::latent::{draw_session, find_item, LatentError, TurnPlanner};
 use crate::models::{self, ModelError};
 use crate::output::{OutputError, OutputFormat, OutputWriter};
 use crate::prompt::{assistant_messages, HistoryTurn};
+use crate::replay::{load_replay, Replay, ReplaySystem};
 use crate::rng::{session_seed, stream_rng, Stream};
 use crate::sampler::SamplingParams;
 use crate::scenario::{Pins, Scenario, ScenarioError, SessionVar};
@@ -131,6 +137,12 @@ pub struct SimulateConfig {
     /// Continue an interrupted run: keep the output's finished sessions and
     /// simulate only the missing ones.
     pub resume: bool,
+    /// Replay the real dialogues of this corpus file (IARD `.json` or
+    /// INSPIRED `.tsv`), teacher-forced: session i follows dialogue i, the
+    /// real recommender answers, and every user turn is written from the
+    /// real history and recorded beside the real turn. `sessions` caps the
+    /// dialogues replayed; `max_user_turns` does not apply.
+    pub replay: Option<PathBuf>,
 }
 
 impl Default for SimulateConfig {
@@ -155,6 +167,7 @@ impl Default for SimulateConfig {
             progress: false,
             shard: None,
             resume: false,
+            replay: None,
         }
     }
 }
@@ -180,15 +193,22 @@ pub enum SimulateError {
     /// Output problem.
     #[error(transparent)]
     Output(#[from] OutputError),
+    /// The replay corpus cannot be read.
+    #[error(transparent)]
+    Replay(#[from] CorpusError),
     /// A flag or combination of flags is invalid.
     #[error("{0}")]
     Config(String),
+    /// A bug: the run reached a state its inputs should rule out.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl From<SystemError> for SimulateError {
     fn from(e: SystemError) -> Self {
         match e {
             SystemError::Prompt(p) => SimulateError::Scenario(p),
+            e @ SystemError::NoReplay { .. } => SimulateError::Internal(e.to_string()),
         }
     }
 }
@@ -201,6 +221,7 @@ impl SimulateError {
             SimulateError::Backend(_) => false,
             SimulateError::Output(OutputError::Io { .. }) => false,
             SimulateError::Output(OutputError::BrokenPipe) => false,
+            SimulateError::Internal(_) => false,
             _ => true,
         }
     }
@@ -313,6 +334,8 @@ pub struct Prepared {
     pub catalog: Option<Catalog>,
     /// Final sampling options per side.
     pub sampling: crate::scenario::SidesSampling,
+    /// The dialogues to replay (`--replay`).
+    pub replay: Option<Replay>,
 }
 
 /// Load and validate the run's inputs (no model involved).
@@ -368,16 +391,21 @@ pub fn prepare(cfg: &SimulateConfig) -> Result<Prepared, SimulateError> {
         .assistant
         .validate()
         .map_err(|e| SimulateError::Config(format!("assistant sampling: {e}")))?;
+    let replay = cfg.replay.as_deref().map(load_replay).transpose()?;
     Ok(Prepared {
         scenario,
         pins,
         catalog,
         sampling,
+        replay,
     })
 }
 
 /// Progress callbacks (the CLI draws a bar; tests pass nothing).
 pub trait Progress {
+    /// The run will write `sessions` conversations (after `--shard`,
+    /// `--resume` and a replay's corpus size are applied).
+    fn started(&self, _sessions: u64) {}
     /// A conversation was written; `tokens` generated so far in the run.
     fn conversation_done(&self, done: u64, tokens: u64, elapsed: f64);
 }
@@ -400,7 +428,7 @@ pub fn simulate(
     if llama.chat_template.is_none() {
         llama.chat_template = model.chat_template.clone();
     }
-    let sessions = planned_sessions(cfg)?;
+    let sessions = prepared_sessions(cfg, &prep)?;
     let parallel = cfg.parallel.min(sessions.len()).max(1);
     let mut backend = LlamaEngine::new(&model.path, &model.name, &model.sha256, parallel, &llama)?;
     run_with_backend(cfg, &prep, &mut backend, &sessions, progress, interrupt)
@@ -408,17 +436,63 @@ pub fn simulate(
 
 /// The sessions this run (or shard) is responsible for, in order.
 pub fn planned_sessions(cfg: &SimulateConfig) -> Result<Vec<u64>, SimulateError> {
-    match cfg.shard {
-        None => Ok((0..cfg.sessions).collect()),
+    shard_of(cfg.sessions, cfg.shard)
+}
+
+/// [`planned_sessions`] once the inputs are loaded: a replay has no more
+/// sessions than its corpus has dialogues.
+pub fn prepared_sessions(cfg: &SimulateConfig, prep: &Prepared) -> Result<Vec<u64>, SimulateError> {
+    let total = match &prep.replay {
+        Some(r) => cfg.sessions.min(r.scripts.len() as u64),
+        None => cfg.sessions,
+    };
+    shard_of(total, cfg.shard)
+}
+
+fn shard_of(total: u64, shard: Option<(u64, u64)>) -> Result<Vec<u64>, SimulateError> {
+    match shard {
+        None => Ok((0..total).collect()),
         Some((i, n)) => {
             if n == 0 || i >= n {
                 return Err(SimulateError::Config(format!(
                     "--shard {i}/{n}: expected i/n with 0 <= i < n"
                 )));
             }
-            Ok((0..cfg.sessions).filter(|s| s % n == i).collect())
+            Ok((0..total).filter(|s| s % n == i).collect())
         }
     }
+}
+
+/// `--resume` of a replay continues the same dialogues, and a plain run
+/// does not continue a replay (or the reverse).
+fn check_same_replay(
+    path: &Path,
+    rec: &ConversationRecord,
+    replay: Option<&Replay>,
+) -> Result<(), OutputError> {
+    let expected = replay.and_then(|r| {
+        usize::try_from(rec.session_index)
+            .ok()
+            .and_then(|i| r.scripts.get(i))
+            .map(|s| &s.source)
+    });
+    let show = |s: Option<&crate::conversation::ReplaySource>| match s {
+        Some(s) => format!(
+            "{} dialogue {}",
+            serde_json::to_string(&s.corpus).unwrap_or_default(),
+            s.dialogue_id
+        ),
+        None => "none".to_string(),
+    };
+    if rec.replay.as_ref() != expected || (replay.is_some() && expected.is_none()) {
+        return Err(OutputError::Mismatch {
+            path: path.to_path_buf(),
+            field: format!("replay (session {})", rec.session_index),
+            found: show(rec.replay.as_ref()),
+            expected: show(expected),
+        });
+    }
+    Ok(())
 }
 
 /// `--resume` may only continue a file of the same run.
@@ -514,12 +588,15 @@ pub fn run_with_backend(
 ) -> Result<RunSummary, SimulateError> {
     let scenario = &prep.scenario;
     let catalog = prep.catalog.as_ref();
-    let mut system = LlmRecommender::new(
-        scenario,
-        catalog,
-        prep.sampling.assistant.clone(),
-        cfg.candidates,
-    );
+    let mut system: Box<dyn System + '_> = match &prep.replay {
+        Some(r) => Box::new(ReplaySystem::new(r)),
+        None => Box::new(LlmRecommender::new(
+            scenario,
+            catalog,
+            prep.sampling.assistant.clone(),
+            cfg.candidates,
+        )),
+    };
     let run = RunIdentity {
         run_seed: cfg.seed,
         scenario: ScenarioRef {
@@ -539,6 +616,7 @@ pub fn run_with_backend(
         let state = crate::output::scan_for_resume(&cfg.output)?;
         if let Some(rec) = &state.sample {
             check_same_run(&cfg.output, rec, &run)?;
+            check_same_replay(&cfg.output, rec, prep.replay.as_ref())?;
         }
         if state.truncated_bytes > 0 {
             tracing::warn!(
@@ -574,6 +652,18 @@ pub fn run_with_backend(
             latents,
             prep.sampling.user.clone(),
         )?;
+        if let Some(r) = &prep.replay {
+            let script = usize::try_from(index)
+                .ok()
+                .and_then(|i| r.scripts.get(i))
+                .ok_or_else(|| {
+                    SimulateError::Internal(format!(
+                        "session {index} beyond the {} replayed dialogues",
+                        r.scripts.len()
+                    ))
+                })?;
+            conv = conv.with_replay(script);
+        }
         let next = conv.user_turn()?;
         Ok((conv, next))
     };
@@ -623,7 +713,10 @@ pub fn run_with_backend(
         };
     let (first_asst, asst_note) = asst_example("Hi there.")?;
     let asst_examples = vec![first_asst, asst_example("Hello!")?.0];
-    if let Some(first) = examples_user.first() {
+    // A replay's length is the real dialogue's, and its replies cost no
+    // tokens: there is no turn budget to check. A dialogue that outgrows the
+    // context ends as `context_full`, as any conversation does.
+    if let Some(first) = examples_user.first().filter(|_| prep.replay.is_none()) {
         check_context(
             prep,
             backend,
@@ -636,13 +729,17 @@ pub fn run_with_backend(
         ..RunSummary::default()
     };
     summary.shared_prefix_tokens[0] = backend.prepare_shared_prefix(&examples_user)?;
-    summary.shared_prefix_tokens[1] = backend.prepare_shared_prefix(&asst_examples)?;
+    if prep.replay.is_none() {
+        // A replay never generates the assistant side.
+        summary.shared_prefix_tokens[1] = backend.prepare_shared_prefix(&asst_examples)?;
+    }
 
     let mut writer = if cfg.resume {
         OutputWriter::append(&cfg.output, cfg.format, sessions.to_vec())?
     } else {
         OutputWriter::new(&cfg.output, cfg.force, cfg.format, sessions.to_vec())?
     };
+    progress.started(sessions.len() as u64);
     let t0 = Instant::now();
     let mut live: HashMap<u64, (Conversation<'_>, Instant, bool)> = HashMap::new();
     let mut queue = sessions.iter().copied();
@@ -705,7 +802,7 @@ pub fn run_with_backend(
                     ttft_sum += started.elapsed().as_secs_f64();
                     ttft_n += 1;
                 }
-                match conv.on_generation(g, &mut system)? {
+                match conv.on_generation(g, system.as_mut())? {
                     Next::Generate(req) => backend.submit(req)?,
                     Next::Done(end) => finished.push((index, end)),
                 }

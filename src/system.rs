@@ -4,7 +4,8 @@
 //! A system either answers at once (an HTTP system under test, a replay of
 //! real turns) or asks for a generation that decodes in the same batch as
 //! the simulated users (the built-in LLM recommender), so the recommender
-//! costs no extra pass over the model.
+//! costs no extra pass over the model. The replay of real turns is
+//! [`crate::replay::ReplaySystem`].
 
 use crate::backend::{GenerationRequest, Side};
 use crate::catalog::Catalog;
@@ -30,6 +31,14 @@ pub enum SystemError {
     /// Prompt rendering failed.
     #[error(transparent)]
     Prompt(#[from] ScenarioError),
+    /// A replayed dialogue has no real reply where one was asked for.
+    #[error("replay: session {conversation} has no real reply {reply_index}")]
+    NoReplay {
+        /// Session index.
+        conversation: u64,
+        /// Reply asked for.
+        reply_index: u32,
+    },
 }
 
 /// What a system sees of a conversation.

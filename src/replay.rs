@@ -1,0 +1,297 @@
+//! Teacher-forced replay of real dialogues (`simulate --replay`).
+//!
+//! Each real dialogue becomes one session (session index = dialogue
+//! position in the corpus): the real recommender's turns are the system's
+//! replies ([`ReplaySystem`]), and before every real seeker turn the
+//! simulator writes that turn from the real history up to it, steered by
+//! the turn's real intent. The history never holds the simulator's own
+//! earlier outputs, so every simulated turn can be compared with the real
+//! turn it stands for, in the same context.
+//!
+//! A speaker's consecutive utterances are merged into one turn (texts
+//! joined by a space, labels united in order). The conversation state
+//! machine alternates sides, INSPIRED defines a turn that way (one message
+//! is often split over several rows), and the evaluation loaders count
+//! turns the same way, so replayed and real conversations align turn for
+//! turn. Movie mentions in ReDial's `@id <Title (year)>` form are shown as
+//! plain titles, as the people in ReDial saw them and as `eval` reads IARD.
+
+use std::path::{Path, PathBuf};
+
+use crate::conversation::{RealTurn, ReplaySource};
+use crate::corpus::{load_dialogues, CorpusError, CorpusKind, Dialogue, Speaker};
+use crate::eval::loaders::strip_mentions;
+use crate::system::{System, SystemAction, SystemError, SystemTurn};
+
+/// One real dialogue, ready to replay.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReplayScript {
+    /// Where it comes from.
+    pub source: ReplaySource,
+    /// The recommender's words before the seeker's first turn.
+    pub opening: Option<String>,
+    /// The seeker's turns in order.
+    pub seeker_turns: Vec<RealTurn>,
+    /// `replies[i]`: the recommender's turn after seeker turn `i` (one
+    /// fewer than the seeker turns when the dialogue ends on the seeker).
+    pub replies: Vec<String>,
+}
+
+/// The dialogues of a replay file.
+#[derive(Clone, Debug)]
+pub struct Replay {
+    /// File.
+    pub path: PathBuf,
+    /// Corpus.
+    pub corpus: CorpusKind,
+    /// One script per dialogue, in corpus order (IARD by numeric id,
+    /// INSPIRED in file order).
+    pub scripts: Vec<ReplayScript>,
+}
+
+/// Load an IARD `.json` or INSPIRED `.tsv` file for replay.
+pub fn load_replay(path: &Path) -> Result<Replay, CorpusError> {
+    let (corpus, dialogues) = load_dialogues(path)?;
+    if dialogues.is_empty() {
+        return Err(CorpusError::Format {
+            path: path.to_path_buf(),
+            message: "no dialogues to replay".into(),
+        });
+    }
+    Ok(Replay {
+        path: path.to_path_buf(),
+        corpus,
+        scripts: dialogues.iter().map(|d| script(corpus, d)).collect(),
+    })
+}
+
+/// The replay script of one dialogue.
+pub fn script(corpus: CorpusKind, d: &Dialogue) -> ReplayScript {
+    // Merge each speaker's consecutive utterances into one turn.
+    let mut turns: Vec<(Speaker, String, Vec<String>)> = Vec::new();
+    for u in &d.utterances {
+        let text = strip_mentions(&u.text);
+        if text.is_empty() {
+            continue;
+        }
+        match turns.last_mut() {
+            Some((s, t, labels)) if *s == u.speaker => {
+                t.push(' ');
+                t.push_str(&text);
+                for l in &u.labels {
+                    if !labels.contains(l) {
+                        labels.push(l.clone());
+                    }
+                }
+            }
+            _ => {
+                let mut labels: Vec<String> = Vec::new();
+                for l in &u.labels {
+                    if !labels.contains(l) {
+                        labels.push(l.clone());
+                    }
+                }
+                turns.push((u.speaker, text, labels));
+            }
+        }
+    }
+    let mut opening = None;
+    let mut seeker_turns = Vec::new();
+    let mut replies = Vec::new();
+    for (speaker, text, labels) in turns {
+        match speaker {
+            Speaker::Seeker => seeker_turns.push(RealTurn {
+                text,
+                intents: labels,
+            }),
+            Speaker::Recommender if seeker_turns.is_empty() => opening = Some(text),
+            Speaker::Recommender => replies.push(text),
+        }
+    }
+    ReplayScript {
+        source: ReplaySource {
+            corpus,
+            dialogue_id: d.id.clone(),
+        },
+        opening,
+        seeker_turns,
+        replies,
+    }
+}
+
+/// The real recommender: answers with the real reply that followed the
+/// seeker's turn.
+pub struct ReplaySystem<'a> {
+    replay: &'a Replay,
+}
+
+impl<'a> ReplaySystem<'a> {
+    /// The recommender of `replay`'s dialogues, session index = dialogue
+    /// position.
+    pub fn new(replay: &'a Replay) -> Self {
+        ReplaySystem { replay }
+    }
+}
+
+impl System for ReplaySystem<'_> {
+    fn name(&self) -> &str {
+        match self.replay.corpus {
+            CorpusKind::Iard => "replay-iard",
+            CorpusKind::Inspired => "replay-inspired",
+        }
+    }
+
+    fn respond(&mut self, turn: &SystemTurn<'_>) -> Result<SystemAction, SystemError> {
+        usize::try_from(turn.conversation)
+            .ok()
+            .and_then(|i| self.replay.scripts.get(i))
+            .and_then(|s| s.replies.get(turn.reply_index as usize))
+            .map(|text| SystemAction::Reply(text.clone()))
+            .ok_or(SystemError::NoReplay {
+                conversation: turn.conversation,
+                reply_index: turn.reply_index,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::corpus::Utterance;
+    use crate::latent::primary_intent;
+
+    fn utt(speaker: Speaker, text: &str, labels: &[&str]) -> Utterance {
+        Utterance {
+            speaker,
+            text: text.into(),
+            labels: labels.iter().map(|l| l.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn consecutive_utterances_merge_and_mentions_render() {
+        let d = Dialogue {
+            id: "7".into(),
+            utterances: vec![
+                utt(Speaker::Recommender, "Hi!", &["OTH"]),
+                utt(Speaker::Recommender, "What do you like?", &["REQ"]),
+                utt(Speaker::Seeker, "I liked @123 <Alien  (1979)> .", &["PRO"]),
+                utt(Speaker::Seeker, "Anything scary?", &["IQU", "PRO"]),
+                utt(Speaker::Recommender, "Try @9 <It (2017)>", &["REC-S"]),
+                utt(Speaker::Seeker, "Seen it", &["SEE"]),
+            ],
+        };
+        let s = script(CorpusKind::Iard, &d);
+        assert_eq!(s.opening.as_deref(), Some("Hi! What do you like?"));
+        assert_eq!(s.seeker_turns.len(), 2);
+        assert_eq!(s.seeker_turns[0].text, "I liked Alien . Anything scary?");
+        assert_eq!(s.seeker_turns[0].intents, ["PRO", "IQU"]);
+        assert_eq!(s.replies, ["Try It"]);
+        assert_eq!(s.source.dialogue_id, "7");
+    }
+
+    /// Teacher forcing without a model: the next prompt shows the real
+    /// seeker text, never the generated one, and extends the previous
+    /// prompt (so engines reuse its KV).
+    #[test]
+    fn prompts_show_the_real_history_and_only_grow() {
+        use crate::backend::{FinishReason, Generation, Side};
+        use crate::conversation::{Conversation, Next};
+        use crate::latent::{draw_session, TurnPlanner};
+        use crate::rng::{stream_rng, Stream};
+        use crate::scenario::{Pins, Scenario};
+
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts/movies");
+        let scenario = Scenario::load(&dir).expect("movies scenario");
+        let catalog = crate::catalog::Catalog::load_csv(&dir.join("catalog.csv")).expect("catalog");
+        let pins = Pins::default();
+        let d = Dialogue {
+            id: "1".into(),
+            utterances: vec![
+                utt(Speaker::Recommender, "What do you like?", &["REQ"]),
+                utt(Speaker::Seeker, "REAL-ONE", &["OTH", "PRO"]),
+                utt(Speaker::Recommender, "REPLY-ONE", &["REC-S"]),
+                utt(Speaker::Seeker, "REAL-TWO", &["REJ"]),
+            ],
+        };
+        let replay = Replay {
+            path: PathBuf::from("x.json"),
+            corpus: CorpusKind::Iard,
+            scripts: vec![script(CorpusKind::Iard, &d)],
+        };
+        let mut system = ReplaySystem::new(&replay);
+        let latents = draw_session(
+            &scenario,
+            Some(&catalog),
+            &pins,
+            &mut stream_rng(1, Stream::SessionLatents),
+        )
+        .expect("latents");
+        let mut conv = Conversation::new(
+            &scenario,
+            Some(&catalog),
+            TurnPlanner::new(&scenario, &pins),
+            0,
+            1,
+            latents,
+            scenario.sampling.user.clone(),
+        )
+        .expect("conversation")
+        .with_replay(&replay.scripts[0]);
+        let gen = |text: &str| Generation {
+            conversation: 0,
+            side: Side::User,
+            text: text.into(),
+            prompt_tokens: 0,
+            reused_prompt_tokens: 0,
+            completion_tokens: 3,
+            finish: FinishReason::Stop,
+        };
+        let Next::Generate(first) = conv.user_turn().expect("turn") else {
+            panic!("expected a generation")
+        };
+        assert!(first
+            .messages
+            .iter()
+            .any(|m| m.content.contains("What do you like?")));
+        let Next::Generate(second) = conv
+            .on_generation(gen("GEN-ONE"), &mut system)
+            .expect("next")
+        else {
+            panic!("expected a second generation")
+        };
+        let all: String = second.messages.iter().map(|m| m.content.as_str()).collect();
+        assert!(
+            all.contains("REAL-ONE") && all.contains("REPLY-ONE"),
+            "{all}"
+        );
+        assert!(
+            !all.contains("GEN-ONE"),
+            "the generated turn leaked into the history"
+        );
+        assert_eq!(
+            &second.messages[..first.messages.len()],
+            &first.messages[..],
+            "the prompt only grows at its end"
+        );
+        let Next::Done(end) = conv
+            .on_generation(gen("GEN-TWO"), &mut system)
+            .expect("end")
+        else {
+            panic!("the dialogue ends on the seeker")
+        };
+        assert_eq!(end, crate::conversation::EndReason::ReplayEnd);
+    }
+
+    #[test]
+    fn primary_intent_passes_over_small_talk() {
+        let declared: Vec<String> = ["IQU", "OTH", "REJ"].map(String::from).to_vec();
+        let l = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(primary_intent(&l(&["OTH", "IQU"]), &declared), Some("IQU"));
+        assert_eq!(primary_intent(&l(&["OTH"]), &declared), Some("OTH"));
+        assert_eq!(primary_intent(&l(&["REJ", "IQU"]), &declared), Some("REJ"));
+        assert_eq!(primary_intent(&l(&["XYZ", "REJ"]), &declared), Some("REJ"));
+        assert_eq!(primary_intent(&l(&["XYZ"]), &declared), None);
+        assert_eq!(primary_intent(&[], &declared), None);
+    }
+}
