@@ -321,6 +321,23 @@ mod tests {
     }
 
     #[test]
+    fn replayed_turns_take_the_real_intent_unless_pinned() {
+        use crate::latent::TurnPlanner;
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts/movies");
+        let scenario = Scenario::load(&dir).expect("movies scenario");
+        let labels: Vec<String> = ["OTH", "IQU"].map(String::from).to_vec();
+        let free = Pins::default();
+        let t = TurnPlanner::new(&scenario, &free).replayed(&labels);
+        assert_eq!(t.intent(), Some("IQU"));
+        assert!(t.text.contains_key("intent"), "the instruction is rendered");
+        let pinned = Pins::parse(&["turn.intent=REJ".to_string()], &scenario).expect("pin");
+        let t = TurnPlanner::new(&scenario, &pinned).replayed(&labels);
+        assert_eq!(t.intent(), Some("REJ"), "--set turn.intent wins");
+        let t = TurnPlanner::new(&scenario, &free).replayed(&[]);
+        assert_eq!(t.intent(), None, "no label, no intent");
+    }
+
+    #[test]
     fn primary_intent_passes_over_small_talk() {
         let declared: Vec<String> = ["IQU", "OTH", "REJ"].map(String::from).to_vec();
         let l = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<Vec<_>>();
