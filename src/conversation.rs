@@ -62,6 +62,10 @@ pub struct ReplaySource {
     pub corpus: CorpusKind,
     /// Dialogue id in the corpus.
     pub dialogue_id: String,
+    /// What the corpus knows about the real seeker (INSPIRED's survey:
+    /// age group, gender, Big-Five scores).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub seeker: BTreeMap<String, Value>,
 }
 
 /// One message of a recorded conversation.

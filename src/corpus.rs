@@ -263,6 +263,149 @@ pub fn load_inspired(path: &Path) -> Result<Vec<Dialogue>, CorpusError> {
     Ok(out)
 }
 
+/// Survey answers of an INSPIRED seeker that a scenario may map onto
+/// session variables (`[[replay.inspired]]`).
+pub const INSPIRED_SURVEY_FIELDS: [&str; 2] = ["age_group", "gender"];
+
+/// Big-Five traits of `seeker_personality.tsv` (scores 1–6).
+pub const INSPIRED_BIG_FIVE: [&str; 5] = [
+    "Extrovert",
+    "Agreeable",
+    "Conscientious",
+    "Neurotic",
+    "Open",
+];
+
+/// Per dialogue id, its seeker's survey answers by field.
+pub type SurveyAnswers = BTreeMap<String, BTreeMap<String, serde_json::Value>>;
+
+/// A tab-separated file without quoting: its rows with their line numbers.
+struct Tsv {
+    path: PathBuf,
+    header: Vec<String>,
+    rows: Vec<(usize, Vec<String>)>,
+}
+
+impl Tsv {
+    fn read(path: &Path) -> Result<Tsv, CorpusError> {
+        let text = std::fs::read_to_string(path).map_err(|source| CorpusError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut lines = text.lines().enumerate();
+        let header = lines
+            .next()
+            .map(|(_, h)| h.split('\t').map(|c| c.trim().to_string()).collect())
+            .unwrap_or_default();
+        let rows = lines
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| (i + 1, l.split('\t').map(|c| c.trim().to_string()).collect()))
+            .collect();
+        Ok(Tsv {
+            path: path.to_path_buf(),
+            header,
+            rows,
+        })
+    }
+
+    fn col(&self, name: &str) -> Result<usize, CorpusError> {
+        self.header
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| CorpusError::Row {
+                path: self.path.clone(),
+                line: 1,
+                field: name.to_string(),
+                message: "column missing from the header".into(),
+            })
+    }
+}
+
+/// What INSPIRED's surveys say about the seeker of each dialogue, keyed by
+/// dialogue id: [`INSPIRED_SURVEY_FIELDS`] as strings and
+/// [`INSPIRED_BIG_FIVE`] as numbers. Read from the files beside
+/// `dialogs.tsv`; `None` when they are not there. A seeker without a survey
+/// row (or with a short one: some rows of the published file are shifted)
+/// simply has fewer answers.
+pub fn load_inspired_survey(dialogs: &Path) -> Result<Option<SurveyAnswers>, CorpusError> {
+    let dir = dialogs.parent().unwrap_or(Path::new("."));
+    let ids_path = dir.join("list_of_dialog_ids_with_movie_id_all.tsv");
+    let demo_path = dir.join("seeker_demographic.tsv");
+    let pers_path = dir.join("seeker_personality.tsv");
+    if !ids_path.is_file() || !demo_path.is_file() {
+        return Ok(None);
+    }
+    let ids = Tsv::read(&ids_path)?;
+    let demo = Tsv::read(&demo_path)?;
+    let (i_dialog, i_survey) = (ids.col("dialog_id")?, ids.col("seek_survey_id")?);
+    let (d_survey, d_seeker) = (demo.col("seeker_survey_id")?, demo.col("seeker_id")?);
+    let d_fields: Vec<(&str, usize)> = INSPIRED_SURVEY_FIELDS
+        .iter()
+        .map(|f| Ok((*f, demo.col(f)?)))
+        .collect::<Result<_, CorpusError>>()?;
+    let mut personality: BTreeMap<&str, Vec<(&str, f64)>> = BTreeMap::new();
+    let pers = if pers_path.is_file() {
+        Some(Tsv::read(&pers_path)?)
+    } else {
+        None
+    };
+    if let Some(p) = &pers {
+        let p_user = p.col("User_ID")?;
+        let traits: Vec<(&str, usize)> = INSPIRED_BIG_FIVE
+            .iter()
+            .map(|t| Ok((*t, p.col(t)?)))
+            .collect::<Result<_, CorpusError>>()?;
+        for (line, row) in &p.rows {
+            let Some(user) = row.get(p_user) else {
+                continue;
+            };
+            let mut scores = Vec::new();
+            for (t, c) in &traits {
+                let Some(cell) = row.get(*c) else { continue };
+                let v: f64 = cell.parse().map_err(|_| CorpusError::Row {
+                    path: p.path.clone(),
+                    line: *line,
+                    field: t.to_string(),
+                    message: format!("expected a number, found `{cell}`"),
+                })?;
+                scores.push((*t, (v * 1000.0).round() / 1000.0));
+            }
+            personality.insert(user, scores);
+        }
+    }
+    let mut by_survey: BTreeMap<&str, &Vec<String>> = BTreeMap::new();
+    for (_, row) in &demo.rows {
+        if let Some(id) = row.get(d_survey) {
+            by_survey.entry(id).or_insert(row);
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (_, row) in &ids.rows {
+        let (Some(dialog), Some(survey)) = (row.get(i_dialog), row.get(i_survey)) else {
+            continue;
+        };
+        let Some(answers) = by_survey.get(survey.as_str()) else {
+            continue;
+        };
+        let mut seeker = BTreeMap::new();
+        for (f, c) in &d_fields {
+            if let Some(v) = answers.get(*c).filter(|v| !v.is_empty()) {
+                seeker.insert(f.to_string(), serde_json::Value::String(v.clone()));
+            }
+        }
+        if let Some(scores) = answers
+            .get(d_seeker)
+            .and_then(|s| personality.get(s.as_str()))
+        {
+            for (t, v) in scores {
+                seeker.insert(t.to_string(), serde_json::json!(v));
+            }
+        }
+        out.entry(dialog.clone()).or_insert(seeker);
+    }
+    Ok(Some(out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,6 +448,44 @@ mod tests {
         let (_d, p) = tsv("dialog_id\tspeaker\ttext\na\tSEEKER\tx\nb\tSEEKER\ty\na\tSEEKER\tz\n");
         let e = load_inspired(&p).expect_err("interleaved").to_string();
         assert!(e.contains("dialogs.tsv:4: dialog_id"), "{e}");
+    }
+
+    #[test]
+    fn inspired_survey_joins_dialogue_to_seeker() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let w = |f: &str, body: &str| std::fs::write(d.join(f), body).expect("write");
+        w("dialogs.tsv", "dialog_id\tspeaker\ttext\nd1\tSEEKER\thi\n");
+        w(
+            "list_of_dialog_ids_with_movie_id_all.tsv",
+            "dialog_id\tseek_survey_id\nd1\ts1\nd2\ts9\n",
+        );
+        w(
+            "seeker_demographic.tsv",
+            "seeker_survey_id\tseeker_id\tage_group\tgender\ns1\tu1\t18 - 24\tMale\n",
+        );
+        let traits = INSPIRED_BIG_FIVE.join("\t");
+        w(
+            "seeker_personality.tsv",
+            &format!("User_ID\t{traits}\nu1\t1\t2\t3\t4\t5.5\n"),
+        );
+        let s = load_inspired_survey(&d.join("dialogs.tsv"))
+            .expect("loads")
+            .expect("present");
+        assert_eq!(s["d1"]["age_group"], "18 - 24");
+        assert_eq!(s["d1"]["Open"], 5.5);
+        assert!(!s.contains_key("d2"), "no survey row for s9");
+        w(
+            "seeker_personality.tsv",
+            &format!("User_ID\t{traits}\nu1\t1\tlots\t3\t4\t5\n"),
+        );
+        let e = load_inspired_survey(&d.join("dialogs.tsv"))
+            .expect_err("bad score")
+            .to_string();
+        assert!(
+            e.contains("seeker_personality.tsv:2: Agreeable: expected a number"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -15,12 +15,20 @@
 //! turns the same way, so replayed and real conversations align turn for
 //! turn. Movie mentions in ReDial's `@id <Title (year)>` form are shown as
 //! plain titles, as the people in ReDial saw them and as `eval` reads IARD.
+//!
+//! Conditional realism: for INSPIRED, the seeker's survey answers (files
+//! beside `dialogs.tsv`) are recorded with the source, and the scenario's
+//! `[[replay.inspired]]` maps can pin session variables from them, so the
+//! simulated seeker of a session has the real seeker's age group.
 
 use std::path::{Path, PathBuf};
 
 use crate::conversation::{RealTurn, ReplaySource};
-use crate::corpus::{load_dialogues, CorpusError, CorpusKind, Dialogue, Speaker};
+use crate::corpus::{
+    load_dialogues, load_inspired_survey, CorpusError, CorpusKind, Dialogue, Speaker,
+};
 use crate::eval::loaders::strip_mentions;
+use crate::scenario::{Pins, Scenario};
 use crate::system::{System, SystemAction, SystemError, SystemTurn};
 
 /// One real dialogue, ready to replay.
@@ -58,11 +66,39 @@ pub fn load_replay(path: &Path) -> Result<Replay, CorpusError> {
             message: "no dialogues to replay".into(),
         });
     }
+    let mut scripts: Vec<ReplayScript> = dialogues.iter().map(|d| script(corpus, d)).collect();
+    if corpus == CorpusKind::Inspired {
+        if let Some(mut survey) = load_inspired_survey(path)? {
+            for s in &mut scripts {
+                if let Some(seeker) = survey.remove(&s.source.dialogue_id) {
+                    s.source.seeker = seeker;
+                }
+            }
+        }
+    }
     Ok(Replay {
         path: path.to_path_buf(),
         corpus,
-        scripts: dialogues.iter().map(|d| script(corpus, d)).collect(),
+        scripts,
     })
+}
+
+/// The pins of a replayed session: `pins` (the command line's, which win)
+/// plus the session variables the scenario takes from this seeker's survey.
+pub fn session_pins(scenario: &Scenario, script: &ReplayScript, pins: &Pins) -> Pins {
+    let mut out = pins.clone();
+    if script.source.corpus != CorpusKind::Inspired {
+        return out;
+    }
+    for m in &scenario.replay_inspired {
+        let answer = script.source.seeker.get(&m.survey).and_then(|v| v.as_str());
+        if let Some(value) = answer.and_then(|a| m.map.get(a)) {
+            out.session
+                .entry(m.session.clone())
+                .or_insert_with(|| value.clone());
+        }
+    }
+    out
 }
 
 /// The replay script of one dialogue.
@@ -112,6 +148,7 @@ pub fn script(corpus: CorpusKind, d: &Dialogue) -> ReplayScript {
         source: ReplaySource {
             corpus,
             dialogue_id: d.id.clone(),
+            seeker: Default::default(),
         },
         opening,
         seeker_turns,
@@ -281,6 +318,23 @@ mod tests {
             panic!("the dialogue ends on the seeker")
         };
         assert_eq!(end, crate::conversation::EndReason::ReplayEnd);
+    }
+
+    #[test]
+    fn replayed_turns_take_the_real_intent_unless_pinned() {
+        use crate::latent::TurnPlanner;
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts/movies");
+        let scenario = Scenario::load(&dir).expect("movies scenario");
+        let labels: Vec<String> = ["OTH", "IQU"].map(String::from).to_vec();
+        let free = Pins::default();
+        let t = TurnPlanner::new(&scenario, &free).replayed(&labels);
+        assert_eq!(t.intent(), Some("IQU"));
+        assert!(t.text.contains_key("intent"), "the instruction is rendered");
+        let pinned = Pins::parse(&["turn.intent=REJ".to_string()], &scenario).expect("pin");
+        let t = TurnPlanner::new(&scenario, &pinned).replayed(&labels);
+        assert_eq!(t.intent(), Some("REJ"), "--set turn.intent wins");
+        let t = TurnPlanner::new(&scenario, &free).replayed(&[]);
+        assert_eq!(t.intent(), None, "no label, no intent");
     }
 
     #[test]

@@ -93,6 +93,33 @@ struct ScenarioFile {
     /// Sampling options per side; CLI flags override them.
     #[serde(default)]
     sampling: SidesSampling,
+    /// How `simulate --replay` fills session variables from what a corpus
+    /// knows about each real seeker.
+    #[serde(default)]
+    replay: ReplaySpec,
+}
+
+/// `[replay]`: per corpus, survey answers that set session variables.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplaySpec {
+    /// `[[replay.inspired]]`: INSPIRED's seeker survey.
+    #[serde(default)]
+    inspired: Vec<SurveyMap>,
+}
+
+/// One session variable set from one survey answer of the real seeker
+/// (conditional realism): answers in `map` pin the variable for that
+/// session, other answers leave it drawn as usual.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SurveyMap {
+    /// Categorical session variable (one value per session).
+    pub session: String,
+    /// Survey field (see [`crate::corpus::INSPIRED_SURVEY_FIELDS`]).
+    pub survey: String,
+    /// Survey answer → declared value.
+    pub map: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -383,6 +410,8 @@ pub struct Scenario {
     pub conversation: ConversationSpec,
     /// Sampling defaults per side.
     pub sampling: SidesSampling,
+    /// Session variables that an INSPIRED replay takes from the survey.
+    pub replay_inspired: Vec<SurveyMap>,
     templates: Environment<'static>,
 }
 
@@ -748,6 +777,39 @@ impl Scenario {
                 })?;
         }
 
+        for (i, m) in file.replay.inspired.iter().enumerate() {
+            let field = |f: &str| format!("replay.inspired[{i}].{f}");
+            if !crate::corpus::INSPIRED_SURVEY_FIELDS.contains(&m.survey.as_str()) {
+                return Err(invalid(
+                    field("survey"),
+                    &format!(
+                        "one of {}",
+                        crate::corpus::INSPIRED_SURVEY_FIELDS.join(", ")
+                    ),
+                ));
+            }
+            let var = session.iter().find(|v| v.name() == m.session);
+            let declared = match var {
+                Some(v @ SessionVar::Categorical { pick: 1, .. }) => v.all_values(),
+                _ => {
+                    return Err(invalid(
+                        field("session"),
+                        "a categorical session variable with one value per session",
+                    ))
+                }
+            };
+            if let Some((answer, v)) = m.map.iter().find(|(_, v)| !declared.contains(v)) {
+                return Err(invalid(
+                    field(&format!("map.\"{answer}\"")),
+                    &format!(
+                        "a value of {} ({}), not \"{v}\"",
+                        m.session,
+                        declared.join(", ")
+                    ),
+                ));
+            }
+        }
+
         let catalog = file.catalog.as_ref().map(|c| dir.join(c));
         Ok(Scenario {
             name: file.name,
@@ -759,6 +821,7 @@ impl Scenario {
             turn,
             conversation: conv,
             sampling: file.sampling,
+            replay_inspired: file.replay.inspired,
             templates: env,
         })
     }

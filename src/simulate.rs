@@ -29,7 +29,7 @@ use crate::latent::{draw_session, find_item, LatentError, TurnPlanner};
 use crate::models::{self, ModelError};
 use crate::output::{OutputError, OutputFormat, OutputWriter};
 use crate::prompt::{assistant_messages, HistoryTurn};
-use crate::replay::{load_replay, Replay, ReplaySystem};
+use crate::replay::{load_replay, session_pins, Replay, ReplaySystem};
 use crate::rng::{session_seed, stream_rng, Stream};
 use crate::sampler::SamplingParams;
 use crate::scenario::{Pins, Scenario, ScenarioError, SessionVar};
@@ -641,7 +641,30 @@ pub fn run_with_backend(
     let start_conversation = |index: u64| -> Result<(Conversation<'_>, Next), SimulateError> {
         let seed = session_seed(cfg.seed, index);
         let mut rng = stream_rng(seed, Stream::SessionLatents);
-        let latents = draw_session(scenario, catalog, &prep.pins, &mut rng)?;
+        let script = match &prep.replay {
+            Some(r) => Some(
+                usize::try_from(index)
+                    .ok()
+                    .and_then(|i| r.scripts.get(i))
+                    .ok_or_else(|| {
+                        SimulateError::Internal(format!(
+                            "session {index} beyond the {} replayed dialogues",
+                            r.scripts.len()
+                        ))
+                    })?,
+            ),
+            None => None,
+        };
+        let latents = match script {
+            // Pinning still draws, so the session's stream is unchanged.
+            Some(s) => draw_session(
+                scenario,
+                catalog,
+                &session_pins(scenario, s, &prep.pins),
+                &mut rng,
+            )?,
+            None => draw_session(scenario, catalog, &prep.pins, &mut rng)?,
+        };
         let planner = TurnPlanner::new(scenario, &prep.pins);
         let mut conv = Conversation::new(
             scenario,
@@ -652,16 +675,7 @@ pub fn run_with_backend(
             latents,
             prep.sampling.user.clone(),
         )?;
-        if let Some(r) = &prep.replay {
-            let script = usize::try_from(index)
-                .ok()
-                .and_then(|i| r.scripts.get(i))
-                .ok_or_else(|| {
-                    SimulateError::Internal(format!(
-                        "session {index} beyond the {} replayed dialogues",
-                        r.scripts.len()
-                    ))
-                })?;
+        if let Some(script) = script {
             conv = conv.with_replay(script);
         }
         let next = conv.user_turn()?;

@@ -107,6 +107,31 @@ fn inspired_dialogues(n: usize) -> Vec<(String, RealTurns)> {
         .collect()
 }
 
+/// The age group INSPIRED's post-task survey gives for the seeker of
+/// `dialog_id` (dialogue → seeker survey id → demographic row).
+fn inspired_age_group(dialog_id: &str) -> String {
+    let rows = |file: &str| -> Vec<Vec<String>> {
+        std::fs::read_to_string(shared_data().join("inspired").join(file))
+            .unwrap()
+            .lines()
+            .map(|l| l.split('\t').map(str::to_string).collect())
+            .collect()
+    };
+    let ids = rows("list_of_dialog_ids_with_movie_id_all.tsv");
+    let col = |h: &[String], name: &str| h.iter().position(|c| c == name).unwrap();
+    let survey = ids
+        .iter()
+        .find(|r| r[col(&ids[0], "dialog_id")] == dialog_id)
+        .map(|r| r[col(&ids[0], "seek_survey_id")].clone())
+        .unwrap();
+    let demo = rows("seeker_demographic.tsv");
+    let row = demo
+        .iter()
+        .find(|r| r[col(&demo[0], "seeker_survey_id")] == survey)
+        .unwrap();
+    row[col(&demo[0], "age_group")].clone()
+}
+
 /// Every record follows its real dialogue: the real seeker turns in
 /// `real`, the real recommender turns as the assistant's, one simulated
 /// user turn per real seeker turn.
@@ -278,6 +303,19 @@ fn inspired_replay_from_the_command_line() {
     check_follows(&recs, &inspired_dialogues(1), CorpusKind::Inspired);
     for r in &recs {
         assert_eq!(r.system, "replay-inspired");
+        // Conditional realism: the session's age group is the real seeker's,
+        // through the movies scenario's `[[replay.inspired]]` map.
+        let src = r.replay.as_ref().unwrap();
+        let age = inspired_age_group(&src.dialogue_id);
+        assert_eq!(src.seeker["age_group"], age.as_str());
+        assert!(src.seeker["Open"].is_number(), "Big-Five recorded");
+        let expected = match age.as_str() {
+            "12 or younger" | "12 - 17" => "teen",
+            "18 - 24" | "25 - 34" => "young_adult",
+            "35 - 44" | "45 - 54" => "adult",
+            _ => "senior",
+        };
+        assert_eq!(r.latents["age_group"], expected);
         for t in r.turns.iter().filter(|t| t.role == Side::User) {
             assert!(t.real.as_ref().unwrap().intents.is_empty());
             assert!(
@@ -344,6 +382,33 @@ fn bad_replay_input() {
     let csv = d.join("dialogs.csv");
     std::fs::write(&csv, "x").unwrap();
     expect_replay_error(d, &csv, &[], &["dialogs.csv", "unknown corpus"]);
+    // A survey map onto an undeclared value.
+    let scen = d.join("scenario");
+    std::fs::create_dir_all(&scen).unwrap();
+    for e in std::fs::read_dir(root().join("prompts/movies")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), scen.join(e.file_name())).unwrap();
+    }
+    let toml = scen.join("scenario.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        text.replace(
+            "\"75 or older\" = \"senior\"",
+            "\"75 or older\" = \"ancient\"",
+        ),
+    )
+    .unwrap();
+    expect_replay_error(
+        d,
+        &inspired_path(),
+        &["-s", scen.to_str().unwrap()],
+        &[
+            "scenario.toml",
+            "replay.inspired[0].map.\"75 or older\"",
+            "ancient",
+        ],
+    );
     // The turn count is the real dialogue's.
     let o = Command::new(bin())
         .args(["simulate", "--max-turns", "3", "--replay"])
