@@ -91,11 +91,15 @@ pub fn session_pins(scenario: &Scenario, script: &ReplayScript, pins: &Pins) -> 
         return out;
     }
     for m in &scenario.replay_inspired {
-        let answer = script.source.seeker.get(&m.survey).and_then(|v| v.as_str());
-        if let Some(value) = answer.and_then(|a| m.map.get(a)) {
+        let value = script
+            .source
+            .seeker
+            .get(&m.survey)
+            .and_then(|a| m.value_for(a));
+        if let Some(value) = value {
             out.session
                 .entry(m.session.clone())
-                .or_insert_with(|| value.clone());
+                .or_insert_with(|| value.to_string());
         }
     }
     out
@@ -203,6 +207,84 @@ mod tests {
             text: text.into(),
             labels: labels.iter().map(|l| l.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn inspired_scenario_takes_each_seekers_survey_profile() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let scenario = Scenario::load(&root.join("prompts/inspired")).expect("inspired scenario");
+        let replay = load_replay(&root.join("../shared/data/inspired/dialogs.tsv"))
+            .expect("INSPIRED dialogues");
+        // The expected values, written out independently of the scenario file.
+        let age = |a: &str| match a {
+            "12 or younger" | "12 - 17" | "18 - 24" => "18-24",
+            "25 - 34" => "25-34",
+            "35 - 44" => "35-44",
+            "45 - 54" => "45-54",
+            "55 - 74" | "75 or older" => "55+",
+            _ => "",
+        };
+        let traits = [
+            ("Extrovert", "extraversion"),
+            ("Agreeable", "agreeableness"),
+            ("Conscientious", "conscientiousness"),
+            ("Neurotic", "neuroticism"),
+            ("Open", "openness"),
+        ];
+        let (mut with_survey, mut pinned) = (0, 0);
+        for s in &replay.scripts {
+            let pins = session_pins(&scenario, s, &Pins::default());
+            let seeker = &s.source.seeker;
+            if seeker.is_empty() {
+                assert!(pins.session.is_empty());
+                continue;
+            }
+            with_survey += 1;
+            if let Some(a) = seeker.get("age_group").and_then(|v| v.as_str()) {
+                if !age(a).is_empty() {
+                    assert_eq!(
+                        pins.session.get("age_group").map(String::as_str),
+                        Some(age(a))
+                    );
+                }
+            }
+            if let Some(g) = seeker.get("gender").and_then(|v| v.as_str()) {
+                if ["Female", "Male", "Other"].contains(&g) {
+                    let want = g.to_lowercase();
+                    assert_eq!(pins.session.get("gender"), Some(&want));
+                }
+            }
+            for (field, var) in traits {
+                if let Some(x) = seeker.get(field).and_then(|v| v.as_f64()) {
+                    let want = if x < 3.0 { "low" } else { "high" };
+                    assert_eq!(
+                        pins.session.get(var).map(String::as_str),
+                        Some(want),
+                        "{field} {x}"
+                    );
+                    pinned += 1;
+                }
+            }
+        }
+        assert!(
+            with_survey >= 80,
+            "most INSPIRED dialogues have a survey: {with_survey}"
+        );
+        assert!(pinned >= 5 * 80, "Big-Five pinned {pinned} times");
+        // --set wins over the survey.
+        let s = replay
+            .scripts
+            .iter()
+            .find(|s| s.source.seeker.contains_key("gender"))
+            .expect("a survey");
+        let set = Pins::parse(&["session.gender=other".to_string()], &scenario).expect("pin");
+        assert_eq!(
+            session_pins(&scenario, s, &set)
+                .session
+                .get("gender")
+                .map(String::as_str),
+            Some("other")
+        );
     }
 
     #[test]

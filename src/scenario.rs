@@ -116,10 +116,36 @@ struct ReplaySpec {
 pub struct SurveyMap {
     /// Categorical session variable (one value per session).
     pub session: String,
-    /// Survey field (see [`crate::corpus::INSPIRED_SURVEY_FIELDS`]).
+    /// Survey field: one of [`crate::corpus::INSPIRED_SURVEY_FIELDS`]
+    /// (answers are text: use `map`) or [`crate::corpus::INSPIRED_BIG_FIVE`]
+    /// (scores 1–6: use `ranges`).
     pub survey: String,
-    /// Survey answer → declared value.
+    /// Text answer → declared value.
+    #[serde(default)]
     pub map: BTreeMap<String, String>,
+    /// Declared value → `[low, high)` range of a numeric answer (the range
+    /// whose `high` is the largest also takes `high` itself).
+    #[serde(default)]
+    pub ranges: BTreeMap<String, [f64; 2]>,
+}
+
+impl SurveyMap {
+    /// The declared value this survey answer maps to, if any.
+    pub fn value_for(&self, answer: &serde_json::Value) -> Option<&str> {
+        if let Some(a) = answer.as_str() {
+            return self.map.get(a).map(String::as_str);
+        }
+        let x = answer.as_f64()?;
+        let top = self
+            .ranges
+            .values()
+            .map(|r| r[1])
+            .fold(f64::NEG_INFINITY, f64::max);
+        self.ranges
+            .iter()
+            .find(|(_, r)| x >= r[0] && (x < r[1] || (x == top && r[1] == top)))
+            .map(|(v, _)| v.as_str())
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -779,13 +805,38 @@ impl Scenario {
 
         for (i, m) in file.replay.inspired.iter().enumerate() {
             let field = |f: &str| format!("replay.inspired[{i}].{f}");
-            if !crate::corpus::INSPIRED_SURVEY_FIELDS.contains(&m.survey.as_str()) {
+            let text_field = crate::corpus::INSPIRED_SURVEY_FIELDS.contains(&m.survey.as_str());
+            let score_field = crate::corpus::INSPIRED_BIG_FIVE.contains(&m.survey.as_str());
+            if !text_field && !score_field {
                 return Err(invalid(
                     field("survey"),
                     &format!(
-                        "one of {}",
-                        crate::corpus::INSPIRED_SURVEY_FIELDS.join(", ")
+                        "one of {}, {}",
+                        crate::corpus::INSPIRED_SURVEY_FIELDS.join(", "),
+                        crate::corpus::INSPIRED_BIG_FIVE.join(", ")
                     ),
+                ));
+            }
+            if text_field && (m.map.is_empty() || !m.ranges.is_empty()) {
+                return Err(invalid(
+                    field("map"),
+                    &format!("a `map` of answers (and no `ranges`): {} is text", m.survey),
+                ));
+            }
+            if score_field && (m.ranges.is_empty() || !m.map.is_empty()) {
+                return Err(invalid(
+                    field("ranges"),
+                    &format!("`ranges` (and no `map`): {} is a score", m.survey),
+                ));
+            }
+            if let Some((v, r)) = m
+                .ranges
+                .iter()
+                .find(|(_, r)| !(r[0].is_finite() && r[1].is_finite() && r[0] < r[1]))
+            {
+                return Err(invalid(
+                    field(&format!("ranges.{v}")),
+                    &format!("[low, high] with low < high, not [{}, {}]", r[0], r[1]),
                 ));
             }
             let var = session.iter().find(|v| v.name() == m.session);
@@ -798,6 +849,20 @@ impl Scenario {
                     ))
                 }
             };
+            let mut spans: Vec<(&String, &[f64; 2])> = m.ranges.iter().collect();
+            spans.sort_by(|a, b| a.1[0].total_cmp(&b.1[0]));
+            if let Some(w) = spans.windows(2).find(|w| w[1].1[0] < w[0].1[1]) {
+                return Err(invalid(
+                    field(&format!("ranges.{}", w[1].0)),
+                    &format!("a range that does not overlap ranges.{}", w[0].0),
+                ));
+            }
+            if let Some(v) = m.ranges.keys().find(|v| !declared.contains(v)) {
+                return Err(invalid(
+                    field(&format!("ranges.{v}")),
+                    &format!("a value of {} ({})", m.session, declared.join(", ")),
+                ));
+            }
             if let Some((answer, v)) = m.map.iter().find(|(_, v)| !declared.contains(v)) {
                 return Err(invalid(
                     field(&format!("map.\"{answer}\"")),

@@ -409,6 +409,26 @@ fn bad_replay_input() {
             "ancient",
         ],
     );
+    // Score fields take `ranges`, which must not overlap.
+    for (extra, needles) in [
+        (
+            "[[replay.inspired]]\nsession = \"personality\"\nsurvey = \"Open\"\n[replay.inspired.ranges]\ncurious = [1.0, 3.5]\npicky = [3.0, 5.0]\n",
+            &["replay.inspired[1].ranges.picky", "overlap"][..],
+        ),
+        (
+            "[[replay.inspired]]\nsession = \"personality\"\nsurvey = \"Open\"\n[replay.inspired.map]\n\"5\" = \"curious\"\n",
+            &["replay.inspired[1].ranges", "Open is a score"][..],
+        ),
+        (
+            "[[replay.inspired]]\nsession = \"personality\"\nsurvey = \"shoe_size\"\n[replay.inspired.map]\n\"5\" = \"curious\"\n",
+            &["replay.inspired[1].survey", "Extrovert"][..],
+        ),
+    ] {
+        std::fs::write(&toml, format!("{text}\n{extra}")).unwrap();
+        let mut want = vec!["scenario.toml"];
+        want.extend_from_slice(needles);
+        expect_replay_error(d, &inspired_path(), &["-s", scen.to_str().unwrap()], &want);
+    }
     // The turn count is the real dialogue's.
     let o = Command::new(bin())
         .args(["simulate", "--max-turns", "3", "--replay"])
