@@ -267,6 +267,26 @@ pub fn load_inspired(path: &Path) -> Result<Vec<Dialogue>, CorpusError> {
 /// session variables (`[[replay.inspired]]`).
 pub const INSPIRED_SURVEY_FIELDS: [&str; 2] = ["age_group", "gender"];
 
+/// The answers INSPIRED's survey offers for each of
+/// [`INSPIRED_SURVEY_FIELDS`]. A few rows of the published file are shifted
+/// by a column (a gender of `Caucasian`); answers outside these are dropped.
+pub const INSPIRED_SURVEY_ANSWERS: [(&str, &[&str]); 2] = [
+    (
+        "age_group",
+        &[
+            "12 or younger",
+            "12 - 17",
+            "18 - 24",
+            "25 - 34",
+            "35 - 44",
+            "45 - 54",
+            "55 - 74",
+            "75 or older",
+        ],
+    ),
+    ("gender", &["Female", "Male", "Other"]),
+];
+
 /// Big-Five traits of `seeker_personality.tsv` (scores 1–6).
 pub const INSPIRED_BIG_FIVE: [&str; 5] = [
     "Extrovert",
@@ -389,7 +409,11 @@ pub fn load_inspired_survey(dialogs: &Path) -> Result<Option<SurveyAnswers>, Cor
         };
         let mut seeker = BTreeMap::new();
         for (f, c) in &d_fields {
-            if let Some(v) = answers.get(*c).filter(|v| !v.is_empty()) {
+            let known = INSPIRED_SURVEY_ANSWERS
+                .iter()
+                .find(|(name, _)| name == f)
+                .map_or(&[][..], |(_, a)| *a);
+            if let Some(v) = answers.get(*c).filter(|v| known.contains(&v.as_str())) {
                 seeker.insert(f.to_string(), serde_json::Value::String(v.clone()));
             }
         }

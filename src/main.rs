@@ -287,6 +287,14 @@ struct EvalArgs {
     /// Bootstrap resamples behind every 95% interval.
     #[arg(long, default_value_t = 1000)]
     bootstrap: usize,
+    /// Conditional realism: compare each group of this field (e.g.
+    /// age_group, gender, Extrovert) with the real conversations of the same
+    /// group. Repeatable.
+    #[arg(long, value_name = "FIELD")]
+    by: Vec<String>,
+    /// Fewest user turns a --by group needs on each side for its AUCs.
+    #[arg(long, default_value_t = usersim::eval::conditional::DEFAULT_MIN_GROUP_TURNS)]
+    min_group_turns: usize,
 }
 
 #[derive(Subcommand)]
@@ -650,6 +658,14 @@ fn run_eval(a: EvalArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         embed,
         embed_cache: models::cache_dir().join("embeddings"),
         eval,
+        conditional: usersim::eval::conditional::ConditionalConfig {
+            fields: a.by,
+            min_turns: a.min_group_turns,
+            discriminator: usersim::eval::discriminator::DiscriminatorConfig {
+                folds: a.folds,
+                ..usersim::eval::conditional::ConditionalConfig::default().discriminator
+            },
+        },
     };
     let run = usersim::eval::run_eval(&cfg)?;
     if let Some(p) = &a.html {

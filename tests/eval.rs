@@ -286,3 +286,159 @@ fn bad_input_is_one_line_exit_2() {
     );
     assert!(!html.exists(), "no report after an error");
 }
+
+/// Gender of each INSPIRED dialogue's seeker, read from the survey files
+/// directly (dialogue → survey id → demographic row).
+fn inspired_genders() -> std::collections::BTreeMap<String, String> {
+    let dir = common::shared_data().join("inspired");
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("survey file");
+    let ids = read("list_of_dialog_ids_with_movie_id_all.tsv");
+    let demo = read("seeker_demographic.tsv");
+    let col = |header: &str, name: &str| {
+        header
+            .split('\t')
+            .position(|h| h.trim() == name)
+            .expect("column")
+    };
+    let dh = demo.lines().next().expect("header");
+    let (c_survey, c_gender) = (col(dh, "seeker_survey_id"), col(dh, "gender"));
+    let mut gender_of = std::collections::BTreeMap::new();
+    for l in demo.lines().skip(1) {
+        let f: Vec<&str> = l.split('\t').collect();
+        if let (Some(id), Some(g)) = (f.get(c_survey), f.get(c_gender)) {
+            if ["Female", "Male", "Other"].contains(&g.trim()) {
+                gender_of
+                    .entry(id.trim().to_string())
+                    .or_insert_with(|| g.trim().to_lowercase());
+            }
+        }
+    }
+    let ih = ids.lines().next().expect("header");
+    let (c_dialog, c_seek) = (col(ih, "dialog_id"), col(ih, "seek_survey_id"));
+    let mut out = std::collections::BTreeMap::new();
+    for l in ids.lines().skip(1) {
+        let f: Vec<&str> = l.split('\t').collect();
+        if let (Some(d), Some(sv)) = (f.get(c_dialog), f.get(c_seek)) {
+            if let Some(g) = gender_of.get(sv.trim()) {
+                out.entry(d.trim().to_string()).or_insert_with(|| g.clone());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn conditional_realism_of_an_inspired_replay() {
+    // Replay INSPIRED seekers with their survey profile (scenario `inspired`),
+    // then compare each gender group with the real seekers of that gender.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dialogs = common::shared_data().join("inspired/dialogs.tsv");
+    let out = dir.path().join("inspired.jsonl");
+    let scenario = common::root().join("prompts/inspired");
+    let o = Command::new(common::bin())
+        .args(["simulate", "-q", "-n", "8", "-p", "8", "--threads", "2"])
+        .args(["-s", s(&scenario), "--replay", s(&dialogs), "-o", s(&out)])
+        .output()
+        .expect("simulate");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = usersim(&[
+        "eval",
+        "--real",
+        s(&dialogs),
+        "--sim",
+        s(&out),
+        "--no-embed",
+        "--by",
+        "gender",
+        "--by",
+        "Open",
+        "--min-group-turns",
+        "5",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("json");
+    let fields = v["sim"]["conditional"].as_array().expect("conditional");
+    assert_eq!(fields.len(), 2);
+    let gender = &fields[0];
+    assert_eq!(gender["field"], "gender");
+
+    // Expected counts: real from the survey files, simulated from the
+    // records.
+    let genders = inspired_genders();
+    let mut sim_n: std::collections::BTreeMap<String, u64> = Default::default();
+    let recs = std::fs::read_to_string(&out).expect("output");
+    for l in recs.lines() {
+        let r: Value = serde_json::from_str(l).expect("record");
+        let id = r["replay"]["dialogue_id"].as_str().expect("dialogue id");
+        let latent = r["latents"]["gender"].as_str().expect("gender latent");
+        // The session latent is the seeker's real gender (drawn when the
+        // seeker has no survey); a simulated dialogue's group is its latent.
+        if let Some(g) = genders.get(id) {
+            assert_eq!(latent, g, "{id}");
+        }
+        *sim_n.entry(latent.to_string()).or_default() += 1;
+    }
+    assert!(!sim_n.is_empty());
+    let groups = gender["groups"].as_array().expect("groups");
+    for (g, n) in &sim_n {
+        let row = groups
+            .iter()
+            .find(|r| r["group"] == g.as_str())
+            .unwrap_or_else(|| panic!("group {g} in {groups:?}"));
+        assert_eq!(row["sim_dialogues"].as_u64(), Some(*n), "{g}");
+        let real_total = genders
+            .iter()
+            .filter(|(id, x)| *x == g && dialogs_has(id))
+            .count() as u64;
+        assert_eq!(row["real_dialogues"].as_u64(), Some(real_total), "{g}");
+        assert!(row["sim_words_per_turn"].as_f64().expect("words") > 0.0);
+    }
+    // The largest group has enough turns for its AUCs, each a probability.
+    let top = &groups[0];
+    for k in [
+        "auc_same_group",
+        "auc_other_groups",
+        "auc_real_vs_other_groups",
+    ] {
+        let a = top[k]["value"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{k}: {top}"));
+        assert!((0.0..=1.0).contains(&a), "{k} = {a}");
+    }
+    // A Big-Five score splits at the real median into two groups.
+    assert!(fields[1]["split_at"].as_f64().is_some());
+
+    // A field neither side has: one error line naming it, exit 2.
+    let o = usersim(&[
+        "eval",
+        "--real",
+        s(&dialogs),
+        "--sim",
+        s(&out),
+        "--no-embed",
+        "--by",
+        "shoe_size",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("shoe_size") && err.contains("dialogs.tsv"),
+        "{err}"
+    );
+}
+
+/// Whether dialogs.tsv has the dialogue (the id list covers more splits).
+fn dialogs_has(id: &str) -> bool {
+    static IDS: OnceLock<std::collections::BTreeSet<String>> = OnceLock::new();
+    IDS.get_or_init(|| {
+        let text = std::fs::read_to_string(common::shared_data().join("inspired/dialogs.tsv"))
+            .expect("dialogs");
+        text.lines()
+            .skip(1)
+            .filter_map(|l| l.split('\t').next())
+            .map(|s| s.trim().to_string())
+            .collect()
+    })
+    .contains(id)
+}

@@ -61,6 +61,10 @@ pub enum LoadError {
         /// What is wrong.
         problem: String,
     },
+    /// A survey file beside INSPIRED's dialogues is malformed (the message
+    /// names the file, line and field).
+    #[error("{0}")]
+    Survey(String),
     /// The format could not be recognised.
     #[error("{path}: unrecognised corpus format: {problem}")]
     UnknownFormat {
@@ -91,6 +95,11 @@ pub struct EvalDialogue {
     pub turns: Vec<EvalTurn>,
     /// Session latents (simulation) or metadata (real data), `Null` if none.
     pub latents: Value,
+    /// What is known about the real seeker: INSPIRED's survey answers (age
+    /// group, gender, Big-Five scores) for a real dialogue, or for a
+    /// simulated one replayed from it (`replay.seeker`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub profile: BTreeMap<String, Value>,
 }
 
 /// A set of dialogues.
@@ -293,6 +302,7 @@ fn parse_iard(root: &Value, path: &Path) -> Result<Corpus, LoadError> {
             id: id.clone(),
             turns: utts.into_iter().map(|u| u.1).collect(),
             latents: Value::Object(latents),
+            profile: BTreeMap::new(),
         });
     }
     Ok(Corpus { dialogues })
@@ -363,6 +373,7 @@ pub fn load_inspired(path: &Path) -> Result<Corpus, LoadError> {
                 id: id.to_string(),
                 turns: Vec::new(),
                 latents: Value::Object(lat),
+                profile: BTreeMap::new(),
             });
         }
         let Some(d) = dialogues.last_mut() else {
@@ -381,6 +392,16 @@ pub fn load_inspired(path: &Path) -> Result<Corpus, LoadError> {
                 text: txt.to_string(),
                 intents: Vec::new(),
             }),
+        }
+    }
+    // The surveys beside dialogs.tsv, when present, give each seeker's profile.
+    let survey =
+        crate::corpus::load_inspired_survey(path).map_err(|e| LoadError::Survey(e.to_string()))?;
+    if let Some(mut survey) = survey {
+        for d in &mut dialogues {
+            if let Some(p) = survey.remove(&d.id) {
+                d.profile = p;
+            }
         }
     }
     Ok(Corpus { dialogues })
@@ -462,7 +483,18 @@ pub fn load_usersim_jsonl(path: &Path) -> Result<Corpus, LoadError> {
         if let (Value::Object(m), Some(e)) = (&mut latents, v.get("end_reason")) {
             m.entry("end_reason").or_insert(e.clone());
         }
-        Ok(EvalDialogue { id, turns, latents })
+        let profile = v
+            .get("replay")
+            .and_then(|r| r.get("seeker"))
+            .and_then(Value::as_object)
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        Ok(EvalDialogue {
+            id,
+            turns,
+            latents,
+            profile,
+        })
     })
 }
 
@@ -520,7 +552,12 @@ pub fn load_chat_jsonl(path: &Path) -> Result<Corpus, LoadError> {
                     .or_else(|| x.as_u64().map(|n| n.to_string()))
             })
             .unwrap_or_else(|| format!("line{line}"));
-        Ok(EvalDialogue { id, turns, latents })
+        Ok(EvalDialogue {
+            id,
+            turns,
+            latents,
+            profile: BTreeMap::new(),
+        })
     })
 }
 

@@ -4,9 +4,10 @@
 //! Data flow: [`loaders`] turn any input set into a [`Corpus`] of dialogues
 //! with seeker (user) turns; [`run`] embeds them ([`crate::embed`]) and calls
 //! [`evaluate`], which runs the discriminators ([`discriminator`] over
-//! [`features`] + [`logreg`]), the classifier ensemble ([`intent`],
+//! [`features`] + [`logreg`]), per-group [`conditional`] realism, the classifier ensemble ([`intent`],
 //! [`lexicon`]), [`diversity`] and the distances of [`stats`]; [`report`]
 //! renders the result as a table, JSON or a self-contained HTML page.
+pub mod conditional;
 pub mod discriminator;
 pub mod diversity;
 pub mod evaluate;

@@ -12,6 +12,9 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use super::conditional::{
+    conditional_realism, render_field, ConditionalConfig, ConditionalError, FieldRealism,
+};
 use super::loaders::{load_auto, Corpus, LoadError};
 use super::report::EvalReport;
 use super::{evaluate_with, EvalConfig, EvalError};
@@ -38,6 +41,9 @@ pub struct EvalRunConfig {
     pub embed_cache: PathBuf,
     /// Measures and their settings.
     pub eval: EvalConfig,
+    /// Per-group realism (`--by`); no fields, no groups.
+    #[serde(default)]
+    pub conditional: ConditionalConfig,
 }
 
 /// Errors of [`run_eval`]: each names the file at fault.
@@ -57,12 +63,23 @@ pub enum EvalRunError {
         /// What failed.
         source: EvalError,
     },
+    /// A `--by` field is missing from one side.
+    #[error("{path}: --by: {source}")]
+    Conditional {
+        /// The set without the field.
+        path: PathBuf,
+        /// What is missing.
+        source: ConditionalError,
+    },
 }
 
 impl EvalRunError {
     /// Whether the user's input is at fault (exit code 2), not the machine.
     pub fn is_input_error(&self) -> bool {
-        matches!(self, EvalRunError::Load(_) | EvalRunError::Eval { .. })
+        matches!(
+            self,
+            EvalRunError::Load(_) | EvalRunError::Eval { .. } | EvalRunError::Conditional { .. }
+        )
     }
 }
 
@@ -73,6 +90,9 @@ pub struct MeasuredSet {
     pub path: PathBuf,
     /// Every measure.
     pub report: EvalReport,
+    /// Per-group realism along each `--by` field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditional: Vec<FieldRealism>,
 }
 
 /// The outcome of [`run_eval`].
@@ -134,9 +154,19 @@ pub fn run_eval(cfg: &EvalRunConfig) -> Result<EvalRun, EvalRunError> {
                     source,
                 }
             })?;
+        let conditional = conditional_realism(&real, set, &cfg.conditional).map_err(|source| {
+            EvalRunError::Conditional {
+                path: match &source {
+                    ConditionalError::MissingField { side: "real", .. } => cfg.real.clone(),
+                    _ => path.to_path_buf(),
+                },
+                source,
+            }
+        })?;
         Ok(MeasuredSet {
             path: path.to_path_buf(),
             report,
+            conditional,
         })
     };
     let sim = measure(&cfg.sim, &sim)?;
@@ -226,8 +256,15 @@ impl EvalRun {
             self.sim.path.display(),
             self.sim.report.render_text()
         );
+        for f in &self.sim.conditional {
+            o.push('\n');
+            o.push_str(&render_field(f));
+        }
         if let (Some(b), Some(t)) = (&self.baseline, self.baseline_table()) {
             o.push_str(&format!("\nagainst baseline {}:\n{t}", b.path.display()));
+            for f in &b.conditional {
+                o.push_str(&format!("\nbaseline {}", render_field(f)));
+            }
         }
         o
     }
@@ -240,12 +277,22 @@ impl EvalRun {
             self.real.display()
         );
         let mut page = self.sim.report.render_html(&title);
+        let esc = |s: &str| {
+            s.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+        };
+        if !self.sim.conditional.is_empty() {
+            let tables: String = self.sim.conditional.iter().map(render_field).collect();
+            let section = format!(
+                "<h2>Conditional realism</h2>\n<p>Each simulated group against the real conversations of the same group (AUC 0.5 = indistinguishable); a profile shows in the text when <i>sim vs others</i> exceeds <i>sim vs same</i>.</p>\n<pre>{}</pre>\n",
+                esc(&tables)
+            );
+            if let Some(at) = page.rfind("</body>") {
+                page.insert_str(at, &section);
+            }
+        }
         if let (Some(b), Some(t)) = (&self.baseline, self.baseline_table()) {
-            let esc = |s: &str| {
-                s.replace('&', "&amp;")
-                    .replace('<', "&lt;")
-                    .replace('>', "&gt;")
-            };
             let section = format!(
                 "<h2>Against baseline {}</h2>\n<pre>{}</pre>\n<h3>Baseline report</h3>\n<pre>{}</pre>\n",
                 esc(&b.path.display().to_string()),
