@@ -287,6 +287,11 @@ struct EvalArgs {
     /// Bootstrap resamples behind every 95% interval.
     #[arg(long, default_value_t = 1000)]
     bootstrap: usize,
+    /// Scenario the simulated set was generated from (name or directory):
+    /// reports how much of its declared latent space (values and value
+    /// pairs of categorical session variables) the set covers.
+    #[arg(long)]
+    scenario: Option<String>,
     /// Conditional realism: compare each group of this field (e.g.
     /// age_group, gender, Extrovert) with the real conversations of the same
     /// group. Repeatable.
@@ -644,6 +649,13 @@ fn run_eval(a: EvalArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         })
     };
     let mut eval = EvalConfig::default();
+    if let Some(name) = &a.scenario {
+        let dir = resolve_scenario_dir(name, &default_prompts_dir());
+        let scenario = usersim::scenario::Scenario::load(&dir)
+            .map_err(SimulateError::Scenario)
+            .with_context(|| format!("--scenario {name}"))?;
+        eval.declared_latents = Some(scenario.declared_session_values());
+    }
     eval.discriminator.folds = a.folds;
     eval.discriminator.n_bootstrap = a.bootstrap;
     let sim = a

@@ -364,6 +364,18 @@ pub enum SessionVar {
     },
 }
 
+impl Scenario {
+    /// Every declared value of each categorical session variable (what
+    /// `eval --scenario` measures coverage against).
+    pub fn declared_session_values(&self) -> BTreeMap<String, Vec<String>> {
+        self.session
+            .iter()
+            .map(|v| (v.name().to_string(), v.all_values()))
+            .filter(|(_, vals)| !vals.is_empty())
+            .collect()
+    }
+}
+
 impl SessionVar {
     /// The variable's name.
     pub fn name(&self) -> &str {

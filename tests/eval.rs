@@ -80,6 +80,8 @@ fn full_report_of_a_simulated_run_against_iard() {
         s(&html),
         "--bootstrap",
         "200",
+        "--scenario",
+        "movies",
     ]);
     assert!(
         out.status.success(),
@@ -130,10 +132,49 @@ fn full_report_of_a_simulated_run_against_iard() {
     }
     assert!(run["embedding_model"].is_string());
 
-    // The same file as its own baseline: identical measures.
+    // The same file as its own baseline: identical measures, differences 0
+    // with intervals around 0.
     let b = &run["baseline"]["report"];
     assert_eq!(b["turn_discriminator"], r["turn_discriminator"]);
     assert_eq!(b["frechet"], r["frechet"]);
+    let diffs = run["baseline_differences"].as_array().expect("differences");
+    assert!(diffs.len() >= 5, "{diffs:?}");
+    for d in diffs {
+        let e = &d[1];
+        assert_eq!(e["value"].as_f64(), Some(0.0), "{d}");
+        assert!(e["lo"].as_f64() <= Some(0.0) && e["hi"].as_f64() >= Some(0.0));
+    }
+    // Distances carry intervals holding them.
+    for k in ["sentiment", "topics"] {
+        let (js, ci) = (r[k]["js"].as_f64().expect("js"), &r[k]["js_ci"]);
+        assert!(
+            ci[0].as_f64() <= Some(js) && Some(js) <= ci[1].as_f64(),
+            "{k}"
+        );
+    }
+
+    // Latent coverage of the movies scenario, against the session latents
+    // of the file counted here.
+    let declared_age = ["teen", "young_adult", "adult", "senior"];
+    let mut seen = std::collections::BTreeSet::new();
+    for l in std::fs::read_to_string(&sim).expect("sim").lines() {
+        let rec: Value = serde_json::from_str(l).expect("record");
+        seen.insert(
+            rec["latents"]["age_group"]
+                .as_str()
+                .expect("age")
+                .to_string(),
+        );
+    }
+    let want = declared_age.iter().filter(|a| seen.contains(**a)).count() as f64 / 4.0;
+    let cov = &r["latent_coverage"];
+    assert_eq!(cov["per_variable"]["age_group"].as_f64(), Some(want));
+    assert!(
+        cov["per_variable"].get("target_item").is_none(),
+        "categorical only"
+    );
+    let pairs = cov["pair_coverage"].as_f64().expect("pairs");
+    assert!(pairs > 0.0 && pairs < 1.0, "{pairs}");
 
     let page = std::fs::read_to_string(&html).expect("html written");
     assert!(!page.contains("<script"), "report must work offline");

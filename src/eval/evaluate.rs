@@ -8,16 +8,18 @@ use serde::{Deserialize, Serialize};
 use super::discriminator::{discriminate, DensePair, DiscriminatorConfig, DiscriminatorError};
 use super::diversity::{distinct_n, latent_coverage, self_bleu};
 use super::intent::{
-    cross_validate_intents, label_fidelity, IntentClassifier, IntentConfig, IntentError,
+    cross_validate_intents, fidelity_hits, label_fidelity, IntentClassifier, IntentConfig,
+    IntentError,
 };
-use super::lexicon::{sentiment_counts, TopicLabeller};
-use super::loaders::{intent_counts, Corpus};
+use super::lexicon::{sentiment, TopicLabeller};
+use super::loaders::Corpus;
 use super::report::{
-    DistributionComparison, DiversityStats, EvalReport, IntentReport, LengthStats,
+    DistributionComparison, DiversityStats, EvalReport, IntentReport, LengthStats, SideTurns,
+    TurnValues,
 };
 use super::stats::{
     align_distributions, entropy_bits, frechet_distance, js_divergence, total_variation,
-    wasserstein_1d, StatsError,
+    wasserstein_1d, Estimate, StatsError,
 };
 use super::text::word_count;
 
@@ -80,20 +82,217 @@ impl Default for EvalConfig {
     }
 }
 
-fn compare(
-    real: BTreeMap<String, f64>,
-    sim: BTreeMap<String, f64>,
+/// Label counts of the turns `idx` of `turns` (each label of a turn counts
+/// one), every label of `universe` present.
+fn label_counts(
+    turns: &[Vec<String>],
+    idx: &[usize],
+    universe: &[String],
+) -> BTreeMap<String, f64> {
+    let mut m: BTreeMap<String, f64> = universe.iter().map(|l| (l.clone(), 0.0)).collect();
+    for &i in idx {
+        for l in &turns[i] {
+            *m.entry(l.clone()).or_insert(0.0) += 1.0;
+        }
+    }
+    m
+}
+
+fn js_tv(real: &BTreeMap<String, f64>, sim: &BTreeMap<String, f64>) -> Option<(f64, f64)> {
+    let (_, r, s) = align_distributions(real, sim);
+    // A resample with no label at all on one side has no distribution.
+    if r.iter().sum::<f64>() <= 0.0 || s.iter().sum::<f64>() <= 0.0 {
+        return None;
+    }
+    Some((js_divergence(&r, &s).ok()?, total_variation(&r, &s).ok()?))
+}
+
+/// Resampled indices `0..n`, with replacement.
+fn resample(rng: &mut rand_chacha::ChaCha8Rng, n: usize, out: &mut Vec<usize>) {
+    use rand::Rng;
+    out.clear();
+    out.extend((0..n).map(|_| rng.random_range(0..n)));
+}
+
+fn percentile_interval(mut v: Vec<f64>) -> Option<(f64, f64)> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let q = |p: f64| v[((p * (v.len() - 1) as f64).round() as usize).min(v.len() - 1)];
+    Some((q(0.025), q(0.975)))
+}
+
+/// Percentile interval of a distance's resamples, shifted by their bias
+/// (resample mean − estimate) and floored at 0. Plug-in JS and TV are biased
+/// upward in resamples (sampling noise only adds distance), so the plain
+/// percentile interval of a small distance can sit above the estimate, and
+/// that of a set against itself can exclude 0.
+fn bias_corrected_interval(estimate: f64, reps: Vec<f64>) -> Option<(f64, f64)> {
+    let bias = reps.iter().sum::<f64>() / reps.len().max(1) as f64 - estimate;
+    percentile_interval(reps).map(|(lo, hi)| ((lo - bias).max(0.0), (hi - bias).max(0.0)))
+}
+
+/// Two label distributions (per-turn labels of each side) and their
+/// distances, with 95% intervals from `n_boot` resamples of each side's turns.
+fn compare_turns(
+    real: &[Vec<String>],
+    sim: &[Vec<String>],
+    universe: &[String],
+    n_boot: usize,
+    seed: u64,
 ) -> Result<DistributionComparison, StatsError> {
-    let (labels, r, s) = align_distributions(&real, &sim);
+    use rand::SeedableRng;
+    let all = |n: usize| (0..n).collect::<Vec<_>>();
+    let (rc, sc) = (
+        label_counts(real, &all(real.len()), universe),
+        label_counts(sim, &all(sim.len()), universe),
+    );
+    let (labels, r, s) = align_distributions(&rc, &sc);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let (mut ri, mut si) = (Vec::new(), Vec::new());
+    let (mut js_b, mut tv_b) = (Vec::with_capacity(n_boot), Vec::with_capacity(n_boot));
+    for _ in 0..n_boot {
+        resample(&mut rng, real.len(), &mut ri);
+        resample(&mut rng, sim.len(), &mut si);
+        if let Some((j, t)) = js_tv(
+            &label_counts(real, &ri, universe),
+            &label_counts(sim, &si, universe),
+        ) {
+            js_b.push(j);
+            tv_b.push(t);
+        }
+    }
+    let (js, tv) = (js_divergence(&r, &s)?, total_variation(&r, &s)?);
     Ok(DistributionComparison {
-        js: js_divergence(&r, &s)?,
-        tv: total_variation(&r, &s)?,
+        js_ci: bias_corrected_interval(js, js_b),
+        tv_ci: bias_corrected_interval(tv, tv_b),
+        js,
+        tv,
         real_entropy: entropy_bits(&r),
         sim_entropy: entropy_bits(&s),
         labels,
         real: r,
         sim: s,
     })
+}
+
+/// Differences `simulated − baseline` of the turn-level measures, each with a
+/// paired bootstrap 95% interval: every resample draws the real turns once
+/// and measures both sets against that same draw. Names are those of the
+/// baseline table. Empty if the two reports were made against different
+/// real sets or without per-turn values.
+pub fn baseline_differences(
+    sim: &EvalReport,
+    baseline: &EvalReport,
+    n_boot: usize,
+    seed: u64,
+) -> Vec<(String, Estimate)> {
+    use rand::SeedableRng;
+    let (Some(a), Some(b)) = (&sim.turn_values, &baseline.turn_values) else {
+        return Vec::new();
+    };
+    // The same real set (intents may have been analysed for one only).
+    if a.real.words != b.real.words || a.real.sentiment != b.real.sentiment {
+        return Vec::new();
+    }
+    let real = &a.real;
+    let (s, bl) = (&a.sim, &b.sim);
+    let mean = |v: &[f64], idx: &[usize]| {
+        if idx.is_empty() {
+            None
+        } else {
+            Some(idx.iter().map(|&i| v[i]).sum::<f64>() / idx.len() as f64)
+        }
+    };
+    let pick = |v: &[f64], idx: &[usize]| idx.iter().map(|&i| v[i]).collect::<Vec<f64>>();
+    let hit_rate = |h: &[bool], idx: &[usize]| {
+        if idx.is_empty() {
+            None
+        } else {
+            Some(idx.iter().filter(|&&i| h[i]).count() as f64 / idx.len() as f64)
+        }
+    };
+    let sentiment_labels: Vec<String> = ["pos", "neu", "neg"].map(String::from).to_vec();
+    type Stat<'a> = Box<dyn Fn(&[usize], &[usize], &[usize]) -> Option<f64> + 'a>;
+    let dist = |pick_side: fn(&SideTurns) -> Option<&Vec<Vec<String>>>,
+                universe: Vec<String>|
+     -> Option<Stat<'_>> {
+        let (r, s, b) = (pick_side(real)?, pick_side(s)?, pick_side(bl)?);
+        Some(Box::new(move |ri: &[usize], si: &[usize], bi: &[usize]| {
+            let rc = label_counts(r, ri, &universe);
+            let x = js_tv(&rc, &label_counts(s, si, &universe))?.0;
+            let y = js_tv(&rc, &label_counts(b, bi, &universe))?.0;
+            Some(x - y)
+        }))
+    };
+    let mut stats: Vec<(&str, Stat<'_>)> = vec![
+        (
+            "words per user turn",
+            Box::new(|_: &[usize], si: &[usize], bi: &[usize]| {
+                Some(mean(&s.words, si)? - mean(&bl.words, bi)?)
+            }),
+        ),
+        (
+            "turn length W1",
+            Box::new(|ri: &[usize], si: &[usize], bi: &[usize]| {
+                let r = pick(&real.words, ri);
+                Some(
+                    wasserstein_1d(&r, &pick(&s.words, si)).ok()?
+                        - wasserstein_1d(&r, &pick(&bl.words, bi)).ok()?,
+                )
+            }),
+        ),
+    ];
+    if let Some(f) = dist(|t| t.intent.as_ref(), a.intent_labels.clone()) {
+        stats.push(("intent JS (predicted)", f));
+    }
+    if let (Some(hs), Some(hb)) = (&s.fidelity_hits, &bl.fidelity_hits) {
+        if !hs.is_empty() && !hb.is_empty() {
+            stats.push((
+                "intent fidelity accuracy",
+                Box::new(move |_: &[usize], si: &[usize], bi: &[usize]| {
+                    Some(hit_rate(hs, si)? - hit_rate(hb, bi)?)
+                }),
+            ));
+        }
+    }
+    if let Some(f) = dist(|t| Some(&t.sentiment), sentiment_labels) {
+        stats.push(("sentiment JS", f));
+    }
+    if let Some(f) = dist(|t| Some(&t.genres), a.genre_labels.clone()) {
+        stats.push(("genre-mention JS", f));
+    }
+    let n = |side: &SideTurns, fid: bool| {
+        if fid {
+            side.fidelity_hits.as_ref().map_or(0, Vec::len)
+        } else {
+            side.words.len()
+        }
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let all = |k: usize| (0..k).collect::<Vec<usize>>();
+    let mut out = Vec::new();
+    for (name, stat) in &stats {
+        let fid = *name == "intent fidelity accuracy";
+        let (nr, ns, nb) = (real.words.len(), n(s, fid), n(bl, fid));
+        let Some(value) = stat(&all(nr), &all(ns), &all(nb)) else {
+            continue;
+        };
+        let (mut ri, mut si, mut bi) = (Vec::new(), Vec::new(), Vec::new());
+        let mut reps = Vec::with_capacity(n_boot);
+        for _ in 0..n_boot {
+            resample(&mut rng, nr, &mut ri);
+            resample(&mut rng, ns, &mut si);
+            resample(&mut rng, nb, &mut bi);
+            if let Some(d) = stat(&ri, &si, &bi) {
+                reps.push(d);
+            }
+        }
+        let (lo, hi) = percentile_interval(reps).unwrap_or((value, value));
+        out.push((name.to_string(), Estimate { value, lo, hi }));
+    }
+    out
 }
 
 fn length_stats(real: &[f64], sim: &[f64], bins: usize) -> Result<LengthStats, StatsError> {
@@ -250,6 +449,8 @@ pub fn evaluate_with(
         None
     };
 
+    let n_boot = cfg.discriminator.n_bootstrap;
+    let mut intent_values = None;
     let intents = match intent_corpus.filter(|_| cfg.intents) {
         None => None,
         Some(ic) => {
@@ -267,10 +468,20 @@ pub fn evaluate_with(
             } else {
                 let cv = cross_validate_intents(&tt, &tl, &cfg.intent)?;
                 let clf = IntentClassifier::fit(&tt, &tl, &cfg.intent)?;
-                let predicted = compare(
-                    clf.label_distribution(&real_texts),
-                    clf.label_distribution(&sim_texts),
-                )?;
+                let top = |texts: &[String]| -> Vec<Vec<String>> {
+                    texts
+                        .iter()
+                        .map(|t| {
+                            clf.labels()
+                                .get(clf.top_intent(t))
+                                .cloned()
+                                .into_iter()
+                                .collect()
+                        })
+                        .collect()
+                };
+                let (real_top, sim_top) = (top(&real_texts), top(&sim_texts));
+                let predicted = compare_turns(&real_top, &sim_top, clf.labels(), n_boot, cfg.seed)?;
                 let (st, sl): (Vec<String>, Vec<Vec<String>>) = sim
                     .seeker_turns()
                     .filter(|t| !t.intents.is_empty())
@@ -281,11 +492,23 @@ pub fn evaluate_with(
                 } else {
                     Some(label_fidelity(&clf, &st, &sl))
                 };
+                let hits = fidelity_hits(&clf, &st, &sl);
                 let requested = if st.is_empty() {
                     None
                 } else {
-                    Some(compare(intent_counts(ic), intent_counts(sim))?)
+                    let gold: Vec<Vec<String>> =
+                        ic.seeker_turns().map(|t| t.intents.clone()).collect();
+                    let asked: Vec<Vec<String>> =
+                        sim.seeker_turns().map(|t| t.intents.clone()).collect();
+                    Some(compare_turns(
+                        &gold,
+                        &asked,
+                        clf.labels(),
+                        n_boot,
+                        cfg.seed,
+                    )?)
                 };
+                intent_values = Some((real_top, sim_top, hits, clf.labels().to_vec()));
                 Some(IntentReport {
                     cv,
                     predicted,
@@ -296,11 +519,43 @@ pub fn evaluate_with(
         }
     };
 
-    let sentiment = compare(sentiment_counts(&real_texts), sentiment_counts(&sim_texts))?;
-    let topics = compare(
-        cfg.topics.genre_counts(&real_texts),
-        cfg.topics.genre_counts(&sim_texts),
-    )?;
+    let sentiments = |texts: &[String]| -> Vec<Vec<String>> {
+        texts
+            .iter()
+            .map(|t| vec![sentiment(t).name().to_string()])
+            .collect()
+    };
+    let genres = |texts: &[String]| -> Vec<Vec<String>> {
+        texts.iter().map(|t| cfg.topics.genres_in(t)).collect()
+    };
+    let sentiment_labels: Vec<String> = ["pos", "neu", "neg"].map(String::from).to_vec();
+    let genre_labels = cfg.topics.genre_names();
+    let (real_sent, sim_sent) = (sentiments(&real_texts), sentiments(&sim_texts));
+    let (real_genres, sim_genres) = (genres(&real_texts), genres(&sim_texts));
+    let sentiment = compare_turns(&real_sent, &sim_sent, &sentiment_labels, n_boot, cfg.seed)?;
+    let topics = compare_turns(&real_genres, &sim_genres, &genre_labels, n_boot, cfg.seed)?;
+    let (real_intent, sim_intent, hits, intent_labels) = match intent_values {
+        Some((r, s, h, l)) => (Some(r), Some(s), Some(h), l),
+        None => (None, None, None, Vec::new()),
+    };
+    let turn_values = TurnValues {
+        real: SideTurns {
+            words: wc(&real_texts),
+            sentiment: real_sent,
+            genres: real_genres,
+            intent: real_intent,
+            fidelity_hits: None,
+        },
+        sim: SideTurns {
+            words: wc(&sim_texts),
+            sentiment: sim_sent,
+            genres: sim_genres,
+            intent: sim_intent,
+            fidelity_hits: hits,
+        },
+        genre_labels,
+        intent_labels,
+    };
     let latent_coverage = cfg.declared_latents.as_ref().map(|d| {
         let sessions: Vec<&serde_json::Value> = sim.dialogues.iter().map(|d| &d.latents).collect();
         latent_coverage(d, &sessions)
@@ -333,6 +588,7 @@ pub fn evaluate_with(
         frechet,
         embedding_spread,
         warnings,
+        turn_values: Some(turn_values),
     })
 }
 
@@ -395,6 +651,49 @@ mod tests {
         assert_eq!(same.sentiment.js, 0.0);
         assert_eq!(same.topics.js, 0.0);
         assert_eq!(same.turn_lengths.wasserstein, 0.0);
+        // Intervals hold their estimate; a set against itself reaches 0.
+        assert_eq!(same.sentiment.js_ci.expect("interval").0, 0.0);
+        for d in [&r.sentiment, &r.topics, &it.predicted] {
+            let (lo, hi) = d.js_ci.expect("JS interval");
+            assert!(lo <= d.js && d.js <= hi, "{} not in [{lo}, {hi}]", d.js);
+            let (lo, hi) = d.tv_ci.expect("TV interval");
+            assert!(lo <= d.tv && d.tv <= hi);
+        }
+        // Paired differences: a run against itself differs by exactly 0;
+        // a run whose turns say everything twice is longer, surely.
+        let diffs = baseline_differences(&r, &r, 200, 1);
+        assert!(diffs.len() >= 5, "{diffs:?}");
+        for (name, e) in &diffs {
+            assert_eq!(e.value, 0.0, "{name}");
+            assert!(e.lo <= 0.0 && 0.0 <= e.hi, "{name}: {e:?}");
+        }
+        let mut twice = b.clone();
+        for d in &mut twice.dialogues {
+            for t in &mut d.turns {
+                t.text = format!("{} {}", t.text, t.text);
+            }
+        }
+        let r2 = evaluate(
+            &a,
+            &twice,
+            &EvalConfig {
+                intents: false,
+                ..cfg.clone()
+            },
+            None,
+        )
+        .unwrap();
+        let diffs = baseline_differences(&r2, &r, 200, 1);
+        let words = &diffs
+            .iter()
+            .find(|d| d.0 == "words per user turn")
+            .expect("words")
+            .1;
+        assert!(words.lo > 0.0, "{words:?}");
+        assert!(
+            diffs.iter().all(|d| d.0 != "intent JS (predicted)"),
+            "no intents in r2"
+        );
         let txt = r.render_text();
         assert!(txt.contains("AUC"));
         let html = r.render_html("IARD halves");

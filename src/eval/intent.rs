@@ -259,6 +259,28 @@ pub struct LabelFidelity {
     pub confusion: Vec<Vec<usize>>,
 }
 
+/// For each text with a requested intent the classifier knows, whether its
+/// top prediction is one of the requested intents (the per-turn terms of
+/// [`LabelFidelity::accuracy`]).
+pub fn fidelity_hits<S: AsRef<str>>(
+    clf: &IntentClassifier,
+    texts: &[S],
+    requested: &[Vec<String>],
+) -> Vec<bool> {
+    let labels = clf.labels();
+    texts
+        .iter()
+        .zip(requested)
+        .filter_map(|(t, req)| {
+            let known: Vec<usize> = req
+                .iter()
+                .filter_map(|l| labels.iter().position(|x| x == l))
+                .collect();
+            (!known.is_empty()).then(|| known.contains(&clf.top_intent(t.as_ref())))
+        })
+        .collect()
+}
+
 /// Compares, for each text with a requested intent, the top predicted intent
 /// with the request. With several requested labels the prediction counts as
 /// correct if it is any of them (otherwise the first known one is the truth).

@@ -264,6 +264,11 @@ impl TopicLabeller {
             .collect()
     }
 
+    /// The genres it labels, in order.
+    pub fn genre_names(&self) -> Vec<String> {
+        self.genres.keys().cloned().collect()
+    }
+
     /// Counts of genres mentioned over texts (every genre present, zero if
     /// unmentioned).
     pub fn genre_counts<S: AsRef<str>>(&self, texts: &[S]) -> BTreeMap<String, f64> {

@@ -29,6 +29,57 @@ pub struct DistributionComparison {
     pub real_entropy: f64,
     /// Entropy (bits) of the simulated distribution.
     pub sim_entropy: f64,
+    /// Bootstrap 95% interval of `js` (turns of each side resampled;
+    /// percentile interval corrected for the resamples' upward bias).
+    #[serde(default)]
+    pub js_ci: Option<(f64, f64)>,
+    /// Bootstrap 95% interval of `tv`.
+    #[serde(default)]
+    pub tv_ci: Option<(f64, f64)>,
+}
+
+impl DistributionComparison {
+    /// `JS x [lo, hi] TV y [lo, hi]` for tables.
+    pub fn distances(&self) -> String {
+        let ci =
+            |c: Option<(f64, f64)>| c.map_or(String::new(), |(l, h)| format!(" [{l:.3},{h:.3}]"));
+        format!(
+            "JS {:.3}{} TV {:.3}{}",
+            self.js,
+            ci(self.js_ci),
+            self.tv,
+            ci(self.tv_ci)
+        )
+    }
+}
+
+/// Per-turn values behind the distribution and length measures of one side,
+/// kept (not serialised) so a baseline can be compared turn-resampled.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SideTurns {
+    /// Words per user turn.
+    pub words: Vec<f64>,
+    /// Sentiment label of each turn.
+    pub sentiment: Vec<Vec<String>>,
+    /// Genres each turn mentions.
+    pub genres: Vec<Vec<String>>,
+    /// Top predicted intent of each turn (when intents were analysed).
+    pub intent: Option<Vec<Vec<String>>>,
+    /// Per turn with a requested intent: whether the prediction matches.
+    pub fidelity_hits: Option<Vec<bool>>,
+}
+
+/// Per-turn values of both sides and the label sets they range over.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TurnValues {
+    /// Real side.
+    pub real: SideTurns,
+    /// Simulated side.
+    pub sim: SideTurns,
+    /// Genre labels.
+    pub genre_labels: Vec<String>,
+    /// Intent labels.
+    pub intent_labels: Vec<String>,
 }
 
 /// Length statistics (words per turn, or seeker turns per dialogue).
@@ -113,6 +164,9 @@ pub struct EvalReport {
     pub embedding_spread: Option<(f64, f64)>,
     /// Parts skipped and why.
     pub warnings: Vec<String>,
+    /// Per-turn values for paired baseline comparisons (not serialised).
+    #[serde(skip)]
+    pub turn_values: Option<TurnValues>,
 }
 
 fn esc(s: &str) -> String {
@@ -123,7 +177,7 @@ fn esc(s: &str) -> String {
 }
 
 fn row(out: &mut String, name: &str, real: &str, sim: &str, extra: &str) {
-    let _ = writeln!(out, "| {name:<36} | {real:>12} | {sim:>12} | {extra:<28} |");
+    let _ = writeln!(out, "| {name:<36} | {real:>12} | {sim:>12} | {extra:<46} |");
 }
 
 impl EvalReport {
@@ -135,7 +189,7 @@ impl EvalReport {
             "-".repeat(38),
             "-".repeat(14),
             "-".repeat(14),
-            "-".repeat(30)
+            "-".repeat(48)
         );
         let _ = writeln!(o, "{line}");
         row(&mut o, "metric", "real", "simulated", "comparison");
@@ -209,7 +263,7 @@ impl EvalReport {
                 "intent entropy (bits, predicted)",
                 &f(p.real_entropy),
                 &f(p.sim_entropy),
-                &format!("JS {:.3} TV {:.3}", p.js, p.tv),
+                &p.distances(),
             );
             if let Some(fd) = &i.fidelity {
                 row(
@@ -227,7 +281,7 @@ impl EvalReport {
             "sentiment entropy (bits)",
             &f(s.real_entropy),
             &f(s.sim_entropy),
-            &format!("JS {:.3} TV {:.3}", s.js, s.tv),
+            &s.distances(),
         );
         let t = &self.topics;
         row(
@@ -235,7 +289,7 @@ impl EvalReport {
             "genre-mention entropy (bits)",
             &f(t.real_entropy),
             &f(t.sim_entropy),
-            &format!("JS {:.3} TV {:.3}", t.js, t.tv),
+            &t.distances(),
         );
         let (dr, ds) = (&self.diversity_real, &self.diversity_sim);
         row(
@@ -609,6 +663,8 @@ mod tests {
             tv: 0.5,
             real_entropy: 1.0,
             sim_entropy: 0.0,
+            js_ci: None,
+            tv_ci: None,
         };
         let g = grouped_bars("x", &d);
         assert!(g.starts_with("<svg class=\"plot\" id=\"x\""));

@@ -104,6 +104,10 @@ pub struct EvalRun {
     pub sim: MeasuredSet,
     /// The baseline, if one was given.
     pub baseline: Option<MeasuredSet>,
+    /// `simulated − baseline` of the turn-level measures with paired
+    /// bootstrap 95% intervals (empty without a baseline).
+    #[serde(default)]
+    pub baseline_differences: Vec<(String, super::stats::Estimate)>,
     /// Embedding model fingerprint (`None`: embeddings off).
     pub embedding_model: Option<String>,
     /// Wall-clock seconds of the whole evaluation (stderr and JSON only).
@@ -174,10 +178,22 @@ pub fn run_eval(cfg: &EvalRunConfig) -> Result<EvalRun, EvalRunError> {
         (Some(p), Some(b)) => Some(measure(p, b)?),
         _ => None,
     };
+    let baseline_differences = baseline
+        .as_ref()
+        .map(|b| {
+            super::evaluate::baseline_differences(
+                &sim.report,
+                &b.report,
+                cfg.eval.discriminator.n_bootstrap,
+                cfg.eval.seed,
+            )
+        })
+        .unwrap_or_default();
     Ok(EvalRun {
         real: cfg.real.clone(),
         sim,
         baseline,
+        baseline_differences,
         embedding_model: embedder.as_ref().map(|e| e.fingerprint().to_string()),
         seconds: t0.elapsed().as_secs_f64(),
     })
@@ -227,7 +243,7 @@ impl EvalRun {
         let mut o = String::new();
         let _ = writeln!(
             o,
-            "{:<34} {:>12} {:>12} {:>12}",
+            "{:<34} {:>12} {:>12} {:>12}  95% CI (paired bootstrap)",
             "measure", "simulated", "baseline", "difference"
         );
         let cell = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |x| format!("{x:.3}"));
@@ -236,9 +252,16 @@ impl EvalRun {
             .zip(headline(&b.report))
         {
             let diff = s.zip(bl).map(|(s, b)| s - b);
+            let ci = self
+                .baseline_differences
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(String::new(), |(_, e)| {
+                    format!("[{:+.3}, {:+.3}]", e.lo, e.hi)
+                });
             let _ = writeln!(
                 o,
-                "{name:<34} {:>12} {:>12} {:>12}",
+                "{name:<34} {:>12} {:>12} {:>12}  {ci}",
                 cell(s),
                 cell(bl),
                 diff.map_or_else(|| "-".to_string(), |d| format!("{d:+.3}"))
