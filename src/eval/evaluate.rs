@@ -14,8 +14,8 @@ use super::intent::{
 use super::lexicon::{sentiment, TopicLabeller};
 use super::loaders::Corpus;
 use super::report::{
-    DistributionComparison, DiversityStats, EvalReport, IntentReport, LengthStats, SideTurns,
-    TurnValues,
+    DistributionComparison, DiversityStats, EvalReport, IntentReport, LengthStats, SessionFidelity,
+    SideTurns, TurnValues,
 };
 use super::stats::{
     align_distributions, entropy_bits, frechet_distance, js_divergence, total_variation,
@@ -80,6 +80,93 @@ impl Default for EvalConfig {
             length_bins: 20,
         }
     }
+}
+
+/// Lowercase words of `s` joined by single spaces, padded with spaces so
+/// that whole-word phrases can be found with `contains`.
+fn padded_words(s: &str) -> String {
+    let words: Vec<String> = s
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect();
+    format!(" {} ", words.join(" "))
+}
+
+/// Genre and target latents of each simulated conversation against its text.
+/// A latent names genres when its values (a string or a list) are genre
+/// names the topic labeller knows; a target is a latent object with a
+/// `title` (the year in parentheses ignored).
+pub fn session_fidelity(sim: &Corpus, topics: &TopicLabeller) -> Option<SessionFidelity> {
+    let genres = topics.genre_names();
+    let (mut gconv, mut hit, mut pairs, mut other_hit, mut other_pairs) = (0, 0, 0, 0, 0);
+    let (mut tconv, mut named, mut by_user) = (0usize, 0usize, 0usize);
+    for d in &sim.dialogues {
+        let serde_json::Value::Object(lat) = &d.latents else {
+            continue;
+        };
+        let mut latent_genres: Vec<&String> = Vec::new();
+        let mut target: Option<String> = None;
+        for v in lat.values() {
+            let strings: Vec<&str> = match v {
+                serde_json::Value::String(x) => vec![x.as_str()],
+                serde_json::Value::Array(a) => a.iter().filter_map(|x| x.as_str()).collect(),
+                serde_json::Value::Object(o) => {
+                    if let Some(t) = o.get("title").and_then(|t| t.as_str()) {
+                        let bare = t.split(" (").next().unwrap_or(t);
+                        target = Some(padded_words(bare));
+                    }
+                    Vec::new()
+                }
+                _ => Vec::new(),
+            };
+            for x in strings {
+                if let Some(g) = genres.iter().find(|g| g.eq_ignore_ascii_case(x)) {
+                    if !latent_genres.contains(&g) {
+                        latent_genres.push(g);
+                    }
+                }
+            }
+        }
+        let user_text: Vec<&str> = d
+            .turns
+            .iter()
+            .filter(|t| t.seeker)
+            .map(|t| t.text.as_str())
+            .collect();
+        if !latent_genres.is_empty() {
+            gconv += 1;
+            let mentioned = topics.genres_in(&user_text.join(" \n "));
+            for g in &genres {
+                let m = mentioned.contains(g);
+                if latent_genres.contains(&g) {
+                    pairs += 1;
+                    hit += usize::from(m);
+                } else {
+                    other_pairs += 1;
+                    other_hit += usize::from(m);
+                }
+            }
+        }
+        if let Some(t) = target.filter(|t| t.trim().len() > 1) {
+            tconv += 1;
+            let all: Vec<&str> = d.turns.iter().map(|x| x.text.as_str()).collect();
+            named += usize::from(padded_words(&all.join(" \n ")).contains(&t));
+            by_user += usize::from(padded_words(&user_text.join(" \n ")).contains(&t));
+        }
+    }
+    if gconv == 0 && tconv == 0 {
+        return None;
+    }
+    let share = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    Some(SessionFidelity {
+        genre_conversations: gconv,
+        latent_genre_mentioned: share(hit, pairs),
+        other_genre_mentioned: share(other_hit, other_pairs),
+        target_conversations: tconv,
+        target_named: share(named, tconv),
+        target_named_by_user: share(by_user, tconv),
+    })
 }
 
 /// Label counts of the turns `idx` of `turns` (each label of a turn counts
@@ -585,6 +672,7 @@ pub fn evaluate_with(
         diversity_real: diversity(&real_texts, cfg),
         diversity_sim: diversity(&sim_texts, cfg),
         latent_coverage,
+        session_fidelity: session_fidelity(sim, &cfg.topics),
         frechet,
         embedding_spread,
         warnings,
@@ -707,6 +795,47 @@ mod tests {
         assert!(serde_json::to_string(&r)
             .unwrap()
             .contains("turn_discriminator"));
+    }
+
+    #[test]
+    fn session_fidelity_counts_genres_and_targets_in_the_text() {
+        use super::super::loaders::EvalTurn;
+        let turn = |seeker: bool, text: &str| EvalTurn {
+            seeker,
+            text: text.into(),
+            intents: Vec::new(),
+        };
+        let d = |latents: serde_json::Value, turns: Vec<EvalTurn>| EvalDialogue {
+            id: "x".into(),
+            turns,
+            latents,
+            profile: Default::default(),
+        };
+        let sim = Corpus {
+            dialogues: vec![
+                d(
+                    serde_json::json!({"liked_genres": ["Horror", "Comedy"], "target_item": {"title": "The Dark Knight (2008)"}}),
+                    vec![
+                        turn(true, "Something scary, a horror film please"),
+                        turn(false, "Try The Dark Knight."),
+                    ],
+                ),
+                d(
+                    serde_json::json!({"liked_genres": ["Western"], "age_group": "teen"}),
+                    vec![turn(true, "I love cowboys. And a romance maybe.")],
+                ),
+            ],
+        };
+        let topics = TopicLabeller::default();
+        let f = session_fidelity(&sim, &topics).expect("fidelity");
+        let n = topics.genre_names().len();
+        assert_eq!(f.genre_conversations, 2);
+        // Horror and Western mentioned of 3 latent pairs; Romance of the others.
+        assert!((f.latent_genre_mentioned - 2.0 / 3.0).abs() < 1e-12);
+        let others = (n - 2) + (n - 1);
+        assert!((f.other_genre_mentioned - 1.0 / others as f64).abs() < 1e-12);
+        assert_eq!(f.target_conversations, 1);
+        assert_eq!((f.target_named, f.target_named_by_user), (1.0, 0.0));
     }
 
     #[test]

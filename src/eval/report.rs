@@ -53,6 +53,26 @@ impl DistributionComparison {
     }
 }
 
+/// Whether session latents that name genres or a target item show in the
+/// conversation's text.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionFidelity {
+    /// Conversations whose latents name at least one known genre.
+    pub genre_conversations: usize,
+    /// Share of (conversation, latent genre) pairs whose genre the user's
+    /// turns mention.
+    pub latent_genre_mentioned: f64,
+    /// The same share for the other genres of each conversation: the chance
+    /// level the first should beat.
+    pub other_genre_mentioned: f64,
+    /// Conversations with a target item (a latent object with a `title`).
+    pub target_conversations: usize,
+    /// Share of those whose text (either side) names the target.
+    pub target_named: f64,
+    /// Share of those whose user turns name it.
+    pub target_named_by_user: f64,
+}
+
 /// Per-turn values behind the distribution and length measures of one side,
 /// kept (not serialised) so a baseline can be compared turn-resampled.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -157,6 +177,9 @@ pub struct EvalReport {
     pub diversity_sim: DiversityStats,
     /// Coverage of declared latents.
     pub latent_coverage: Option<LatentCoverage>,
+    /// Genre and target latents shown in the text.
+    #[serde(default)]
+    pub session_fidelity: Option<SessionFidelity>,
     /// Fréchet distance of turn embeddings.
     pub frechet: Option<f64>,
     /// Mean pairwise cosine distance of turn embeddings `(real, simulated)`:
@@ -328,6 +351,32 @@ impl EvalReport {
                 &f(c.value_coverage),
                 &format!("pairs {:.3}", c.pair_coverage),
             );
+        }
+        if let Some(sf) = &self.session_fidelity {
+            if sf.genre_conversations > 0 {
+                row(
+                    &mut o,
+                    "latent genres mentioned by user",
+                    "",
+                    &f(sf.latent_genre_mentioned),
+                    &format!(
+                        "other genres {:.3}, n={}",
+                        sf.other_genre_mentioned, sf.genre_conversations
+                    ),
+                );
+            }
+            if sf.target_conversations > 0 {
+                row(
+                    &mut o,
+                    "target item named",
+                    "",
+                    &f(sf.target_named),
+                    &format!(
+                        "by the user {:.3}, n={}",
+                        sf.target_named_by_user, sf.target_conversations
+                    ),
+                );
+            }
         }
         if let Some((r, s)) = self.embedding_spread {
             row(&mut o, "mean pairwise embedding distance", &f(r), &f(s), "");

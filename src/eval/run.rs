@@ -226,6 +226,20 @@ fn headline(r: &EvalReport) -> Vec<(&'static str, Option<f64>)> {
             "intent fidelity macro-F1",
             intents.and_then(|i| i.fidelity.as_ref().map(|f| f.macro_f1)),
         ),
+        (
+            "latent genres mentioned by user",
+            r.session_fidelity
+                .as_ref()
+                .filter(|f| f.genre_conversations > 0)
+                .map(|f| f.latent_genre_mentioned),
+        ),
+        (
+            "target item named",
+            r.session_fidelity
+                .as_ref()
+                .filter(|f| f.target_conversations > 0)
+                .map(|f| f.target_named),
+        ),
         ("sentiment JS", Some(r.sentiment.js)),
         ("genre-mention JS", Some(r.topics.js)),
         ("Fréchet embedding distance", r.frechet),
