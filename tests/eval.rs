@@ -326,6 +326,24 @@ fn bad_input_is_one_line_exit_2() {
         "{err}"
     );
     assert!(!html.exists(), "no report after an error");
+
+    // An unknown scenario for latent coverage.
+    let out = usersim(&[
+        "eval",
+        "--real",
+        s(&iard()),
+        "--sim",
+        s(&iard()),
+        "--no-embed",
+        "--scenario",
+        "nosuch",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--scenario nosuch") && err.contains("scenario.toml"),
+        "{err}"
+    );
 }
 
 /// Gender of each INSPIRED dialogue's seeker, read from the survey files
