@@ -428,7 +428,8 @@ where
 }
 
 /// Loads usersim conversation JSONL. A turn's requested intent is read from
-/// `latents.intent` (string) or `latents.intents` (list).
+/// `latents.intent` (string) or `latents.intents` (list); a replayed turn
+/// takes its real turn's intents (`real.intents`) instead.
 pub fn load_usersim_jsonl(path: &Path) -> Result<Corpus, LoadError> {
     parse_jsonl(path, |v, line| {
         let id = match v.get("id") {
@@ -471,8 +472,14 @@ pub fn load_usersim_jsonl(path: &Path) -> Result<Corpus, LoadError> {
                 }
             };
             let lat = t.get("latents");
-            let mut intents = str_list(lat.and_then(|l| l.get("intent")));
-            intents.extend(str_list(lat.and_then(|l| l.get("intents"))));
+            // A replayed turn is scored against the real turn it stands for
+            // (steered or not, so controlled and uncontrolled replays are
+            // scored alike); a free one against what was requested.
+            let mut intents = str_list(t.get("real").and_then(|r| r.get("intents")));
+            if intents.is_empty() {
+                intents = str_list(lat.and_then(|l| l.get("intent")));
+                intents.extend(str_list(lat.and_then(|l| l.get("intents"))));
+            }
             turns.push(EvalTurn {
                 seeker,
                 text: text.to_string(),
@@ -698,6 +705,22 @@ pub(crate) mod tests {
         let c = load_auto(&p).unwrap();
         assert_eq!(c.dialogues[0].turns[0].intents, vec!["IQU"]);
         assert_eq!(c.dialogues[0].latents["end_reason"], "user_left");
+        // Replay: turns are scored against the real turn's intents, steered
+        // or not; the source's seeker survey is the profile.
+        let p = tmp(
+            "replay.jsonl",
+            r#"{"id":"r","turns":[{"role":"user","text":"a","latents":{"intent":"REJ"},"real":{"text":"x","intents":["REJ","CRI-A"]}},{"role":"assistant","text":"b"},{"role":"user","text":"c","real":{"text":"y","intents":["OTH","IQU"]}}],"replay":{"corpus":"inspired","dialogue_id":"d","seeker":{"gender":"Female","Open":3.5}}}"#,
+        );
+        let c = load_auto(&p).unwrap();
+        let t = &c.dialogues[0].turns;
+        assert_eq!(
+            (t[0].intents.clone(), t[2].intents.clone()),
+            (
+                vec!["REJ".to_string(), "CRI-A".to_string()],
+                vec!["OTH".to_string(), "IQU".to_string()]
+            )
+        );
+        assert_eq!(c.dialogues[0].profile["gender"], "Female");
         let p = tmp(
             "chat.jsonl",
             "{\"messages\":[{\"role\":\"system\",\"content\":\"s\"},{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":\"yo\"}],\"metadata\":{\"id\":\"x\"}}\n",
