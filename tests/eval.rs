@@ -328,22 +328,29 @@ fn bad_input_is_one_line_exit_2() {
     assert!(!html.exists(), "no report after an error");
 
     // An unknown scenario for latent coverage.
-    let out = usersim(&[
-        "eval",
-        "--real",
-        s(&iard()),
-        "--sim",
-        s(&iard()),
-        "--no-embed",
-        "--scenario",
-        "nosuch",
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("--scenario nosuch") && err.contains("scenario.toml"),
-        "{err}"
+    expect_input_error(
+        &[
+            "eval",
+            "--real",
+            s(&iard()),
+            "--sim",
+            s(&iard()),
+            "--no-embed",
+            "--scenario",
+            "nosuch",
+        ],
+        &["--scenario nosuch", "scenario.toml"],
     );
+}
+
+/// Runs usersim, expecting exit 2 and every needle in stderr.
+fn expect_input_error(args: &[&str], needles: &[&str]) {
+    let out = usersim(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "`{n}` not in: {err}");
+    }
 }
 
 /// Gender of each INSPIRED dialogue's seeker, read from the survey files
@@ -469,21 +476,18 @@ fn conditional_realism_of_an_inspired_replay() {
     assert!(fields[1]["split_at"].as_f64().is_some());
 
     // A field neither side has: one error line naming it, exit 2.
-    let o = usersim(&[
-        "eval",
-        "--real",
-        s(&dialogs),
-        "--sim",
-        s(&out),
-        "--no-embed",
-        "--by",
-        "shoe_size",
-    ]);
-    assert_eq!(o.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("shoe_size") && err.contains("dialogs.tsv"),
-        "{err}"
+    expect_input_error(
+        &[
+            "eval",
+            "--real",
+            s(&dialogs),
+            "--sim",
+            s(&out),
+            "--no-embed",
+            "--by",
+            "shoe_size",
+        ],
+        &["shoe_size", "dialogs.tsv"],
     );
 }
 

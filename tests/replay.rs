@@ -256,15 +256,21 @@ fn iard_replay_follows_real_turns_and_is_deterministic() {
     assert!(stderr.contains("replay"), "{stderr}");
 }
 
-#[test]
-fn uncontrolled_replay_records_real_intents_without_steering() {
-    let dir = tempfile::tempdir().unwrap();
-    let scen = dir.path().join("scenario");
+/// A copy of the movies scenario under `dir/scenario`, to edit.
+fn copy_movies_scenario(dir: &Path) -> PathBuf {
+    let scen = dir.join("scenario");
     std::fs::create_dir_all(&scen).unwrap();
     for e in std::fs::read_dir(root().join("prompts/movies")).unwrap() {
         let e = e.unwrap();
         std::fs::copy(e.path(), scen.join(e.file_name())).unwrap();
     }
+    scen
+}
+
+#[test]
+fn uncontrolled_replay_records_real_intents_without_steering() {
+    let dir = tempfile::tempdir().unwrap();
+    let scen = copy_movies_scenario(dir.path());
     let toml = scen.join("scenario.toml");
     let text = std::fs::read_to_string(&toml).unwrap();
     std::fs::write(
@@ -383,12 +389,7 @@ fn bad_replay_input() {
     std::fs::write(&csv, "x").unwrap();
     expect_replay_error(d, &csv, &[], &["dialogs.csv", "unknown corpus"]);
     // A survey map onto an undeclared value.
-    let scen = d.join("scenario");
-    std::fs::create_dir_all(&scen).unwrap();
-    for e in std::fs::read_dir(root().join("prompts/movies")).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), scen.join(e.file_name())).unwrap();
-    }
+    let scen = copy_movies_scenario(d);
     let toml = scen.join("scenario.toml");
     let text = std::fs::read_to_string(&toml).unwrap();
     std::fs::write(
