@@ -138,7 +138,8 @@ fn full_report_of_a_simulated_run_against_iard() {
     assert_eq!(b["turn_discriminator"], r["turn_discriminator"]);
     assert_eq!(b["frechet"], r["frechet"]);
     let diffs = run["baseline_differences"].as_array().expect("differences");
-    assert!(diffs.len() >= 5, "{diffs:?}");
+    assert!(diffs.len() >= 7, "{diffs:?}");
+    assert!(diffs.iter().any(|d| d[0] == "turn discriminator AUC"));
     for d in diffs {
         let e = &d[1];
         assert_eq!(e["value"].as_f64(), Some(0.0), "{d}");

@@ -181,12 +181,14 @@ pub fn run_eval(cfg: &EvalRunConfig) -> Result<EvalRun, EvalRunError> {
     let baseline_differences = baseline
         .as_ref()
         .map(|b| {
-            super::evaluate::baseline_differences(
+            let mut d = super::evaluate::baseline_differences(
                 &sim.report,
                 &b.report,
                 cfg.eval.discriminator.n_bootstrap,
                 cfg.eval.seed,
-            )
+            );
+            d.extend(auc_differences(&sim.report, &b.report));
+            d
         })
         .unwrap_or_default();
     Ok(EvalRun {
@@ -197,6 +199,44 @@ pub fn run_eval(cfg: &EvalRunConfig) -> Result<EvalRun, EvalRunError> {
         embedding_model: embedder.as_ref().map(|e| e.fingerprint().to_string()),
         seconds: t0.elapsed().as_secs_f64(),
     })
+}
+
+/// `simulated − baseline` of the discriminator AUCs. Each AUC comes from its
+/// own cross-validated classifier, so no paired resample exists; the
+/// interval combines the two bootstrap intervals as if independent
+/// (standard errors from their widths). Both runs share the real turns,
+/// which correlates the AUCs positively, so this interval is conservative.
+fn auc_differences(sim: &EvalReport, base: &EvalReport) -> Vec<(String, super::stats::Estimate)> {
+    use super::discriminator::DiscriminatorResult;
+    let pair = |name: &str, a: &Option<DiscriminatorResult>, b: &Option<DiscriminatorResult>| {
+        let (a, b) = (&a.as_ref()?.auc, &b.as_ref()?.auc);
+        let se = |e: &super::stats::Estimate| (e.hi - e.lo) / (2.0 * 1.96);
+        let half = 1.96 * (se(a).powi(2) + se(b).powi(2)).sqrt();
+        let value = a.value - b.value;
+        Some((
+            name.to_string(),
+            super::stats::Estimate {
+                value,
+                lo: value - half,
+                hi: value + half,
+            },
+        ))
+    };
+    [
+        pair(
+            "turn discriminator AUC",
+            &sim.turn_discriminator,
+            &base.turn_discriminator,
+        ),
+        pair(
+            "conversation discriminator AUC",
+            &sim.conversation_discriminator,
+            &base.conversation_discriminator,
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 /// Headline measures of a report, `(name, value)`, in display order; the
