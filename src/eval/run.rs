@@ -297,7 +297,7 @@ impl EvalRun {
         let mut o = String::new();
         let _ = writeln!(
             o,
-            "{:<34} {:>12} {:>12} {:>12}  95% CI (paired bootstrap)",
+            "{:<34} {:>12} {:>12} {:>12}  95% CI of the difference",
             "measure", "simulated", "baseline", "difference"
         );
         let cell = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |x| format!("{x:.3}"));
