@@ -60,7 +60,12 @@ fn bench_measures_raw_and_real_loop_per_parallel_count() {
         // Each side reads what the other wrote, plus system prompts and
         // per-turn instructions: more prompt than generated tokens.
         assert!(f("prompt_tokens_per_generated_token") > 1.0, "{row}");
-        assert!(f("work_ratio") > 0.0 && f("work_ratio") < 2.0, "{row}");
+        // A ratio of two timings: anything positive and finite (its size
+        // moves with whatever else the machine runs, so no bound here).
+        assert!(
+            f("work_ratio") > 0.0 && f("work_ratio").is_finite(),
+            "{row}"
+        );
         assert!(row["prompt_tokens_from_shared_prefix"].as_u64() > Some(0));
         assert!(row["kv_bytes_per_session"].as_u64() > Some(0));
         // The model and its KV cache are resident.
