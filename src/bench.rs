@@ -9,6 +9,8 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::backend::llama::{raw_decode_bench, LlamaEngine};
+use crate::backend::llama_server::{LlamaServer, LlamaServerConfig};
+use crate::backend::openai::{OpenAiBackend, OpenAiConfig};
 use crate::simulate::{
     prepare, resolve_model, run_with_backend, NoProgress, SimulateConfig, SimulateError,
 };
@@ -28,6 +30,10 @@ pub struct BenchConfig {
     /// The simulate configuration to run (model, scenario, threads, …);
     /// `sessions`, `parallel` and `output` are set per row.
     pub simulate: SimulateConfig,
+    /// A `llama-server` binary: each row also runs the same sessions through
+    /// the openai backend against it (started with `-np` = the row's
+    /// sessions, same model, context and threads), what users run today.
+    pub llama_server: Option<PathBuf>,
 }
 
 /// Default parallel-session counts.
@@ -41,6 +47,7 @@ impl Default for BenchConfig {
             raw_steps: 64,
             raw_prompt_tokens: 128,
             simulate: SimulateConfig::default(),
+            llama_server: None,
         }
     }
 }
@@ -89,6 +96,21 @@ pub struct BenchRow {
     /// raw decode rate) ÷ the run's time: the loop's efficiency, 1 = no
     /// overhead beyond llama.cpp's own speed.
     pub work_ratio: f64,
+    /// The same sessions through llama-server (`--llama-server`).
+    pub server: Option<ServerRow>,
+}
+
+/// The openai backend against a local llama-server, same sessions.
+#[derive(Clone, Debug, Serialize)]
+pub struct ServerRow {
+    /// Conversations simulated.
+    pub conversations: u64,
+    /// Generated tokens per second over the whole run.
+    pub decode_tokens_per_second: f64,
+    /// Conversations per minute.
+    pub conversations_per_minute: f64,
+    /// In-process generated tokens/s ÷ this.
+    pub in_process_over_server: f64,
 }
 
 /// Peak resident set size of this process (Linux), 0 elsewhere.
@@ -147,6 +169,18 @@ pub fn bench(
         drop(engine);
         let _ = std::fs::remove_file(&sim.output);
         let _ = std::fs::remove_file(crate::simulate::stats_path(&sim.output));
+        let server = match &cfg.llama_server {
+            Some(binary) => {
+                let st = server_run(binary, &model.path, &sim, &prep, &sessions)?;
+                Some(ServerRow {
+                    conversations: st.conversations,
+                    decode_tokens_per_second: st.tokens_per_second,
+                    conversations_per_minute: st.conversations_per_minute,
+                    in_process_over_server: s.tokens_per_second / st.tokens_per_second.max(1e-9),
+                })
+            }
+            None => None,
+        };
         let row = BenchRow {
             parallel: p,
             raw_prompt_tokens_per_second: raw.prompt_tokens_per_second,
@@ -171,12 +205,60 @@ pub fn bench(
                 / raw.prompt_tokens_per_second.max(1e-9)
                 + s.tokens_generated as f64 / raw.decode_tokens_per_second.max(1e-9))
                 / s.seconds.max(1e-9),
+            server,
         };
         on_row(&row);
         rows.push(row);
     }
     let _ = std::fs::remove_dir(&dir);
     Ok(rows)
+}
+
+/// The row's sessions through the openai backend against a llama-server
+/// started for it with one slot per session in flight.
+fn server_run(
+    binary: &std::path::Path,
+    model: &std::path::Path,
+    sim: &SimulateConfig,
+    prep: &crate::simulate::Prepared,
+    sessions: &[u64],
+) -> Result<crate::simulate::RunSummary, SimulateError> {
+    let threads = match sim.llama.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+        t => t,
+    };
+    let server = LlamaServer::start(&LlamaServerConfig {
+        binary: binary.to_path_buf(),
+        model: model.to_path_buf(),
+        slots: sim.parallel,
+        context_per_slot: sim.llama.context_per_sequence,
+        threads,
+        port: 0,
+        startup_timeout_secs: 120.0,
+    })?;
+    let mut cfg = sim.clone();
+    cfg.backend = crate::simulate::BackendKind::Openai;
+    cfg.openai = OpenAiConfig {
+        base_urls: vec![server.url()],
+        model: Some("bench".into()),
+        concurrency: sim.parallel,
+        context_per_sequence: sim.llama.context_per_sequence,
+        ..OpenAiConfig::default()
+    };
+    let mut backend = OpenAiBackend::new(&cfg.openai)?;
+    let s = run_with_backend(
+        &cfg,
+        prep,
+        &mut backend,
+        sessions,
+        &NoProgress,
+        Arc::new(AtomicBool::new(false)),
+    )?;
+    drop(backend);
+    drop(server);
+    let _ = std::fs::remove_file(&cfg.output);
+    let _ = std::fs::remove_file(crate::simulate::stats_path(&cfg.output));
+    Ok(s)
 }
 
 fn tempfile_dir() -> Result<PathBuf, SimulateError> {
@@ -213,6 +295,23 @@ pub fn table(rows: &[BenchRow]) -> String {
             r.kv_bytes_per_session as f64 / (1024.0 * 1024.0),
             r.peak_rss_bytes as f64 / (1024.0 * 1024.0),
         ));
+    }
+    if rows.iter().any(|r| r.server.is_some()) {
+        s.push_str("\nsame sessions through llama-server (openai backend, -np = parallel)\n");
+        s.push_str("parallel  server decode tok/s  server conv/min  in-process decode tok/s  in-process conv/min  in-process / server\n");
+        for r in rows {
+            if let Some(v) = &r.server {
+                s.push_str(&format!(
+                    "{:>8}  {:>19.1}  {:>15.1}  {:>22.1}  {:>19.1}  {:>19.2}\n",
+                    r.parallel,
+                    v.decode_tokens_per_second,
+                    v.conversations_per_minute,
+                    r.decode_tokens_per_second,
+                    r.conversations_per_minute,
+                    v.in_process_over_server,
+                ));
+            }
+        }
     }
     s
 }

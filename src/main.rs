@@ -18,13 +18,14 @@ use tracing_subscriber::util::SubscriberInitExt;
 use usersim::backend::llama::{
     LlamaConfig, DEFAULT_CONTEXT_PER_SEQUENCE, DEFAULT_STEP_TOKEN_BUDGET,
 };
+use usersim::backend::openai::OpenAiConfig;
 use usersim::fit_intents::{self, FitIntentsConfig};
 use usersim::models;
 use usersim::output::OutputFormat;
 use usersim::scenario::{default_prompts_dir, resolve_scenario_dir, DEFAULT_SCENARIO};
 use usersim::simulate::{
-    self, ModelChoice, Progress, RunSummary, SamplingOverrides, SimulateConfig, SimulateError,
-    DEFAULT_PARALLEL, DEFAULT_SEED, DEFAULT_SESSIONS,
+    self, BackendKind, ModelChoice, Progress, RunSummary, SamplingOverrides, SimulateConfig,
+    SimulateError, DEFAULT_PARALLEL, DEFAULT_SEED, DEFAULT_SESSIONS,
 };
 use usersim::system::DEFAULT_CANDIDATES;
 
@@ -160,6 +161,56 @@ struct SimulateArgs {
     /// are kept, a torn last line is cut, only missing sessions run.
     #[arg(long, conflicts_with = "force")]
     resume: bool,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+/// The OpenAI-compatible backend's flags.
+#[derive(Args)]
+#[command(next_help_heading = "OpenAI-compatible server (--backend openai)")]
+struct ServerArgs {
+    /// Generation engine: in-process llama.cpp, or an OpenAI-compatible
+    /// server (vLLM, SGLang, llama-server, TGI).
+    #[arg(long, value_enum, default_value_t = BackendKind::Llama)]
+    backend: BackendKind,
+    /// Server base URL, e.g. http://127.0.0.1:8080 (repeat to spread
+    /// requests over several servers).
+    #[arg(long = "base-url", value_name = "URL")]
+    base_urls: Vec<String>,
+    /// Model id to request [default: the first one the server lists].
+    #[arg(long, value_name = "ID")]
+    api_model: Option<String>,
+    /// Most requests in flight [default: --parallel].
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Seconds one request may take before it is retried.
+    #[arg(long, default_value_t = usersim::backend::openai::DEFAULT_TIMEOUT_SECS)]
+    timeout: f64,
+    /// Retries of a request after a connect error, timeout, 429 or 5xx.
+    #[arg(long, default_value_t = usersim::backend::openai::DEFAULT_MAX_RETRIES)]
+    retries: u32,
+    /// First retry delay in seconds (doubles per retry, with jitter).
+    #[arg(long, default_value_t = usersim::backend::openai::DEFAULT_BACKOFF_SECS)]
+    backoff: f64,
+    /// Environment variable holding the API key (sent as a bearer token).
+    #[arg(long, value_name = "VAR", default_value = usersim::backend::openai::DEFAULT_API_KEY_ENV)]
+    api_key_env: String,
+}
+
+impl ServerArgs {
+    fn config(&self, parallel: usize, context: u32) -> OpenAiConfig {
+        OpenAiConfig {
+            base_urls: self.base_urls.clone(),
+            model: self.api_model.clone(),
+            concurrency: self.concurrency.unwrap_or(parallel),
+            timeout_secs: self.timeout,
+            max_retries: self.retries,
+            backoff_secs: self.backoff,
+            api_key_env: self.api_key_env.clone(),
+            context_per_sequence: context,
+            ..OpenAiConfig::default()
+        }
+    }
 }
 
 fn parse_shard(s: &str) -> Result<(u64, u64), String> {
@@ -217,6 +268,11 @@ struct BenchArgs {
     /// Print the rows as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Also run each row's sessions through this llama-server binary (started
+    /// per row with -np = parallel, same model, context and threads) with the
+    /// openai backend; `.ci/build-llama-server` builds one.
+    #[arg(long, value_name = "PATH")]
+    llama_server: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -424,6 +480,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 sessions_per_slot: a.sessions_per_slot,
                 raw_steps: a.raw_steps,
                 raw_prompt_tokens: a.raw_prompt_tokens,
+                llama_server: a.llama_server,
                 simulate: SimulateConfig {
                     scenario_dir: resolve_scenario_dir(&a.scenario, &default_prompts_dir()),
                     seed: a.seed,
@@ -526,6 +583,8 @@ fn run_simulate(a: SimulateArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         catalog: a.catalog,
         model: model_choice(a.model),
         registry: a.registry,
+        backend: a.server.backend,
+        openai: a.server.config(a.parallel, a.context),
         llama: LlamaConfig {
             threads: a.threads,
             context_per_sequence: a.context,

@@ -338,3 +338,49 @@ pub fn scan_for_resume(path: &Path) -> Result<ResumeState, OutputError> {
     }
     Ok(state)
 }
+
+/// Put a completed resumed file back in session order. An orderly stop
+/// writes every finished conversation, including ones past a gap, so the
+/// lines a resume appends can belong before them; once nothing is missing,
+/// the file is rewritten (whole lines, byte for byte, through a temporary
+/// file and a rename) so it equals an uninterrupted run. Returns whether it
+/// had to.
+pub fn restore_session_order(path: &Path) -> Result<bool, OutputError> {
+    let io = |source| OutputError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io(e)),
+    };
+    let mut lines: Vec<(u64, &str)> = Vec::new();
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let index = serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v["session_index"].as_u64())
+            .ok_or_else(|| OutputError::Corrupt {
+                path: path.to_path_buf(),
+                line: i + 1,
+                message: "expected a record with a session_index".into(),
+            })?;
+        lines.push((index, line));
+    }
+    if lines.windows(2).all(|w| w[0].0 < w[1].0) {
+        return Ok(false);
+    }
+    lines.sort_by_key(|(i, _)| *i);
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".reorder.tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut f = File::create(&tmp).map_err(io)?;
+        for (_, line) in &lines {
+            f.write_all(line.as_bytes()).map_err(io)?;
+        }
+        f.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&tmp, path).map_err(io)?;
+    Ok(true)
+}

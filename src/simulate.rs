@@ -16,9 +16,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::backend::llama::{LlamaConfig, LlamaEngine};
+use crate::backend::openai::{OpenAiBackend, OpenAiConfig};
 use crate::backend::{Backend, BackendError, BackendStats, Side};
 use crate::catalog::{Catalog, CatalogError};
 use crate::conversation::{
@@ -49,6 +50,17 @@ pub enum ModelChoice {
     Registry(Option<String>),
     /// A local GGUF file.
     Path(PathBuf),
+}
+
+/// Which engine a run generates with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// In-process llama.cpp on a local GGUF (the default).
+    #[default]
+    Llama,
+    /// An OpenAI-compatible server (`/v1/chat/completions`).
+    Openai,
 }
 
 /// Sampling flags that override the scenario's, for both sides.
@@ -122,8 +134,12 @@ pub struct SimulateConfig {
     pub model: ModelChoice,
     /// Model registry file (`None`: the built-in one).
     pub registry: Option<PathBuf>,
-    /// Engine options.
+    /// Which engine generates.
+    pub backend: BackendKind,
+    /// Engine options (`BackendKind::Llama`).
     pub llama: LlamaConfig,
+    /// Server options (`BackendKind::Openai`).
+    pub openai: OpenAiConfig,
     /// Sampling overrides.
     pub sampling: SamplingOverrides,
     /// Overrides the scenario's `max_user_turns`.
@@ -160,7 +176,9 @@ impl Default for SimulateConfig {
             catalog: None,
             model: ModelChoice::Registry(None),
             registry: None,
+            backend: BackendKind::Llama,
             llama: LlamaConfig::default(),
+            openai: OpenAiConfig::default(),
             sampling: SamplingOverrides::default(),
             max_user_turns: None,
             candidates: DEFAULT_CANDIDATES,
@@ -217,7 +235,7 @@ impl SimulateError {
     /// Whether the user's input was at fault (exit code 2) rather than the run.
     pub fn is_input_error(&self) -> bool {
         match self {
-            SimulateError::Backend(BackendError::Load { .. }) => true,
+            SimulateError::Backend(BackendError::Load { .. } | BackendError::Config(_)) => true,
             SimulateError::Backend(_) => false,
             SimulateError::Output(OutputError::Io { .. }) => false,
             SimulateError::Output(OutputError::BrokenPipe) => false,
@@ -416,13 +434,18 @@ impl Progress for NoProgress {
     fn conversation_done(&self, _: u64, _: u64, _: f64) {}
 }
 
-/// Run a simulation with the in-process llama.cpp backend.
+/// Run a simulation with the configured backend.
 pub fn simulate(
     cfg: &SimulateConfig,
     progress: &dyn Progress,
     interrupt: Arc<AtomicBool>,
 ) -> Result<RunSummary, SimulateError> {
     let prep = prepare(cfg)?;
+    if cfg.backend == BackendKind::Openai {
+        let sessions = prepared_sessions(cfg, &prep)?;
+        let mut backend = OpenAiBackend::new(&cfg.openai)?;
+        return run_with_backend(cfg, &prep, &mut backend, &sessions, progress, interrupt);
+    }
     let model = resolve_model(&cfg.model, cfg.registry.as_deref(), cfg.progress)?;
     let mut llama = cfg.llama.clone();
     if llama.chat_template.is_none() {
@@ -842,6 +865,14 @@ pub fn run_with_backend(
     };
     result?;
     flushed?;
+    if cfg.resume
+        && !summary.interrupted
+        && cfg.format == OutputFormat::Jsonl
+        && cfg.output != Path::new("-")
+        && crate::output::restore_session_order(&cfg.output)?
+    {
+        tracing::info!("put {} back in session order", cfg.output.display());
+    }
     if cfg.output != Path::new("-") && writer.written() > 0 {
         write_stats(&cfg.output, cfg, &summary)?;
     }

@@ -4,11 +4,13 @@
 //! conversations become ready and call `step` to advance every request in
 //! flight at once; finished generations come back as they complete. The
 //! in-process llama.cpp engine decodes all of them in one batch per step; a
-//! network backend would keep many HTTP requests in flight. Callers never
+//! network backend ([`openai`]) keeps many HTTP requests in flight. Callers never
 //! see engine types.
 
 pub mod batch;
 pub mod llama;
+pub mod llama_server;
+pub mod openai;
 
 use serde::{Deserialize, Serialize};
 
@@ -115,6 +117,9 @@ pub struct BackendStats {
     pub sample_seconds: f64,
     /// KV cache bytes per sequence slot.
     pub kv_bytes_per_sequence: u64,
+    /// Requests sent again after a connect error, timeout, 429 or 5xx
+    /// (network backends).
+    pub requests_retried: u64,
 }
 
 /// Errors from a generation backend.
@@ -139,6 +144,16 @@ pub enum BackendError {
         /// Context per sequence.
         context: usize,
     },
+    /// A backend option is invalid.
+    #[error("{0}")]
+    Config(String),
+    /// A server answered something that is not what the protocol says
+    /// (a 4xx, or a body that is not the expected JSON).
+    #[error("{0}")]
+    Protocol(String),
+    /// No server could be reached, or every retry failed.
+    #[error("{0}")]
+    Unavailable(String),
     /// More requests were submitted than the backend can hold.
     #[error("backend is full: {0} requests in flight")]
     Full(usize),

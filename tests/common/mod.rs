@@ -69,3 +69,4 @@ pub fn embedding_model_dir() -> PathBuf {
     })
     .clone()
 }
+pub mod fake_server;
