@@ -1,6 +1,7 @@
 //! `usersim bench` on the real model: rows for each parallel count, the
 //! real loop against llama.cpp's raw speed measured in the same run. No
 //! timing is asserted, only that the figures are measured and consistent.
+//! Each row also runs through a local llama-server (`--llama-server`).
 
 mod common;
 
@@ -28,7 +29,9 @@ fn bench_measures_raw_and_real_loop_per_parallel_count() {
             "2",
             "--json",
             "-q",
+            "--llama-server",
         ])
+        .arg(common::llama_server_binary())
         .output()
         .expect("run usersim bench");
     assert!(
@@ -68,6 +71,16 @@ fn bench_measures_raw_and_real_loop_per_parallel_count() {
         );
         assert!(row["prompt_tokens_from_shared_prefix"].as_u64() > Some(0));
         assert!(row["kv_bytes_per_session"].as_u64() > Some(0));
+        // The same sessions through llama-server and the openai backend.
+        let server = &row["server"];
+        assert_eq!(server["conversations"].as_u64(), Some(2 * p), "{row}");
+        let sv = server["decode_tokens_per_second"].as_f64().unwrap();
+        assert!(sv > 0.0 && server["conversations_per_minute"].as_f64() > Some(0.0));
+        let rel = server["in_process_over_server"].as_f64().unwrap();
+        assert!(
+            (rel - f("decode_tokens_per_second") / sv).abs() < 1e-9,
+            "{row}"
+        );
         // The model and its KV cache are resident.
         assert!(row["peak_rss_bytes"].as_u64() > Some(100 << 20), "{row}");
     }

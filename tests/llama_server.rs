@@ -5,31 +5,16 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 use usersim::backend::llama_server::{LlamaServer, LlamaServerConfig};
 
-fn server_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("USERSIM_LLAMA_SERVER") {
-        return PathBuf::from(p);
-    }
-    let o = Command::new(root().join(".ci/build-llama-server"))
-        .output()
-        .expect("run .ci/build-llama-server");
-    assert!(
-        o.status.success(),
-        "building llama-server failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
-}
-
 fn start(port: u16) -> LlamaServer {
     LlamaServer::start(&LlamaServerConfig {
-        binary: server_binary(),
+        binary: llama_server_binary(),
         model: model_path(),
         slots: 8,
         context_per_slot: 1024,
@@ -43,7 +28,7 @@ fn start(port: u16) -> LlamaServer {
 fn simulate(out: &Path, url: &str, extra: &[&str]) -> Command {
     let mut c = Command::new(bin());
     c.args(["simulate", "-q", "--backend", "openai", "--base-url", url])
-        .args(["--seed", "9", "--max-turns", "2", "--max-tokens", "16"])
+        .args(["--seed", "9", "--max-turns", "1", "--max-tokens", "16"])
         .args(["--assistant-max-tokens", "24", "--context", "1024"])
         .args([
             "--retries",
@@ -83,6 +68,10 @@ fn a_full_run_over_llama_server_at_concurrency_8() {
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(summary["conversations"], 32);
     assert!(summary["tokens_generated"].as_u64().unwrap() > 32 * 4);
+    assert!(
+        summary["assistant_turns"].as_u64().unwrap() >= 16,
+        "{summary}"
+    );
     let recs = records(&out);
     let idx: Vec<u64> = recs
         .iter()
@@ -92,7 +81,7 @@ fn a_full_run_over_llama_server_at_concurrency_8() {
     let mut words = 0;
     for r in &recs {
         let turns = r["turns"].as_array().unwrap();
-        assert!(turns.len() >= 2, "{r}");
+        assert!(!turns.is_empty(), "{r}");
         // The model really answered: text and token counts from the server.
         for t in turns.iter().filter(|t| t["tokens"].as_u64().unwrap() > 0) {
             words += t["text"].as_str().unwrap().split_whitespace().count();
@@ -100,7 +89,7 @@ fn a_full_run_over_llama_server_at_concurrency_8() {
         assert!(r["latents"]["age_group"].is_string());
         assert!(turns[0]["latents"]["intent"].is_string());
     }
-    assert!(words > 32 * 10, "{words} words in 32 conversations");
+    assert!(words > 32 * 8, "{words} words in 32 conversations");
 }
 
 #[test]
@@ -110,7 +99,7 @@ fn a_killed_llama_server_fails_the_run_and_resume_completes_it() {
     let url = server.url();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("part.jsonl");
-    let mut child = simulate(&out, &url, &["-n", "24", "-p", "4"])
+    let mut child = simulate(&out, &url, &["-n", "12", "-p", "4"])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -139,11 +128,11 @@ fn a_killed_llama_server_fails_the_run_and_resume_completes_it() {
     assert!(err.contains(&url) && err.contains("--resume"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     let before = records(&out);
-    assert!(before.len() >= 3 && before.len() < 24);
+    assert!(before.len() >= 3 && before.len() < 12);
     drop(server);
 
     let _back = start(port);
-    let o = simulate(&out, &url, &["-n", "24", "-p", "4", "--resume"])
+    let o = simulate(&out, &url, &["-n", "12", "-p", "4", "--resume"])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -152,7 +141,7 @@ fn a_killed_llama_server_fails_the_run_and_resume_completes_it() {
         .iter()
         .map(|r| r["session_index"].as_u64().unwrap())
         .collect();
-    assert_eq!(idx, (0..24).collect::<Vec<_>>(), "0 lost, 0 duplicated");
+    assert_eq!(idx, (0..12).collect::<Vec<_>>(), "0 lost, 0 duplicated");
     // What was written before the kill is kept byte for byte.
     assert_eq!(&after[..before.len()], &before[..]);
 }

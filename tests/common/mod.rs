@@ -70,3 +70,20 @@ pub fn embedding_model_dir() -> PathBuf {
     .clone()
 }
 pub mod fake_server;
+
+/// llama.cpp's llama-server: `$USERSIM_LLAMA_SERVER` (as `.ci/run` sets
+/// it), else built once per machine by `.ci/build-llama-server`.
+pub fn llama_server_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("USERSIM_LLAMA_SERVER").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let o = std::process::Command::new(root().join(".ci/build-llama-server"))
+        .output()
+        .expect("run .ci/build-llama-server");
+    assert!(
+        o.status.success(),
+        "building llama-server failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
+}
