@@ -18,7 +18,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use usersim::backend::llama::{
     LlamaConfig, DEFAULT_CONTEXT_PER_SEQUENCE, DEFAULT_STEP_TOKEN_BUDGET,
 };
-use usersim::backend::openai::OpenAiConfig;
+use usersim::backend::openai::{ApiEndpoint, OpenAiConfig};
 use usersim::fit_intents::{self, FitIntentsConfig};
 use usersim::models;
 use usersim::output::OutputFormat;
@@ -46,7 +46,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Simulate conversations and write them, labelled, as JSONL.
-    Simulate(SimulateArgs),
+    Simulate(Box<SimulateArgs>),
     /// Fit a scenario's intent markov chain on real IARD dialogues.
     FitIntents(FitIntentsArgs),
     /// Measure throughput: the real loop against llama.cpp's own ceiling.
@@ -195,6 +195,13 @@ struct ServerArgs {
     /// Environment variable holding the API key (sent as a bearer token).
     #[arg(long, value_name = "VAR", default_value = usersim::backend::openai::DEFAULT_API_KEY_ENV)]
     api_key_env: String,
+    /// Endpoint: chat (the server applies the chat template) or completions
+    /// (raw prompts rendered with --chat-template).
+    #[arg(long, value_enum, default_value_t = ApiEndpoint::Chat)]
+    api_endpoint: ApiEndpoint,
+    /// Jinja chat template file (Hugging Face style) for --api-endpoint completions.
+    #[arg(long, value_name = "PATH")]
+    chat_template: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -208,6 +215,8 @@ impl ServerArgs {
             backoff_secs: self.backoff,
             api_key_env: self.api_key_env.clone(),
             context_per_sequence: context,
+            endpoint: self.api_endpoint,
+            chat_template: self.chat_template.clone(),
             ..OpenAiConfig::default()
         }
     }
@@ -472,7 +481,7 @@ fn init_logging(verbose: u8, quiet: bool) {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Simulate(args) => run_simulate(args, cli.quiet),
+        Command::Simulate(args) => run_simulate(*args, cli.quiet),
         Command::FitIntents(args) => run_fit_intents(args),
         Command::Bench(a) => {
             let cfg = usersim::bench::BenchConfig {

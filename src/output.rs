@@ -384,3 +384,30 @@ pub fn restore_session_order(path: &Path) -> Result<bool, OutputError> {
     std::fs::rename(&tmp, path).map_err(io)?;
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resumed_file_is_put_back_in_session_order_byte_for_byte() {
+        let dir = std::env::temp_dir().join(format!("usersim-order-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a.jsonl");
+        let line = |i: u64| format!("{{\"session_index\":{i},\"x\":\"é {i}\"}}\n");
+        // An orderly stop wrote 0, 1 and 4 (past a gap); resume added 2, 3.
+        let text: String = [0, 1, 4, 2, 3].into_iter().map(line).collect();
+        std::fs::write(&path, &text).unwrap();
+        assert!(restore_session_order(&path).unwrap());
+        let want: String = (0..5).map(line).collect();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), want);
+        // Already in order: untouched.
+        assert!(!restore_session_order(&path).unwrap());
+        // Not a record: refused, file left as it was.
+        std::fs::write(&path, format!("{}not json\n", line(0))).unwrap();
+        let err = restore_session_order(&path).unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
+        assert!(!restore_session_order(&dir.join("missing.jsonl")).unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

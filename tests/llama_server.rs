@@ -90,6 +90,31 @@ fn a_full_run_over_llama_server_at_concurrency_8() {
         assert!(turns[0]["latents"]["intent"].is_string());
     }
     assert!(words > 32 * 8, "{words} words in 32 conversations");
+
+    // The raw-prompt endpoint, the model's ChatML template rendered here.
+    let template = dir.path().join("chatml.jinja");
+    std::fs::write(
+        &template,
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+    )
+    .unwrap();
+    let raw = dir.path().join("raw.jsonl");
+    let o = simulate(
+        &raw,
+        &server.url(),
+        &["-n", "4", "--api-endpoint", "completions"],
+    )
+    .arg("--chat-template")
+    .arg(&template)
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let recs = records(&raw);
+    assert_eq!(recs.len(), 4);
+    for r in &recs {
+        let first = r["turns"][0]["text"].as_str().unwrap();
+        assert!(!first.is_empty() && !first.contains("<|im_"), "{first:?}");
+    }
 }
 
 #[test]

@@ -146,7 +146,7 @@ fn server_errors_are_retried_and_a_dead_url_is_taken_out_of_rotation() {
 #[test]
 fn garbage_and_4xx_fail_at_once_with_the_url_and_what_came_back() {
     for (mode, expect) in [
-        (Mode::Garbage, "expected a JSON chat completion"),
+        (Mode::Garbage, "expected a JSON completion"),
         (Mode::BadRequest, "HTTP 400"),
     ] {
         let server = FakeServer::start(mode);
@@ -396,5 +396,57 @@ fn the_api_key_is_sent_but_never_written() {
     for f in std::fs::read_dir(dir.path()).unwrap() {
         let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
         assert!(!text.contains(secret));
+    }
+}
+
+const CHATML: &str = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
+#[test]
+fn the_completions_endpoint_sends_prompts_rendered_with_the_template() {
+    let server = FakeServer::start(Mode::Ok);
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("chatml.jinja");
+    std::fs::write(&template, CHATML).unwrap();
+    let mut cfg = config(dir.path(), "a.jsonl", vec![server.url()]);
+    cfg.sessions = 4;
+    cfg.openai.endpoint = usersim::backend::openai::ApiEndpoint::Completions;
+    cfg.openai.chat_template = Some(template.clone());
+    let summary = try_run(&cfg).unwrap();
+    assert_eq!(summary.conversations, 4);
+    assert_eq!(lines(&cfg.output).len(), 4);
+    let bodies = server.counters.bodies.lock().unwrap();
+    for b in bodies.iter() {
+        let prompt = b["prompt"].as_str().expect("a raw prompt");
+        assert!(prompt.starts_with("<|im_start|>system\n"), "{prompt}");
+        assert!(prompt.ends_with("<|im_start|>assistant\n"), "{prompt}");
+        assert!(b.get("messages").is_none());
+    }
+    drop(bodies);
+
+    // Without a template, or with a broken one: one line, exit 2, no file.
+    let out = dir.path().join("x.jsonl");
+    std::fs::write(dir.path().join("bad.jinja"), "{% for m in messages %}").unwrap();
+    let bad = dir.path().join("bad.jinja");
+    let cases: [(Vec<&std::ffi::OsStr>, &str); 2] = [
+        (vec![], "--chat-template: the completions endpoint needs"),
+        (
+            vec!["--chat-template".as_ref(), bad.as_os_str()],
+            "bad.jinja: chat template:",
+        ),
+    ];
+    for (extra, expect) in cases {
+        let o = cli(
+            &out,
+            &server.url(),
+            &["-n", "2", "--api-endpoint", "completions"],
+        )
+        .args(extra)
+        .output()
+        .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains(expect), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(!out.exists());
     }
 }

@@ -23,6 +23,7 @@
 //! states the contract.
 
 use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -84,6 +85,24 @@ pub struct OpenAiConfig {
     /// Also send `top_k`, `min_p` and repetition penalty, which llama-server,
     /// vLLM and SGLang accept but OpenAI's own API does not.
     pub extended_sampling: bool,
+    /// Which endpoint to call.
+    pub endpoint: ApiEndpoint,
+    /// A jinja chat template (Hugging Face style: `messages`,
+    /// `add_generation_prompt`) that renders the messages into the raw
+    /// prompt of `ApiEndpoint::Completions`; required there, unused by chat.
+    pub chat_template: Option<PathBuf>,
+}
+
+/// The server endpoint requests go to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiEndpoint {
+    /// `/v1/chat/completions`: the server applies its model's chat template.
+    #[default]
+    Chat,
+    /// `/v1/completions`: usersim renders the prompt with `chat_template`
+    /// (for servers or models without a chat template of their own).
+    Completions,
 }
 
 impl Default for OpenAiConfig {
@@ -98,6 +117,8 @@ impl Default for OpenAiConfig {
             api_key_env: DEFAULT_API_KEY_ENV.to_string(),
             context_per_sequence: DEFAULT_CONTEXT,
             extended_sampling: true,
+            endpoint: ApiEndpoint::Chat,
+            chat_template: None,
         }
     }
 }
@@ -149,6 +170,8 @@ struct Shared {
     cfg: OpenAiConfig,
     shutdown: AtomicBool,
     retries: AtomicU64,
+    /// The compiled chat template (completions endpoint).
+    template: Option<minijinja::Environment<'static>>,
 }
 
 /// Outcome of one HTTP attempt.
@@ -239,6 +262,15 @@ impl OpenAiBackend {
             .max_idle_connections_per_host(cfg.concurrency.max(3))
             .build()
             .into();
+        let template = match (cfg.endpoint, &cfg.chat_template) {
+            (ApiEndpoint::Chat, _) => None,
+            (ApiEndpoint::Completions, None) => {
+                return Err(BackendError::Config(
+                    "--chat-template: the completions endpoint needs a jinja chat template file to render prompts".into(),
+                ))
+            }
+            (ApiEndpoint::Completions, Some(path)) => Some(load_template(path)?),
+        };
         let mut shared = Shared {
             endpoints,
             next_endpoint: AtomicUsize::new(0),
@@ -248,6 +280,7 @@ impl OpenAiBackend {
             cfg: cfg.clone(),
             shutdown: AtomicBool::new(false),
             retries: AtomicU64::new(0),
+            template,
         };
         shared.model = match &cfg.model {
             Some(m) => m.clone(),
@@ -394,16 +427,10 @@ impl Shared {
         soonest.map_or(&self.endpoints[start % n], |(ep, _)| ep)
     }
 
-    fn body(&self, req: &GenerationRequest) -> Value {
+    fn body(&self, req: &GenerationRequest) -> Result<Value, BackendError> {
         let p = &req.sampling;
-        let messages: Vec<Value> = req
-            .messages
-            .iter()
-            .map(|m: &ChatMessage| json!({"role": m.role.as_str(), "content": m.content}))
-            .collect();
         let mut body = json!({
             "model": self.model,
-            "messages": messages,
             "max_tokens": p.max_tokens,
             "temperature": p.temperature,
             "top_p": p.top_p,
@@ -411,6 +438,16 @@ impl Shared {
             "seed": req.seed & 0x7fff_ffff,
             "stream": false,
         });
+        match &self.template {
+            Some(env) => body["prompt"] = json!(render_prompt(env, &req.messages)?),
+            None => {
+                body["messages"] = req
+                    .messages
+                    .iter()
+                    .map(|m| json!({"role": m.role.as_str(), "content": m.content}))
+                    .collect();
+            }
+        }
         if !p.stop.is_empty() {
             body["stop"] = json!(p.stop);
         }
@@ -422,11 +459,18 @@ impl Shared {
             body["repeat_last_n"] = json!(p.repeat_last_n);
             body["repetition_penalty"] = json!(p.repeat_penalty);
         }
-        body
+        Ok(body)
+    }
+
+    fn path(&self) -> &'static str {
+        match self.cfg.endpoint {
+            ApiEndpoint::Chat => "chat/completions",
+            ApiEndpoint::Completions => "completions",
+        }
     }
 
     fn attempt(&self, ep: &Endpoint, body: &str) -> Attempt {
-        let url = format!("{}/chat/completions", ep.base);
+        let url = format!("{}/{}", ep.base, self.path());
         let req = self
             .auth(self.agent.post(&url))
             .header("Content-Type", "application/json");
@@ -474,7 +518,7 @@ impl Shared {
             200 => match serde_json::from_str::<Value>(&text) {
                 Ok(v) => Attempt::Done(v),
                 Err(e) => Attempt::Fatal(format!(
-                    "{url}: expected a JSON chat completion, got {}: {e}",
+                    "{url}: expected a JSON completion, got {}: {e}",
                     excerpt(&text)
                 )),
             },
@@ -495,7 +539,7 @@ impl Shared {
     }
 
     fn run(&self, req: &GenerationRequest) -> JobResult {
-        let body = self.body(req).to_string();
+        let body = self.body(req)?.to_string();
         let started = Instant::now();
         let mut last = String::new();
         for attempt in 0..=self.cfg.max_retries {
@@ -510,7 +554,8 @@ impl Shared {
             match self.attempt(ep, &body) {
                 Attempt::Done(v) => {
                     ep.mark_alive();
-                    return parse_completion(&v, req, &ep.base).map_err(BackendError::Protocol);
+                    let url = format!("{}/{}", ep.base, self.path());
+                    return parse_completion(&v, req, &url).map_err(BackendError::Protocol);
                 }
                 Attempt::Fatal(msg) => return Err(BackendError::Protocol(msg)),
                 Attempt::Retry { reason, dead } => {
@@ -544,6 +589,51 @@ fn worker(shared: &Shared, jobs: &Mutex<Receiver<Job>>, results: &Sender<JobResu
     }
 }
 
+/// Compile a chat template file; a broken one is refused before any request.
+fn load_template(path: &Path) -> Result<minijinja::Environment<'static>, BackendError> {
+    let bad = |m: String| BackendError::Config(format!("{}: chat template: {m}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let mut env = minijinja::Environment::new();
+    env.add_function(
+        "raise_exception",
+        |msg: String| -> Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                msg,
+            ))
+        },
+    );
+    env.add_template_owned("chat", text)
+        .map_err(|e| bad(e.to_string()))?;
+    let probe = [
+        ChatMessage::new(crate::prompt::ChatRole::System, "s"),
+        ChatMessage::new(crate::prompt::ChatRole::User, "u"),
+    ];
+    render_prompt(&env, &probe).map_err(|e| bad(e.to_string()))?;
+    Ok(env)
+}
+
+/// Messages → raw prompt, ending where the model's reply begins.
+fn render_prompt(
+    env: &minijinja::Environment<'static>,
+    messages: &[ChatMessage],
+) -> Result<String, BackendError> {
+    let msgs: Vec<Value> = messages
+        .iter()
+        .map(|m| json!({"role": m.role.as_str(), "content": m.content}))
+        .collect();
+    env.get_template("chat")
+        .and_then(|t| {
+            t.render(json!({
+                "messages": msgs,
+                "add_generation_prompt": true,
+                "bos_token": "",
+                "eos_token": "",
+            }))
+        })
+        .map_err(|e| BackendError::Config(format!("chat template: {e}")))
+}
+
 /// A short, single-line excerpt of a response body for error messages.
 fn excerpt(s: &str) -> String {
     let one: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -557,18 +647,21 @@ fn excerpt(s: &str) -> String {
     format!("{out:?}")
 }
 
-/// A chat-completion response → [`Generation`].
-fn parse_completion(v: &Value, req: &GenerationRequest, base: &str) -> Result<Generation, String> {
+/// A completion response (chat or raw) → [`Generation`].
+fn parse_completion(v: &Value, req: &GenerationRequest, url: &str) -> Result<Generation, String> {
     let bad = |what: &str| {
         format!(
-            "{base}/chat/completions: expected {what} in the chat completion, got {}",
+            "{url}: expected {what} in the completion, got {}",
             excerpt(&v.to_string())
         )
     };
     let choice = v["choices"].get(0).ok_or_else(|| bad("choices[0]"))?;
-    let text = choice["message"]["content"]
-        .as_str()
-        .ok_or_else(|| bad("choices[0].message.content"))?;
+    let text = match choice["message"]["content"].as_str() {
+        Some(t) => t,
+        None => choice["text"]
+            .as_str()
+            .ok_or_else(|| bad("choices[0].message.content or choices[0].text"))?,
+    };
     let finish = match choice["finish_reason"].as_str() {
         Some("length") => FinishReason::Length,
         _ => FinishReason::Stop,
@@ -700,7 +793,7 @@ mod tests {
         let v = json!({"choices":[{"message":{"content":"  Hello there \n"},"finish_reason":"length"}],
                        "usage":{"prompt_tokens":40,"completion_tokens":3,
                                 "prompt_tokens_details":{"cached_tokens":32}}});
-        let g = parse_completion(&v, &req, "http://h/v1").unwrap();
+        let g = parse_completion(&v, &req, "http://h/v1/chat/completions").unwrap();
         assert_eq!(g.text, "Hello there");
         assert_eq!(
             (g.prompt_tokens, g.reused_prompt_tokens, g.completion_tokens),
@@ -708,7 +801,8 @@ mod tests {
         );
         assert_eq!(g.finish, FinishReason::Length);
         assert_eq!((g.conversation, g.side), (4, Side::User));
-        let err = parse_completion(&json!({"choices":[]}), &req, "http://h/v1").unwrap_err();
+        let err = parse_completion(&json!({"choices":[]}), &req, "http://h/v1/chat/completions")
+            .unwrap_err();
         assert!(
             err.contains("choices[0]") && err.contains("http://h/v1/chat/completions"),
             "{err}"
@@ -716,7 +810,7 @@ mod tests {
         let err = parse_completion(
             &json!({"choices":[{"message":{"content":"x"}}]}),
             &req,
-            "http://h/v1",
+            "http://h/v1/chat/completions",
         )
         .unwrap_err();
         assert!(err.contains("usage.completion_tokens"), "{err}");
@@ -736,6 +830,7 @@ mod tests {
             },
             shutdown: AtomicBool::new(false),
             retries: AtomicU64::new(0),
+            template: None,
         };
         for retry in 0..4 {
             let full = f64::from(1u32 << retry);
@@ -743,7 +838,7 @@ mod tests {
             assert!(d >= full / 2.0 - 1e-9 && d <= full + 1e-9, "{retry}: {d}");
         }
         assert!(shared.backoff(20) <= MAX_BACKOFF);
-        let body = shared.body(&request());
+        let body = shared.body(&request()).unwrap();
         assert_eq!(body["seed"], json!(0x1234_5678u64 & 0x7fff_ffff));
         assert_eq!(
             body["messages"][1],
@@ -751,5 +846,31 @@ mod tests {
         );
         assert_eq!(body["stop"], json!(["\n\n"]));
         assert_eq!(body["model"], "m");
+    }
+
+    #[test]
+    fn the_completions_endpoint_renders_the_prompt_with_the_template() {
+        let dir = std::env::temp_dir().join(format!("usersim-tpl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("chatml.jinja");
+        std::fs::write(
+            &path,
+            "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+        )
+        .unwrap();
+        let env = load_template(&path).unwrap();
+        let p = render_prompt(&env, &request().messages).unwrap();
+        assert_eq!(
+            p,
+            "<|im_start|>system\nsys<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+        );
+        std::fs::write(&path, "{% for m in messages %}{{ m.content }").unwrap();
+        let err = load_template(&path).unwrap_err().to_string();
+        assert!(err.contains("chatml.jinja: chat template:"), "{err}");
+        let v = json!({"choices":[{"text":" raw reply","finish_reason":"stop"}],
+                       "usage":{"prompt_tokens":9,"completion_tokens":2}});
+        let g = parse_completion(&v, &request(), "http://h/v1/completions").unwrap();
+        assert_eq!((g.text.as_str(), g.completion_tokens), ("raw reply", 2));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

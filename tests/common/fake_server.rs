@@ -176,7 +176,8 @@ fn handle(
             r#"{"object":"list","data":[{"id":"fake-model"}]}"#,
         );
     }
-    if !request_line.contains("/v1/chat/completions") {
+    let chat = request_line.contains("/v1/chat/completions");
+    if !chat && !request_line.contains("/v1/completions") {
         return respond(&mut out, 404, r#"{"error":"not found"}"#);
     }
     let n = c.received.fetch_add(1, Ordering::SeqCst) + 1;
@@ -211,9 +212,18 @@ fn handle(
                 return Ok(());
             }
         }
-        let key = format!("{}|{}", req["messages"], req["seed"]);
+        let prompt = if chat {
+            &req["messages"]
+        } else {
+            &req["prompt"]
+        };
+        let key = format!("{}|{}", prompt, req["seed"]);
         let h = fnv(key.as_bytes());
-        let system = req["messages"][0]["content"].as_str().unwrap_or("");
+        let system = if chat {
+            req["messages"][0]["content"].as_str().unwrap_or("")
+        } else {
+            req["prompt"].as_str().unwrap_or("")
+        };
         let text = if system.contains("recommend") && !system.contains("You are a person") {
             format!(
                 "You might enjoy Heat (1995), a crime thriller. [{:04x}]",
@@ -224,12 +234,18 @@ fn handle(
         };
         let max = req["max_tokens"].as_u64().unwrap_or(16);
         let words = text.split_whitespace().count() as u64;
+        let finish = if words >= max { "length" } else { "stop" };
+        let choice = if chat {
+            serde_json::json!({"index": 0, "message": {"role": "assistant", "content": text},
+                               "finish_reason": finish})
+        } else {
+            serde_json::json!({"index": 0, "text": text, "finish_reason": finish})
+        };
         let resp = serde_json::json!({
             "id": "cmpl-1",
-            "object": "chat.completion",
+            "object": if chat { "chat.completion" } else { "text_completion" },
             "model": req["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": if words >= max { "length" } else { "stop" }}],
+            "choices": [choice],
             "usage": {"prompt_tokens": key.len() / 4, "completion_tokens": words,
                       "total_tokens": key.len() / 4 + words as usize},
         });
