@@ -533,7 +533,8 @@ impl Shared {
     fn backoff(&self, retry: u32) -> Duration {
         let base = self.cfg.backoff_secs * f64::from(1u32 << retry.min(16));
         let capped = base.min(MAX_BACKOFF.as_secs_f64());
-        // Full jitter in [capped/2, capped]: retries from many workers spread out.
+        // Jitter in [capped/2, capped]: workers that failed together do not
+        // all come back at the same instant.
         let f = rand::rng().random_range(0.5..=1.0);
         Duration::from_secs_f64(capped * f)
     }
