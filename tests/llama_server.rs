@@ -7,7 +7,6 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use common::*;
 use usersim::backend::llama_server::{LlamaServer, LlamaServerConfig};
@@ -42,14 +41,6 @@ fn simulate(out: &Path, url: &str, extra: &[&str]) -> Command {
         .arg(out)
         .args(extra);
     c
-}
-
-fn records(path: &Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    assert!(text.is_empty() || text.ends_with('\n'), "torn last line");
-    text.lines()
-        .map(|l| serde_json::from_str(l).expect("whole JSON line"))
-        .collect()
 }
 
 #[test]
@@ -128,24 +119,7 @@ fn a_killed_llama_server_fails_the_run_and_resume_completes_it() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let t0 = std::time::Instant::now();
-    loop {
-        let n = std::fs::read_to_string(&out)
-            .map(|t| t.lines().count())
-            .unwrap_or(0);
-        if n >= 3 {
-            break;
-        }
-        assert!(
-            t0.elapsed().as_secs() < 300,
-            "too slow to reach 3 conversations"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "finished before the server was killed"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_lines(&out, 3, &mut child, 300);
     server.kill(); // SIGKILL, mid-run
     let o = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);

@@ -41,18 +41,6 @@ fn try_run(cfg: &SimulateConfig) -> Result<usersim::simulate::RunSummary, Simula
     usersim::simulate::simulate(cfg, &NoProgress, Arc::new(AtomicBool::new(false)))
 }
 
-fn lines(path: &Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    assert!(
-        text.is_empty() || text.ends_with('\n'),
-        "torn last line in {}",
-        path.display()
-    );
-    text.lines()
-        .map(|l| serde_json::from_str(l).expect("every line is a whole JSON record"))
-        .collect()
-}
-
 fn session_indices(records: &[serde_json::Value]) -> Vec<u64> {
     records
         .iter()
@@ -70,7 +58,7 @@ fn a_full_run_keeps_eight_requests_in_flight_and_sends_the_sampling_options() {
     cfg.sampling.top_k = Some(30);
     let summary = try_run(&cfg).unwrap();
     assert_eq!(summary.conversations, 32);
-    let recs = lines(&cfg.output);
+    let recs = records(&cfg.output);
     assert_eq!(session_indices(&recs), (0..32).collect::<Vec<_>>());
     // 16 live conversations, but never more than 8 requests at once.
     let max = server.counters.max_concurrent.load(Ordering::SeqCst);
@@ -129,7 +117,7 @@ fn server_errors_are_retried_and_a_dead_url_is_taken_out_of_rotation() {
     cfg.openai.max_retries = 6;
     let summary = try_run(&cfg).unwrap();
     assert_eq!(summary.conversations, 8);
-    assert_eq!(lines(&cfg.output).len(), 8);
+    assert_eq!(records(&cfg.output).len(), 8);
     // Three 503s, and at least one connection refused by the dead URL.
     assert!(
         summary.backend.requests_retried >= 4,
@@ -296,7 +284,7 @@ fn a_killed_server_fails_the_run_cleanly_and_resume_finishes_it() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains(&url) && err.contains("--resume"), "{err}");
-    let done = session_indices(&lines(&part));
+    let done = session_indices(&records(&part));
     assert!(!done.is_empty() && done.len() < 24, "{done:?}");
     let port = dying.addr.port();
     dying.kill();
@@ -328,24 +316,7 @@ fn a_killed_client_resumes_to_the_uninterrupted_file() {
     let mut child = cli(&part, &server.url(), &["-n", "16", "-p", "4"])
         .spawn()
         .unwrap();
-    let t0 = std::time::Instant::now();
-    loop {
-        let n = std::fs::read_to_string(&part)
-            .map(|t| t.lines().count())
-            .unwrap_or(0);
-        if n >= 4 {
-            break;
-        }
-        assert!(
-            t0.elapsed().as_secs() < 120,
-            "too slow to reach 4 conversations"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "finished before it could be killed"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_lines(&part, 4, &mut child, 120);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let before = std::fs::read_to_string(&part).unwrap();
@@ -413,7 +384,7 @@ fn the_completions_endpoint_sends_prompts_rendered_with_the_template() {
     cfg.openai.chat_template = Some(template.clone());
     let summary = try_run(&cfg).unwrap();
     assert_eq!(summary.conversations, 4);
-    assert_eq!(lines(&cfg.output).len(), 4);
+    assert_eq!(records(&cfg.output).len(), 4);
     let bodies = server.counters.bodies.lock().unwrap();
     for b in bodies.iter() {
         let prompt = b["prompt"].as_str().expect("a raw prompt");

@@ -123,24 +123,7 @@ fn killed_run_resumes_to_the_uninterrupted_file() {
         .arg(&part)
         .spawn()
         .unwrap();
-    let t0 = std::time::Instant::now();
-    loop {
-        let lines = std::fs::read_to_string(&part)
-            .map(|t| t.lines().count())
-            .unwrap_or(0);
-        if lines >= 3 {
-            break;
-        }
-        assert!(
-            t0.elapsed().as_secs() < 300,
-            "too slow to reach 3 conversations"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "finished before it could be killed"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_for_lines(&part, 3, &mut child, 300);
     child.kill().unwrap(); // SIGKILL: no chance to clean up
     child.wait().unwrap();
     let before = std::fs::read_to_string(&part).unwrap();

@@ -87,3 +87,45 @@ pub fn llama_server_binary() -> PathBuf {
     );
     PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
 }
+
+/// The whole-line JSON records of an output file (none if it does not
+/// exist); a torn last line fails the test.
+pub fn records(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "torn last line in {}",
+        path.display()
+    );
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("every line is a whole JSON record"))
+        .collect()
+}
+
+/// Wait until `path` holds at least `lines` lines while `child` still runs
+/// (so it can be killed half-way); fails after `timeout_secs`.
+pub fn wait_for_lines(
+    path: &Path,
+    lines: usize,
+    child: &mut std::process::Child,
+    timeout_secs: u64,
+) {
+    let t0 = std::time::Instant::now();
+    loop {
+        let n = std::fs::read_to_string(path)
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        if n >= lines {
+            return;
+        }
+        assert!(
+            t0.elapsed().as_secs() < timeout_secs,
+            "too slow to reach {lines} conversations"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before it could be killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
