@@ -165,8 +165,9 @@ fn a_slow_server_times_out_with_a_clear_error() {
     cfg.openai.model = Some("m".into());
     cfg.openai.timeout_secs = 0.3;
     cfg.openai.max_retries = 1;
-    let t0 = std::time::Instant::now();
     let err = try_run(&cfg).unwrap_err();
+    // The run gave up before the server finished a single answer.
+    assert_eq!(server.served(), 0, "waited for the slow answer");
     let msg = err.to_string();
     assert!(
         matches!(err, SimulateError::Backend(BackendError::Unavailable(_))),
@@ -174,10 +175,6 @@ fn a_slow_server_times_out_with_a_clear_error() {
     );
     assert!(msg.contains("no answer within 0.3 s"), "{msg}");
     assert!(msg.contains("gave up after 2 attempts"), "{msg}");
-    assert!(
-        t0.elapsed() < Duration::from_secs(3),
-        "did not wait for the slow answer"
-    );
 }
 
 #[test]
