@@ -18,7 +18,7 @@ use crate::simulate::{
 /// Options of `bench`.
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchConfig {
-    /// Parallel-session counts to measure.
+    /// Parallel-session counts to measure (run in ascending order).
     pub parallel: Vec<usize>,
     /// Conversations per slot in the real loop (sessions = this × parallel),
     /// so slots are refilled many times, as in a long run.
@@ -96,6 +96,25 @@ pub struct BenchRow {
     /// raw decode rate) ÷ the run's time: the loop's efficiency, 1 = no
     /// overhead beyond llama.cpp's own speed.
     pub work_ratio: f64,
+    /// Real loop: mean context depth its decode calls attended over (the
+    /// deepest sequence of each call, token-weighted).
+    pub loop_decode_depth: f64,
+    /// Raw llama.cpp: decode tokens/s with every sequence at the loop's mean
+    /// depth (the raw ceiling above holds `raw_prompt_tokens`).
+    pub raw_decode_tokens_per_second_at_loop_depth: f64,
+    /// Real loop tokens/s inside decode calls ÷ the depth-matched raw decode
+    /// rate: what batch occupancy (sequences waiting for prompts or the
+    /// other side) costs the decode calls.
+    pub generation_call_ratio_at_loop_depth: f64,
+    /// `work_ratio` with the decode half priced at the depth-matched raw
+    /// rate: the loop's own overhead (scheduling, sampling, idle slots),
+    /// 1 = none.
+    pub depth_matched_work_ratio: f64,
+    /// Raw decode tokens/s ÷ the first row's (the smallest parallel count
+    /// measured): what batching gains llama.cpp itself on this machine.
+    pub raw_decode_speedup: f64,
+    /// Real loop tokens/s ÷ the first row's: what batching gains the loop.
+    pub decode_speedup: f64,
     /// The same sessions through llama-server (`--llama-server`).
     pub server: Option<ServerRow>,
 }
@@ -138,8 +157,12 @@ pub fn bench(
         cfg.simulate.progress,
     )?;
     let dir = tempfile_dir()?;
-    let mut rows = Vec::new();
-    for &p in &cfg.parallel {
+    let mut rows: Vec<BenchRow> = Vec::new();
+    // Ascending, so the first row is the baseline the speedups divide by.
+    let mut parallel = cfg.parallel.clone();
+    parallel.sort_unstable();
+    parallel.dedup();
+    for &p in &parallel {
         let raw = raw_decode_bench(
             &model.path,
             p,
@@ -167,6 +190,15 @@ pub fn bench(
             Arc::new(AtomicBool::new(false)),
         )?;
         drop(engine);
+        let depth = s.backend.generation_depth_token_sum as f64
+            / (s.backend.generation_call_tokens as f64).max(1.0);
+        let raw_deep = raw_decode_bench(
+            &model.path,
+            p,
+            depth.round() as usize,
+            cfg.raw_steps,
+            &cfg.simulate.llama,
+        )?;
         let _ = std::fs::remove_file(&sim.output);
         let _ = std::fs::remove_file(crate::simulate::stats_path(&sim.output));
         let server = match &cfg.llama_server {
@@ -181,7 +213,7 @@ pub fn bench(
             }
             None => None,
         };
-        let row = BenchRow {
+        let mut row = BenchRow {
             parallel: p,
             raw_prompt_tokens_per_second: raw.prompt_tokens_per_second,
             raw_decode_tokens_per_second: raw.decode_tokens_per_second,
@@ -205,8 +237,25 @@ pub fn bench(
                 / raw.prompt_tokens_per_second.max(1e-9)
                 + s.tokens_generated as f64 / raw.decode_tokens_per_second.max(1e-9))
                 / s.seconds.max(1e-9),
+            loop_decode_depth: depth,
+            raw_decode_tokens_per_second_at_loop_depth: raw_deep.decode_tokens_per_second,
+            generation_call_ratio_at_loop_depth: s.backend.generation_call_tokens as f64
+                / s.backend.generation_call_seconds.max(1e-9)
+                / raw_deep.decode_tokens_per_second.max(1e-9),
+            depth_matched_work_ratio: (s.backend.prompt_tokens_evaluated as f64
+                / raw.prompt_tokens_per_second.max(1e-9)
+                + s.tokens_generated as f64 / raw_deep.decode_tokens_per_second.max(1e-9))
+                / s.seconds.max(1e-9),
+            raw_decode_speedup: 1.0,
+            decode_speedup: 1.0,
             server,
         };
+        if let Some(first) = rows.first() {
+            row.raw_decode_speedup =
+                row.raw_decode_tokens_per_second / first.raw_decode_tokens_per_second.max(1e-9);
+            row.decode_speedup =
+                row.decode_tokens_per_second / first.decode_tokens_per_second.max(1e-9);
+        }
         on_row(&row);
         rows.push(row);
     }
@@ -275,11 +324,11 @@ fn tempfile_dir() -> Result<PathBuf, SimulateError> {
 /// The table as text.
 pub fn table(rows: &[BenchRow]) -> String {
     let mut s = String::from(
-        "parallel  raw prompt tok/s  raw decode tok/s  sim decode tok/s  per session  ratio  in decode calls  prompt/gen  work ratio  TTFT s  conv/min  reused prompt  KV MiB/session  peak RSS MiB\n",
+        "parallel  raw prompt tok/s  raw decode tok/s  sim decode tok/s  per session  ratio  in decode calls  prompt/gen  work ratio  depth  raw@depth  calls/raw@depth  matched work  raw ×first  sim ×first  TTFT s  conv/min  reused prompt  KV MiB/session  peak RSS MiB\n",
     );
     for r in rows {
         s.push_str(&format!(
-            "{:>8}  {:>16.1}  {:>16.1}  {:>16.1}  {:>11.1}  {:>5.2}  {:>15.1}  {:>10.2}  {:>10.2}  {:>6.2}  {:>8.1}  {:>13}  {:>14.1}  {:>12.0}\n",
+            "{:>8}  {:>16.1}  {:>16.1}  {:>16.1}  {:>11.1}  {:>5.2}  {:>15.1}  {:>10.2}  {:>10.2}  {:>5.0}  {:>9.1}  {:>15.2}  {:>12.2}  {:>10.2}  {:>10.2}  {:>6.2}  {:>8.1}  {:>13}  {:>14.1}  {:>12.0}\n",
             r.parallel,
             r.raw_prompt_tokens_per_second,
             r.raw_decode_tokens_per_second,
@@ -289,6 +338,12 @@ pub fn table(rows: &[BenchRow]) -> String {
             r.generation_call_tokens_per_second,
             r.prompt_tokens_per_generated_token,
             r.work_ratio,
+            r.loop_decode_depth,
+            r.raw_decode_tokens_per_second_at_loop_depth,
+            r.generation_call_ratio_at_loop_depth,
+            r.depth_matched_work_ratio,
+            r.raw_decode_speedup,
+            r.decode_speedup,
             r.time_to_first_turn,
             r.conversations_per_minute,
             r.prompt_tokens_reused,

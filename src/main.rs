@@ -274,6 +274,10 @@ struct BenchArgs {
     /// Run seed.
     #[arg(long, default_value_t = DEFAULT_SEED)]
     seed: u64,
+    /// Use flash attention in both the raw ceiling and the loop (see
+    /// `simulate --flash-attn`: on CPU it makes output depend on batching).
+    #[arg(long)]
+    flash_attn: bool,
     /// Print the rows as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -499,6 +503,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         threads: a.threads,
                         context_per_sequence: a.context,
                         step_token_budget: a.step_tokens,
+                        flash_attention: a.flash_attn,
                         ..LlamaConfig::default()
                     },
                     max_user_turns: a.max_turns,

@@ -16,7 +16,7 @@ fn bench_measures_raw_and_real_loop_per_parallel_count() {
         .args([
             "bench",
             "--parallel",
-            "1,2",
+            "2,1",
             "--sessions-per-slot",
             "2",
             "--max-turns",
@@ -81,6 +81,26 @@ fn bench_measures_raw_and_real_loop_per_parallel_count() {
             (rel - f("decode_tokens_per_second") / sv).abs() < 1e-9,
             "{row}"
         );
+        // The loop decodes behind system prompts and earlier turns: deeper
+        // than the raw ceiling's 32-token context, and the depth-matched
+        // ceiling is measured there.
+        assert!(f("loop_decode_depth") > 100.0, "{row}");
+        for k in [
+            "raw_decode_tokens_per_second_at_loop_depth",
+            "generation_call_ratio_at_loop_depth",
+            "depth_matched_work_ratio",
+        ] {
+            assert!(f(k) > 0.0 && f(k).is_finite(), "{k}: {row}");
+        }
+        // Speedups divide by the first row's (parallel 1) figures.
+        let first = &rows[0];
+        for (k, base) in [
+            ("raw_decode_speedup", "raw_decode_tokens_per_second"),
+            ("decode_speedup", "decode_tokens_per_second"),
+        ] {
+            let want = f(base) / first[base].as_f64().unwrap();
+            assert!((f(k) - want).abs() < 1e-9, "{k}: {row}");
+        }
         // The model and its KV cache are resident.
         assert!(row["peak_rss_bytes"].as_u64() > Some(100 << 20), "{row}");
     }

@@ -111,6 +111,14 @@ pub struct BackendStats {
     pub decode_seconds: f64,
     /// Of those, seconds in calls that only decode generated tokens.
     pub generation_call_seconds: f64,
+    /// Tokens evaluated by the calls that only decode generated tokens.
+    pub generation_call_tokens: u64,
+    /// Σ over those calls of their tokens × the context length of the
+    /// call's deepest sequence (what llama.cpp's attention spans for every
+    /// token of the call); ÷ `generation_call_tokens` = the mean depth the
+    /// loop decoded at, which a raw ceiling must match to compare like with
+    /// like.
+    pub generation_depth_token_sum: u64,
     /// Calls that evaluate prompt tokens (one sequence each).
     pub prefill_calls: u64,
     /// Seconds sampling.
