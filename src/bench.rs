@@ -12,7 +12,7 @@ use crate::backend::llama::{raw_decode_bench, LlamaEngine};
 use crate::backend::llama_server::{LlamaServer, LlamaServerConfig};
 use crate::backend::openai::{OpenAiBackend, OpenAiConfig};
 use crate::simulate::{
-    prepare, resolve_model, run_with_backend, NoProgress, SimulateConfig, SimulateError,
+    prepare, resolve_model, run_with_backend, NoProgress, RunSummary, SimulateConfig, SimulateError,
 };
 
 /// Options of `bench`.
@@ -103,8 +103,8 @@ pub struct BenchRow {
     /// depth (the raw ceiling above holds `raw_prompt_tokens`).
     pub raw_decode_tokens_per_second_at_loop_depth: f64,
     /// Real loop tokens/s inside decode calls ÷ the depth-matched raw decode
-    /// rate: what batch occupancy (sequences waiting for prompts or the
-    /// other side) costs the decode calls.
+    /// rate: what its decode calls lose against raw ones (fewer sequences
+    /// than slots, depths spread within a call).
     pub generation_call_ratio_at_loop_depth: f64,
     /// `work_ratio` with the decode half priced at the depth-matched raw
     /// rate: the loop's own overhead (scheduling, sampling, idle slots),
@@ -233,19 +233,21 @@ pub fn bench(
                 / (s.tokens_generated as f64).max(1.0),
             generation_call_tokens_per_second: s.tokens_generated as f64
                 / s.backend.generation_call_seconds.max(1e-9),
-            work_ratio: (s.backend.prompt_tokens_evaluated as f64
-                / raw.prompt_tokens_per_second.max(1e-9)
-                + s.tokens_generated as f64 / raw.decode_tokens_per_second.max(1e-9))
-                / s.seconds.max(1e-9),
+            work_ratio: work_ratio(
+                &s,
+                raw.prompt_tokens_per_second,
+                raw.decode_tokens_per_second,
+            ),
             loop_decode_depth: depth,
             raw_decode_tokens_per_second_at_loop_depth: raw_deep.decode_tokens_per_second,
             generation_call_ratio_at_loop_depth: s.backend.generation_call_tokens as f64
                 / s.backend.generation_call_seconds.max(1e-9)
                 / raw_deep.decode_tokens_per_second.max(1e-9),
-            depth_matched_work_ratio: (s.backend.prompt_tokens_evaluated as f64
-                / raw.prompt_tokens_per_second.max(1e-9)
-                + s.tokens_generated as f64 / raw_deep.decode_tokens_per_second.max(1e-9))
-                / s.seconds.max(1e-9),
+            depth_matched_work_ratio: work_ratio(
+                &s,
+                raw.prompt_tokens_per_second,
+                raw_deep.decode_tokens_per_second,
+            ),
             raw_decode_speedup: 1.0,
             decode_speedup: 1.0,
             server,
@@ -261,6 +263,14 @@ pub fn bench(
     }
     let _ = std::fs::remove_dir(&dir);
     Ok(rows)
+}
+
+/// The time raw llama.cpp needs for the run's computed prompt tokens and
+/// generated tokens at the given rates ÷ the run's time.
+fn work_ratio(s: &RunSummary, raw_prompt_rate: f64, raw_decode_rate: f64) -> f64 {
+    (s.backend.prompt_tokens_evaluated as f64 / raw_prompt_rate.max(1e-9)
+        + s.tokens_generated as f64 / raw_decode_rate.max(1e-9))
+        / s.seconds.max(1e-9)
 }
 
 /// The row's sessions through the openai backend against a llama-server

@@ -634,6 +634,8 @@ impl LlamaEngine {
     fn run_phase(&mut self, phase: Phase, done: &mut Vec<Generation>) -> Result<(), BackendError> {
         self.batch.clear();
         let mut n = 0i32;
+        // Context of the deepest decoding sequence, counting its new token.
+        let mut depth = 0u64;
         for s in self.slots.iter_mut() {
             let Some(a) = s.active.as_mut() else { continue };
             a.logits_at = None;
@@ -648,6 +650,7 @@ impl LlamaEngine {
                     .map_err(|e| BackendError::Engine(format!("batch: {e}")))?;
                 a.logits_at = Some(n);
                 n += 1;
+                depth = depth.max(pos as u64 + 1);
             }
         }
         if let Phase::Prefill(i, tokens) = phase {
@@ -691,16 +694,6 @@ impl LlamaEngine {
             }
             tracing::trace!(n, "step {desc}");
         }
-        let depth = if phase == Phase::Decode {
-            self.slots
-                .iter()
-                .filter(|s| s.active.as_ref().is_some_and(|a| a.logits_at.is_some()))
-                .map(|s| s.cached.len() as u64 + 1)
-                .max()
-                .unwrap_or(0)
-        } else {
-            0
-        };
         let t0 = Instant::now();
         self.ctx
             .decode(&mut self.batch)
