@@ -8,7 +8,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use usersim::sampler::{Sampler, SamplingParams, StopMatcher};
+use usersim::backend::sampler::{Sampler, SamplingParams, StopMatcher};
 
 /// SmolLM2's vocabulary size.
 const VOCAB: usize = 49_152;

@@ -24,7 +24,6 @@
 //! `1_Pooling/config.json` (checked to ask for mean pooling).
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -546,32 +545,11 @@ fn encode_cache(vectors: &[Vec<f32>], dim: usize) -> Vec<u8> {
     buf
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, synced,
-/// then renamed over `path`.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), EmbedError> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let name = path
-        .file_name()
-        .map_or_else(|| "embeddings".into(), |n| n.to_string_lossy().into_owned());
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let tmp = dir.join(format!(".{name}.{}.{nanos}.tmp", std::process::id()));
-    let werr = |p: &Path| {
-        let p = p.to_path_buf();
-        move |source| EmbedError::Write { path: p, source }
-    };
-    let result = (|| {
-        let mut f = fs::File::create(&tmp).map_err(werr(&tmp))?;
-        f.write_all(bytes).map_err(werr(&tmp))?;
-        f.sync_all().map_err(werr(&tmp))?;
-        drop(f);
-        fs::rename(&tmp, path).map_err(werr(path))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    crate::atomic::write_atomic(path, bytes).map_err(|source| EmbedError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Path of the cache file that [`embed_cached`] uses for `texts` under `cache_dir`.

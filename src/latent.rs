@@ -10,8 +10,8 @@ use rand::Rng;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::catalog::Catalog;
 use crate::rng::SessionRng;
+use crate::scenario::catalog::Catalog;
 use crate::scenario::{
     Categorical, CategoricalSource, Pins, Scenario, SessionVar, TurnPolicy, END_STATE,
 };

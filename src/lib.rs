@@ -1,33 +1,38 @@
 //! usersim: controllable LLM user simulators on local open models.
 //!
-//! The pipeline, one module per stage:
-//! [`scenario`] (schema and templates) → [`latent`] (session and turn draws,
-//! seeded by [`rng`]) → [`prompt`] (chat messages per side) → [`backend`]
-//! (batched decode, sampling in [`sampler`]) with the [`system`] on the other
-//! side → [`conversation`] (state machine and record) → [`output`] (JSONL),
-//! orchestrated by [`simulate`]. [`fit_intents`] fits turn policies on real
-//! dialogues read by [`corpus`], which [`replay`] also turns into
-//! teacher-forced sessions; [`models`] resolves model files and
-//! [`catalog`] holds the items a recommender retrieves. [`eval`] measures
-//! realism, diversity and label fidelity of simulated conversations against
-//! real ones, with sentence vectors from [`embed`].
+//! The modules read as the pipeline, in order:
+//! [`scenario`] (schema, templates, pins, the item catalog) →
+//! [`latent`] (session and turn draws, each from a stream of [`rng`]) →
+//! [`prompt`] (chat messages per side, in the words of [`chat`]) →
+//! [`backend`] (the engines: batched llama.cpp, an OpenAI-compatible
+//! server, a scripted fake; sampling) →
+//! [`session`] (one conversation: its state machine, the system on the other
+//! side, replay of real dialogues, the record) →
+//! [`run`] (the scheduler loop that keeps many sessions live and hands
+//! finished records to a sink) → [`output`] (JSONL writers, resume, merge) →
+//! [`eval`] (realism, diversity and label fidelity against real dialogues).
+//!
+//! Beside the pipeline: [`corpus`] is the one reader of real dialogues (for
+//! replay, fitting and eval), [`models`] resolves model files, [`embed`]
+//! computes sentence vectors for eval, [`tools`] holds the jobs that are not
+//! the pipeline (bench, fit, a llama-server runner), and [`error`] is the
+//! crate-level error that knows which failures are the user's input.
 
+pub mod atomic;
 pub mod backend;
-pub mod bench;
-pub mod catalog;
-pub mod conversation;
+pub mod chat;
 pub mod corpus;
 pub mod embed;
+pub mod error;
 pub mod eval;
-pub mod fit_intents;
 pub mod latent;
-pub mod merge;
 pub mod models;
 pub mod output;
 pub mod prompt;
-pub mod replay;
 pub mod rng;
-pub mod sampler;
+pub mod run;
 pub mod scenario;
-pub mod simulate;
-pub mod system;
+pub mod session;
+pub mod tools;
+
+pub use error::Error;

@@ -192,6 +192,28 @@ impl Registry {
         Self::parse(BUILTIN_REGISTRY, "models.toml (built in)")
     }
 
+    /// The registry at `path`, or the built-in one.
+    pub fn open(path: Option<&Path>) -> Result<Registry, ModelError> {
+        match path {
+            Some(p) => Self::load(p),
+            None => Self::builtin(),
+        }
+    }
+
+    /// Every model with whether it is the default and where it is cached.
+    pub fn listing(&self) -> Vec<ModelListing> {
+        self.models
+            .iter()
+            .map(|m| ModelListing {
+                name: m.name.clone(),
+                default: m.name == self.default,
+                kind: m.kind,
+                description: m.description.clone(),
+                cached: cached_path(m),
+            })
+            .collect()
+    }
+
     /// Parse registry text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Registry, ModelError> {
         let bad = |message: String| ModelError::Registry {
@@ -298,6 +320,39 @@ pub struct FetchOptions {
     pub progress: bool,
     /// Never touch the network (also set by `HF_HUB_OFFLINE=1`).
     pub offline: bool,
+}
+
+/// One row of `models list`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelListing {
+    /// Registry name.
+    pub name: String,
+    /// Whether it is the registry default.
+    pub default: bool,
+    /// What it is for.
+    pub kind: ModelKind,
+    /// One line about it.
+    pub description: String,
+    /// Its cached file or directory, when cached.
+    pub cached: Option<PathBuf>,
+}
+
+/// The built-in registry's embedding model directory, fetched on first use.
+pub fn default_embedding_dir(progress: bool) -> Result<PathBuf, ModelError> {
+    let reg = Registry::builtin()?;
+    let entry = reg
+        .default_embedding()
+        .ok_or_else(|| ModelError::Registry {
+            path: "models.toml (built in)".into(),
+            message: "no embedding model".into(),
+        })?;
+    resolve(
+        entry,
+        &FetchOptions {
+            progress,
+            ..FetchOptions::default()
+        },
+    )
 }
 
 /// The usersim cache directory.
@@ -708,10 +763,7 @@ pub fn file_sha256(path: &Path) -> Result<String, ModelError> {
     let digest = hex::encode(h.finalize());
     // The memo is an optimisation; failing to write it changes nothing.
     if std::fs::create_dir_all(&memo_dir).is_ok() {
-        let tmp = memo.with_extension("tmp");
-        if std::fs::write(&tmp, &digest).is_ok() {
-            let _ = std::fs::rename(&tmp, &memo);
-        }
+        let _ = crate::atomic::write_atomic(&memo, digest.as_bytes());
     }
     Ok(digest)
 }

@@ -13,55 +13,12 @@
 //! still steers one turn: it sits on the message that turn answers. The
 //! assistant's per-turn note (retrieved candidates) is kept the same way.
 
-use serde::Serialize;
 use serde_json::json;
 
-use crate::backend::Side;
-use crate::catalog::CatalogItem;
+use crate::chat::{ChatMessage, ChatRole, Side};
 use crate::latent::{SessionLatents, TurnLatents};
+use crate::scenario::catalog::CatalogItem;
 use crate::scenario::{template, Scenario, ScenarioError};
-
-/// Role of a chat message, as chat templates name them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ChatRole {
-    /// Instructions.
-    System,
-    /// The other party.
-    User,
-    /// The generating party.
-    Assistant,
-}
-
-impl ChatRole {
-    /// The role's name in chat templates.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChatRole::System => "system",
-            ChatRole::User => "user",
-            ChatRole::Assistant => "assistant",
-        }
-    }
-}
-
-/// One chat message.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ChatMessage {
-    /// Role.
-    pub role: ChatRole,
-    /// Text.
-    pub content: String,
-}
-
-impl ChatMessage {
-    /// A message.
-    pub fn new(role: ChatRole, content: impl Into<String>) -> Self {
-        ChatMessage {
-            role,
-            content: content.into(),
-        }
-    }
-}
 
 /// A message of the conversation as it happened.
 pub struct HistoryTurn<'a> {

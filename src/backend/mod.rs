@@ -9,25 +9,14 @@
 
 pub mod batch;
 pub mod llama;
-pub mod llama_server;
 pub mod openai;
+pub mod sampler;
+pub mod scripted;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::prompt::ChatMessage;
-use crate::sampler::SamplingParams;
-
-/// Which side of a conversation a request generates for. Engines keep one
-/// cache per (conversation, side) so each side's growing prompt is reused
-/// from turn to turn.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Side {
-    /// The simulated user.
-    User,
-    /// The system under test (assistant).
-    Assistant,
-}
+use crate::backend::sampler::SamplingParams;
+use crate::chat::{ChatMessage, Side};
 
 /// One generation to run.
 #[derive(Clone, Debug)]
@@ -165,6 +154,19 @@ pub enum BackendError {
     /// More requests were submitted than the backend can hold.
     #[error("backend is full: {0} requests in flight")]
     Full(usize),
+}
+
+impl BackendError {
+    /// Whether the user's input (a model file, an option, a context too
+    /// small for the prompts) was at fault.
+    pub fn is_input(&self) -> bool {
+        matches!(
+            self,
+            BackendError::Load { .. }
+                | BackendError::Config(_)
+                | BackendError::PromptTooLong { .. }
+        )
+    }
 }
 
 /// A generation engine. See the module docs for the calling pattern.

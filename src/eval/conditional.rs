@@ -352,12 +352,12 @@ pub fn render_field(f: &FieldRealism) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eval::loaders::load_inspired;
+    use crate::eval::loaders::load_real;
     use std::path::Path;
 
     fn inspired() -> Corpus {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/inspired/dialogs.tsv");
-        load_inspired(&p).expect("INSPIRED")
+        load_real(&p, crate::corpus::CorpusKind::Inspired).expect("INSPIRED")
     }
 
     fn halves(c: &Corpus) -> (Corpus, Corpus) {

@@ -285,12 +285,12 @@ pub fn discriminate<S: AsRef<str>>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::loaders::{load_iard, tests::IARD};
+    use super::super::loaders::{load_real, tests::IARD};
     use super::*;
     use rand::seq::SliceRandom;
 
     fn iard_seeker() -> Vec<String> {
-        load_iard(std::path::Path::new(IARD))
+        load_real(std::path::Path::new(IARD), crate::corpus::CorpusKind::Iard)
             .unwrap()
             .seeker_texts()
     }

@@ -682,13 +682,13 @@ pub fn evaluate_with(
 
 #[cfg(test)]
 mod tests {
-    use super::super::loaders::{load_iard, tests::IARD, Corpus, EvalDialogue};
+    use super::super::loaders::{load_real, tests::IARD, Corpus, EvalDialogue};
     use super::*;
 
     /// IARD split by dialogue into two halves; the "simulated" half keeps its
     /// labels as requested intents.
     fn halves() -> (Corpus, Corpus) {
-        let c = load_iard(std::path::Path::new(IARD)).unwrap();
+        let c = load_real(std::path::Path::new(IARD), crate::corpus::CorpusKind::Iard).unwrap();
         let (mut a, mut b): (Vec<EvalDialogue>, Vec<EvalDialogue>) = (Vec::new(), Vec::new());
         for (i, d) in c.dialogues.into_iter().enumerate() {
             if i % 2 == 0 {

@@ -322,11 +322,11 @@ pub fn label_fidelity<S: AsRef<str>>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::loaders::{load_iard, tests::IARD};
+    use super::super::loaders::{load_real, tests::IARD};
     use super::*;
 
     fn iard() -> (Vec<String>, Vec<Vec<String>>) {
-        let c = load_iard(std::path::Path::new(IARD)).unwrap();
+        let c = load_real(std::path::Path::new(IARD), crate::corpus::CorpusKind::Iard).unwrap();
         c.seeker_turns()
             .map(|t| (t.text.clone(), t.intents.clone()))
             .unzip()

@@ -1,13 +1,13 @@
 //! Loading real and simulated conversations into one [`Corpus`] shape.
 //!
 //! Supported inputs:
-//! * IARD `iard.json` ([`load_iard`]): seeker utterances keep their
-//!   sub-intent labels; movie mentions `@187028 <It  (2017)>` become `It`.
-//! * INSPIRED `dialogs.tsv` ([`load_inspired`]): consecutive rows of one
-//!   speaker are merged into a turn; `SEEKER` is the seeker.
+//! * IARD `iard.json` and INSPIRED `dialogs.tsv` ([`load_real`], through
+//!   [`crate::corpus`]): turns as replay sees them (a speaker's consecutive
+//!   utterances merged, movie mentions `@187028 <It  (2017)>` as `It`);
+//!   IARD seeker turns keep their sub-intent labels.
 //! * usersim JSONL ([`load_usersim_jsonl`]): one conversation per line with
 //!   `turns[{role,text,latents{intent}}]`; `user` is the seeker.
-//! * chat-messages JSONL ([`load_chat_jsonl`]): `{"messages":[{role,content}],
+//! * chat JSONL ([`load_chat_jsonl`]): `{"messages":[{role,content}],
 //!   "metadata":{..}}`; `user` is the seeker, `system` messages are dropped.
 //!
 //! [`load_auto`] picks the loader from the extension and, for `.jsonl`, from
@@ -17,6 +17,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
+
+use crate::corpus::{self, CorpusError, CorpusKind, Speaker};
 
 /// Errors while loading a corpus.
 #[derive(Debug, thiserror::Error)]
@@ -39,16 +41,6 @@ pub enum LoadError {
         /// Cause.
         source: serde_json::Error,
     },
-    /// Malformed TSV.
-    #[error("{path}:{line}: invalid TSV: {source}")]
-    Csv {
-        /// File.
-        path: PathBuf,
-        /// 1-based line.
-        line: usize,
-        /// Cause.
-        source: csv::Error,
-    },
     /// A field is missing or has the wrong type.
     #[error("{path}:{line}: field `{field}`: {problem}")]
     Field {
@@ -61,10 +53,10 @@ pub enum LoadError {
         /// What is wrong.
         problem: String,
     },
-    /// A survey file beside INSPIRED's dialogues is malformed (the message
-    /// names the file, line and field).
-    #[error("{0}")]
-    Survey(String),
+    /// A real corpus (or the survey beside it) is malformed; the message
+    /// names the file, line and field.
+    #[error(transparent)]
+    Corpus(#[from] CorpusError),
     /// The format could not be recognised.
     #[error("{path}: unrecognised corpus format: {problem}")]
     UnknownFormat {
@@ -119,7 +111,7 @@ pub enum CorpusFormat {
     /// usersim conversation JSONL.
     UsersimJsonl,
     /// Chat-messages JSONL.
-    ChatJsonl,
+    Chat,
 }
 
 impl Corpus {
@@ -163,41 +155,6 @@ fn read(path: &Path) -> Result<String, LoadError> {
     })
 }
 
-/// Replaces ReDial mention markup `@123 <Title  (2017)>` by `Title` and
-/// collapses runs of whitespace.
-pub fn strip_mentions(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find('@') {
-        let after = &rest[at + 1..];
-        let digits = after.chars().take_while(|c| c.is_ascii_digit()).count();
-        let tail = after[digits..].trim_start();
-        if digits > 0 && tail.starts_with('<') {
-            if let Some(close) = tail.find('>') {
-                out.push_str(&rest[..at]);
-                let mut title = tail[1..close].trim().to_string();
-                // drop a trailing "(year)"
-                if let Some(open) = title.rfind('(') {
-                    let inner = title[open + 1..].trim_end_matches(')');
-                    if title.ends_with(')')
-                        && !inner.is_empty()
-                        && inner.chars().all(|c| c.is_ascii_digit())
-                    {
-                        title.truncate(open);
-                    }
-                }
-                out.push_str(title.trim());
-                rest = &tail[close + 1..];
-                continue;
-            }
-        }
-        out.push_str(&rest[..=at]);
-        rest = after;
-    }
-    out.push_str(rest);
-    out.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
 fn field_err(
     path: &Path,
     line: usize,
@@ -223,188 +180,32 @@ fn str_list(v: Option<&Value>) -> Vec<String> {
     }
 }
 
-/// Loads IARD (`iard.json`): dialogues in key order, utterances by
-/// `utterance_pos`; seeker turns carry `sub-intent/action` labels.
-pub fn load_iard(path: &Path) -> Result<Corpus, LoadError> {
-    let text = read(path)?;
-    let root: Value = serde_json::from_str(&text).map_err(|source| LoadError::Json {
-        path: path.to_path_buf(),
-        line: 1,
-        source,
-    })?;
-    parse_iard(&root, path)
-}
-
-fn parse_iard(root: &Value, path: &Path) -> Result<Corpus, LoadError> {
-    let obj = root
-        .as_object()
-        .ok_or_else(|| field_err(path, 1, "<root>", "expected an object keyed by dialogue id"))?;
-    let mut dialogues = Vec::with_capacity(obj.len());
-    for (id, d) in obj {
-        let info = d
-            .get("dialogue_info")
-            .and_then(Value::as_object)
-            .ok_or_else(|| {
-                field_err(
-                    path,
-                    0,
-                    format!("{id}.dialogue_info"),
-                    "missing or not an object",
-                )
-            })?;
-        let mut utts: Vec<(u64, EvalTurn)> = Vec::with_capacity(info.len());
-        for (key, u) in info {
-            let f = |name: &str| format!("{id}.dialogue_info.{key}.{name}");
-            let pos = u
-                .get("utterance_pos")
-                .and_then(Value::as_u64)
-                .ok_or_else(|| {
-                    field_err(path, 0, f("utterance_pos"), "missing or not an integer")
-                })?;
-            let role = u
-                .get("role")
-                .and_then(Value::as_str)
-                .ok_or_else(|| field_err(path, 0, f("role"), "missing or not a string"))?;
-            let raw = u
-                .get("utterance_text")
-                .and_then(Value::as_str)
-                .ok_or_else(|| {
-                    field_err(path, 0, f("utterance_text"), "missing or not a string")
-                })?;
-            let seeker = match role {
-                "seeker" => true,
-                "recommender" => false,
-                other => {
-                    return Err(field_err(
-                        path,
-                        0,
-                        f("role"),
-                        format!("unknown role `{other}`"),
-                    ))
-                }
-            };
-            let intents = str_list(u.get("sub-intent/action"));
-            utts.push((
-                pos,
-                EvalTurn {
-                    seeker,
-                    text: strip_mentions(raw),
-                    intents,
-                },
-            ));
-        }
-        utts.sort_by_key(|u| u.0);
-        let mut latents = serde_json::Map::new();
-        if let Some(a) = d.get("accepted_recommendation") {
-            latents.insert("accepted_recommendation".into(), a.clone());
-        }
-        dialogues.push(EvalDialogue {
-            id: id.clone(),
-            turns: utts.into_iter().map(|u| u.1).collect(),
-            latents: Value::Object(latents),
-            profile: BTreeMap::new(),
-        });
-    }
-    Ok(Corpus { dialogues })
-}
-
-/// Loads INSPIRED `dialogs.tsv`: rows grouped by `dialog_id`, consecutive
-/// rows of one speaker merged (joined by a space) into one turn. The
-/// dialogue's outcome (`fine_label`, `coarse_label`) goes into `latents`.
-pub fn load_inspired(path: &Path) -> Result<Corpus, LoadError> {
-    let text = read(path)?;
-    let mut rdr = csv::ReaderBuilder::new()
-        .delimiter(b'\t')
-        .quoting(false)
-        .flexible(true)
-        .from_reader(text.as_bytes());
-    let headers = rdr
-        .headers()
-        .map_err(|source| LoadError::Csv {
-            path: path.to_path_buf(),
-            line: 1,
-            source,
-        })?
-        .clone();
-    let col = |name: &str| -> Result<usize, LoadError> {
-        headers
-            .iter()
-            .position(|h| h == name)
-            .ok_or_else(|| field_err(path, 1, name, "column missing from header"))
-    };
-    let (c_id, c_spk, c_text) = (col("dialog_id")?, col("speaker")?, col("text")?);
-    let c_fine = headers.iter().position(|h| h == "fine_label");
-    let c_coarse = headers.iter().position(|h| h == "coarse_label");
-    let mut dialogues: Vec<EvalDialogue> = Vec::new();
-    for (i, rec) in rdr.records().enumerate() {
-        let line = i + 2;
-        let rec = rec.map_err(|source| LoadError::Csv {
-            path: path.to_path_buf(),
-            line,
-            source,
-        })?;
-        let get = |c: usize, name: &str| {
-            rec.get(c)
-                .ok_or_else(|| field_err(path, line, name, "missing column"))
-        };
-        let id = get(c_id, "dialog_id")?;
-        let spk = get(c_spk, "speaker")?;
-        let txt = get(c_text, "text")?.trim();
-        let seeker = match spk {
-            "SEEKER" => true,
-            "RECOMMENDER" => false,
-            other => {
-                return Err(field_err(
-                    path,
-                    line,
-                    "speaker",
-                    format!("unknown speaker `{other}`"),
-                ))
-            }
-        };
-        if dialogues.last().is_none_or(|d| d.id != id) {
-            let mut lat = serde_json::Map::new();
-            for (c, name) in [(c_fine, "fine_label"), (c_coarse, "coarse_label")] {
-                if let Some(v) = c.and_then(|c| rec.get(c)).filter(|v| !v.is_empty()) {
-                    lat.insert(name.into(), Value::String(v.to_string()));
-                }
-            }
-            dialogues.push(EvalDialogue {
-                id: id.to_string(),
-                turns: Vec::new(),
-                latents: Value::Object(lat),
-                profile: BTreeMap::new(),
-            });
-        }
-        let Some(d) = dialogues.last_mut() else {
-            continue;
-        };
-        if txt.is_empty() {
-            continue;
-        }
-        match d.turns.last_mut() {
-            Some(t) if t.seeker == seeker => {
-                t.text.push(' ');
-                t.text.push_str(txt);
-            }
-            _ => d.turns.push(EvalTurn {
-                seeker,
-                text: txt.to_string(),
-                intents: Vec::new(),
-            }),
-        }
-    }
-    // The surveys beside dialogs.tsv, when present, give each seeker's profile.
-    let survey =
-        crate::corpus::load_inspired_survey(path).map_err(|e| LoadError::Survey(e.to_string()))?;
-    if let Some(mut survey) = survey {
-        for d in &mut dialogues {
-            if let Some(p) = survey.remove(&d.id) {
-                d.profile = p;
-            }
-        }
-    }
-    Ok(Corpus { dialogues })
+/// Loads a real corpus (IARD `.json`, INSPIRED `.tsv`) through
+/// [`crate::corpus`], the crate's one reader of real dialogues: turns are
+/// [`crate::corpus::Dialogue::turns`] (a speaker's consecutive utterances
+/// merged, mentions as titles), exactly as replay sees them; IARD turns
+/// keep their labels, INSPIRED seekers their survey profile.
+pub fn load_real(path: &Path, kind: CorpusKind) -> Result<Corpus, LoadError> {
+    let dialogues = corpus::load_as(path, kind)?;
+    Ok(Corpus {
+        dialogues: dialogues
+            .into_iter()
+            .map(|d| EvalDialogue {
+                turns: d
+                    .turns()
+                    .into_iter()
+                    .map(|t| EvalTurn {
+                        seeker: t.speaker == Speaker::Seeker,
+                        text: t.text,
+                        intents: t.labels,
+                    })
+                    .collect(),
+                id: d.id,
+                latents: Value::Object(d.meta),
+                profile: d.profile,
+            })
+            .collect(),
+    })
 }
 
 fn parse_jsonl<F>(path: &Path, mut each: F) -> Result<Corpus, LoadError>
@@ -505,7 +306,7 @@ pub fn load_usersim_jsonl(path: &Path) -> Result<Corpus, LoadError> {
     })
 }
 
-/// Loads chat-messages JSONL; `metadata` becomes the latents; a message may
+/// Loads chat JSONL; `metadata` becomes the latents; a message may
 /// carry an `intent` field.
 pub fn load_chat_jsonl(path: &Path) -> Result<Corpus, LoadError> {
     parse_jsonl(path, |v, line| {
@@ -597,7 +398,7 @@ pub fn detect_format(path: &Path) -> Result<CorpusFormat, LoadError> {
         source,
     })?;
     if v.get("messages").is_some() {
-        Ok(CorpusFormat::ChatJsonl)
+        Ok(CorpusFormat::Chat)
     } else if v.get("turns").is_some() {
         Ok(CorpusFormat::UsersimJsonl)
     } else if v
@@ -618,10 +419,10 @@ pub fn detect_format(path: &Path) -> Result<CorpusFormat, LoadError> {
 /// Loads `path` with the loader chosen by [`detect_format`].
 pub fn load_auto(path: &Path) -> Result<Corpus, LoadError> {
     match detect_format(path)? {
-        CorpusFormat::Iard => load_iard(path),
-        CorpusFormat::Inspired => load_inspired(path),
+        CorpusFormat::Iard => load_real(path, CorpusKind::Iard),
+        CorpusFormat::Inspired => load_real(path, CorpusKind::Inspired),
         CorpusFormat::UsersimJsonl => load_usersim_jsonl(path),
-        CorpusFormat::ChatJsonl => load_chat_jsonl(path),
+        CorpusFormat::Chat => load_chat_jsonl(path),
     }
 }
 
@@ -657,35 +458,59 @@ pub(crate) mod tests {
         p
     }
 
-    #[test]
-    fn strips_mentions() {
-        assert_eq!(
-            strip_mentions("Yes, how about @187028 <It  (2017)>  ?"),
-            "Yes, how about It ?"
-        );
-        assert_eq!(
-            strip_mentions("@1 <Se7en (1995)> and @2 <Halloween: Resurrection (2002)>"),
-            "Se7en and Halloween: Resurrection"
-        );
-        assert_eq!(strip_mentions("mail me @ home"), "mail me @ home");
+    /// Dialogues and seeker turns of the IARD file, counted from its JSON
+    /// here (a seeker turn starts at a seeker utterance whose predecessor
+    /// is not the seeker's), without the crate's reader.
+    fn iard_counts_from_json() -> (usize, usize) {
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(IARD).unwrap()).unwrap();
+        let dialogues = v.as_object().unwrap();
+        let mut turns = 0;
+        for d in dialogues.values() {
+            let mut utts: Vec<(u64, bool)> = d["dialogue_info"]
+                .as_object()
+                .unwrap()
+                .values()
+                .map(|u| (u["utterance_pos"].as_u64().unwrap(), u["role"] == "seeker"))
+                .collect();
+            utts.sort();
+            let mut prev = false;
+            for (_, seeker) in utts {
+                turns += usize::from(seeker && !prev);
+                prev = seeker;
+            }
+        }
+        (dialogues.len(), turns)
     }
 
     #[test]
     fn loads_iard() {
         let c = load_auto(Path::new(IARD)).unwrap();
-        assert_eq!(c.dialogues.len(), 280);
+        let (dialogues, seeker_turns) = iard_counts_from_json();
+        assert_eq!(c.dialogues.len(), dialogues);
+        assert_eq!(c.n_seeker_turns(), seeker_turns);
         let d = c.dialogues.iter().find(|d| d.id == "474").unwrap();
         assert_eq!(d.turns[0].text, "Hi can you help me find a movie to watch");
         assert_eq!(d.turns[0].intents, vec!["OTH", "IQU"]);
         assert!(d.turns[0].seeker && !d.turns[1].seeker);
         assert_eq!(d.turns[1].text, "Yes, how about It ?");
-        assert_eq!(c.n_seeker_turns(), 1884);
+        // Turns alternate speakers, as in replay.
+        assert!(c
+            .dialogues
+            .iter()
+            .all(|d| d.turns.windows(2).all(|w| w[0].seeker != w[1].seeker)));
     }
 
     #[test]
     fn loads_inspired() {
         let c = load_auto(Path::new(INSPIRED)).unwrap();
-        assert_eq!(c.dialogues.len(), 99);
+        let ids: std::collections::BTreeSet<String> = std::fs::read_to_string(INSPIRED)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split('\t').next().map(str::to_string))
+            .filter(|id| !id.is_empty())
+            .collect();
+        assert_eq!(c.dialogues.len(), ids.len());
         let d = &c.dialogues[0];
         assert_eq!(d.turns[1].text, "I'm well, thanks");
         assert!(d.turns[1].seeker && !d.turns[0].seeker);

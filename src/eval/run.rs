@@ -346,6 +346,16 @@ impl EvalRun {
         o
     }
 
+    /// Write [`Self::render_html`] to `path`, whole or not at all.
+    pub fn write_html(&self, path: &Path) -> Result<(), crate::Error> {
+        crate::atomic::write_atomic(path, self.render_html().as_bytes()).map_err(|source| {
+            crate::Error::Write {
+                path: path.to_path_buf(),
+                source,
+            }
+        })
+    }
+
     /// Self-contained HTML page (inline SVG, no scripts).
     pub fn render_html(&self) -> String {
         let title = format!(

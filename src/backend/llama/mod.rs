@@ -1,0 +1,908 @@
+//! In-process llama.cpp backend: every live request of every conversation
+//! decodes in one batch per step.
+//!
+//! Layout: one KV sequence per (conversation, side), kept between turns so a
+//! side's prompt only prefills what is new since its last turn; a few
+//! reserved sequences hold prompt prefixes shared by all sessions, evaluated
+//! once and copied into a fresh sequence (full-range copy: a partial-range
+//! copy aborts in the per-sequence KV layout). The per-sequence layout
+//! (`kv_unified = false`) is kept on purpose: it is faster at many sequences
+//! and keeps each sequence's numbers independent of its batch neighbours,
+//! which is what makes output identical across batch sizes on CPU.
+//!
+//! Sampling is ours ([`crate::backend::sampler`]), seeded per request, so a sequence's
+//! tokens depend only on its own logits and seed.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::token::LlamaToken;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use super::batch::{plan_step, SlotView, StepPlan};
+use super::{
+    Backend, BackendError, BackendInfo, BackendStats, FinishReason, Generation, GenerationRequest,
+    Side,
+};
+use crate::backend::sampler::{Sampler, StopMatcher, StopState};
+use crate::chat::ChatMessage;
+use crate::rng::SessionRng;
+
+/// Default context tokens per sequence.
+pub const DEFAULT_CONTEXT_PER_SEQUENCE: u32 = 2048;
+/// Default tokens per engine step (decode tokens plus prefill chunks).
+pub const DEFAULT_STEP_TOKEN_BUDGET: u32 = 512;
+/// Most sequences llama.cpp allows in one context.
+pub const MAX_SEQUENCES: usize = 256;
+/// Sequences reserved for shared prefixes (one per side).
+const PREFIX_SEQUENCES: usize = 2;
+
+/// Options of the llama.cpp engine.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlamaConfig {
+    /// Decode threads; 0 uses every available core.
+    pub threads: u32,
+    /// Context tokens available to each sequence.
+    pub context_per_sequence: u32,
+    /// Most tokens in one engine step; prefill is chunked to fit, so decode
+    /// never waits long behind a long prompt.
+    pub step_token_budget: u32,
+    /// Layers offloaded to a GPU (only with the `cuda` feature).
+    pub gpu_layers: u32,
+    /// A jinja chat template that replaces the model's own.
+    pub chat_template: Option<String>,
+    /// Use flash attention. Off by default: llama.cpp's CPU flash-attention
+    /// kernel is not batch-invariant (measured: up to 0.49 difference in a
+    /// logit between a prompt evaluated whole and in two chunks), which
+    /// breaks "same seed, same file whatever the batch size". Without it the
+    /// logits are bit-identical across batch compositions. Worth turning on
+    /// on a GPU, where the contract is per-run anyway.
+    pub flash_attention: bool,
+}
+
+impl Default for LlamaConfig {
+    fn default() -> Self {
+        LlamaConfig {
+            threads: 0,
+            context_per_sequence: DEFAULT_CONTEXT_PER_SEQUENCE,
+            step_token_budget: DEFAULT_STEP_TOKEN_BUDGET,
+            gpu_layers: 0,
+            chat_template: None,
+            flash_attention: false,
+        }
+    }
+}
+
+/// Which half of a step a llama.cpp call evaluates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// One token per generating sequence.
+    Decode,
+    /// `(slot, tokens)`: the prompt chunk of one sequence still reading its
+    /// prompt.
+    Prefill(usize, usize),
+}
+
+/// llama.cpp's `llama_flash_attn_type`: 0 disabled, 1 enabled.
+fn flash_attention_policy(config: &LlamaConfig) -> i32 {
+    i32::from(config.flash_attention)
+}
+
+/// llama.cpp may be initialised once per process.
+fn llama_backend() -> Result<&'static LlamaBackend, BackendError> {
+    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            LlamaBackend::init().map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| BackendError::Engine(format!("cannot initialise llama.cpp: {e}")))
+}
+
+/// A context borrows its model; models are loaded once per (file, offload)
+/// and kept for the process so contexts can be `'static`.
+fn load_model(path: &Path, gpu_layers: u32) -> Result<&'static LlamaModel, BackendError> {
+    static MODELS: OnceLock<Mutex<HashMap<(PathBuf, u32), &'static LlamaModel>>> = OnceLock::new();
+    let backend = llama_backend()?;
+    let key = (
+        path.canonicalize().unwrap_or_else(|_| path.to_path_buf()),
+        gpu_layers,
+    );
+    let mut models = MODELS
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .map_err(|_| BackendError::Engine("model cache poisoned".into()))?;
+    if let Some(m) = models.get(&key) {
+        return Ok(m);
+    }
+    let params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers);
+    let model =
+        LlamaModel::load_from_file(backend, path, &params).map_err(|e| BackendError::Load {
+            path: path.display().to_string(),
+            message: format!("{e} (is it a complete GGUF file of a supported architecture?)"),
+        })?;
+    let model: &'static LlamaModel = Box::leak(Box::new(model));
+    models.insert(key, model);
+    Ok(model)
+}
+
+/// A request being prefetched or decoded in a slot.
+struct Active {
+    conversation: u64,
+    side: Side,
+    prompt: Vec<i32>,
+    prompt_len: usize,
+    reused: usize,
+    generated: usize,
+    /// Sampled but not yet fed to the model.
+    pending: Option<i32>,
+    rng: SessionRng,
+    sampling: crate::backend::sampler::SamplingParams,
+    stop: StopMatcher,
+    utf8: Vec<u8>,
+    /// Index in the current batch whose logits belong to this request.
+    logits_at: Option<i32>,
+    /// Prompt tokens put in the current batch.
+    fed: usize,
+}
+
+/// One KV sequence.
+struct Slot {
+    seq: i32,
+    owner: Option<(u64, Side)>,
+    /// Tokens whose KV the sequence holds, positions 0..len.
+    cached: Vec<i32>,
+    active: Option<Active>,
+    last_used: u64,
+}
+
+struct SharedPrefix {
+    seq: i32,
+    tokens: Vec<i32>,
+}
+
+/// The llama.cpp backend.
+pub struct LlamaEngine {
+    model: &'static LlamaModel,
+    ctx: LlamaContext<'static>,
+    template: ChatTemplate,
+    info: BackendInfo,
+    config: LlamaConfig,
+    max_conversations: usize,
+    slots: Vec<Slot>,
+    prefixes: Vec<SharedPrefix>,
+    batch: LlamaBatch<'static>,
+    batch_capacity: usize,
+    views: Vec<Option<SlotView>>,
+    plan: StepPlan,
+    sampler: Sampler,
+    piece: Vec<u8>,
+    finished_early: Vec<Generation>,
+    stats: BackendStats,
+    clock: u64,
+}
+
+enum ChatTemplate {
+    Native(LlamaChatTemplate),
+    Jinja {
+        env: Box<minijinja::Environment<'static>>,
+        bos: String,
+        eos: String,
+    },
+}
+
+impl LlamaEngine {
+    /// Load `model_path` and size a context for `max_conversations`
+    /// conversations (two sequences each).
+    pub fn new(
+        model_path: &Path,
+        model_name: &str,
+        model_sha256: &str,
+        max_conversations: usize,
+        config: &LlamaConfig,
+    ) -> Result<LlamaEngine, BackendError> {
+        let backend = llama_backend()?;
+        if max_conversations == 0 {
+            return Err(BackendError::Engine(
+                "at least one conversation slot is needed".into(),
+            ));
+        }
+        let n_slots = 2 * max_conversations;
+        let n_seq = n_slots + PREFIX_SEQUENCES;
+        if n_seq > MAX_SEQUENCES {
+            return Err(BackendError::Engine(format!(
+                "{max_conversations} parallel conversations need {n_seq} sequences; llama.cpp allows {MAX_SEQUENCES} (use at most {})",
+                (MAX_SEQUENCES - PREFIX_SEQUENCES) / 2
+            )));
+        }
+        let model = load_model(model_path, config.gpu_layers)?;
+        let ctx_per_seq = config
+            .context_per_sequence
+            .min(model.n_ctx_train().max(256));
+        if ctx_per_seq < 64 {
+            return Err(BackendError::Config(format!(
+                "--context: {ctx_per_seq} tokens per sequence is too small (expected at least 64)"
+            )));
+        }
+        let n_ctx = ctx_per_seq as usize * n_seq;
+        let threads = if config.threads == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1) as i32
+        } else {
+            config.threads as i32
+        };
+        let budget = (config.step_token_budget as usize).max(n_slots + 1);
+        let params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(n_ctx as u32))
+            .with_n_batch(budget as u32)
+            .with_n_ubatch(budget.min(512) as u32)
+            .with_n_seq_max(n_seq as u32)
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads)
+            .with_kv_unified(false)
+            .with_flash_attention_policy(flash_attention_policy(config));
+        let ctx = model.new_context(backend, params).map_err(|e| {
+            BackendError::Engine(format!("cannot create context of {n_ctx} tokens: {e}"))
+        })?;
+
+        let template = match &config.chat_template {
+            Some(src) => jinja_template(model, src.clone())?,
+            None => match model.chat_template(None) {
+                Ok(t) => ChatTemplate::Native(t),
+                Err(_) => {
+                    return Err(BackendError::Load {
+                        path: model_path.display().to_string(),
+                        message: "the model has no chat template (tokenizer.chat_template); give one with chat_template in models.toml".into(),
+                    })
+                }
+            },
+        };
+
+        let head_dim = model.n_embd() as u64 / u64::from(model.n_head().max(1));
+        let kv_bytes_per_token =
+            u64::from(model.n_layer()) * u64::from(model.n_head_kv()) * head_dim * 2 * 2;
+        let stats = BackendStats {
+            kv_bytes_per_sequence: kv_bytes_per_token * u64::from(ctx_per_seq),
+            ..BackendStats::default()
+        };
+        let slots = (0..n_slots)
+            .map(|i| Slot {
+                seq: (PREFIX_SEQUENCES + i) as i32,
+                owner: None,
+                cached: Vec::new(),
+                active: None,
+                last_used: 0,
+            })
+            .collect();
+        Ok(LlamaEngine {
+            model,
+            ctx,
+            template,
+            info: BackendInfo {
+                engine: "llama.cpp".into(),
+                model: model_name.to_string(),
+                model_sha256: model_sha256.to_string(),
+                context_per_sequence: ctx_per_seq,
+            },
+            config: config.clone(),
+            max_conversations,
+            slots,
+            prefixes: Vec::new(),
+            batch: LlamaBatch::new(budget, 1),
+            batch_capacity: budget,
+            views: Vec::new(),
+            plan: StepPlan::default(),
+            sampler: Sampler::new(model.n_vocab().max(1) as usize),
+            piece: Vec::with_capacity(64),
+            finished_early: Vec::new(),
+            stats,
+            clock: 0,
+        })
+    }
+
+    /// Render messages with the chat template, ending with the opening of an
+    /// assistant message.
+    pub fn render(&self, messages: &[ChatMessage]) -> Result<String, BackendError> {
+        match &self.template {
+            ChatTemplate::Native(t) => {
+                let msgs = messages
+                    .iter()
+                    .map(|m| LlamaChatMessage::new(m.role.as_str().into(), m.content.clone()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| BackendError::Engine(format!("chat message: {e}")))?;
+                self.model
+                    .apply_chat_template(t, &msgs, true)
+                    .map_err(|e| BackendError::Engine(format!("chat template: {e}")))
+            }
+            ChatTemplate::Jinja { env, bos, eos } => {
+                let t = env
+                    .get_template("chat")
+                    .map_err(|e| BackendError::Engine(format!("chat template: {e}")))?;
+                t.render(minijinja::context! {
+                    messages => messages,
+                    add_generation_prompt => true,
+                    bos_token => bos,
+                    eos_token => eos,
+                })
+                .map_err(|e| BackendError::Engine(format!("chat template: {e}")))
+            }
+        }
+    }
+
+    fn tokenize(&self, text: &str) -> Vec<i32> {
+        self.model
+            .vocab()
+            .tokenize(text.as_bytes(), true, true)
+            .into_iter()
+            .map(|t| t.0)
+            .collect()
+    }
+
+    /// Evaluate `tokens` into `seq` from position `start`, in chunks.
+    fn prefill_blocking(
+        &mut self,
+        seq: i32,
+        tokens: &[i32],
+        start: usize,
+    ) -> Result<(), BackendError> {
+        let mut pos = start;
+        while pos < tokens.len() {
+            let end = (pos + self.batch_capacity).min(tokens.len());
+            self.batch.clear();
+            for (i, t) in tokens[pos..end].iter().enumerate() {
+                let p = pos + i;
+                self.batch
+                    .add(LlamaToken(*t), p as i32, &[seq], p + 1 == tokens.len())
+                    .map_err(|e| BackendError::Engine(format!("batch: {e}")))?;
+            }
+            let t0 = Instant::now();
+            self.ctx
+                .decode(&mut self.batch)
+                .map_err(|e| BackendError::Engine(format!("decode: {e}")))?;
+            self.stats.decode_seconds += t0.elapsed().as_secs_f64();
+            self.stats.prompt_tokens_evaluated += (end - pos) as u64;
+            pos = end;
+        }
+        Ok(())
+    }
+
+    fn find_slot(&mut self, conversation: u64, side: Side) -> Option<usize> {
+        let key = Some((conversation, side));
+        if let Some(i) = self.slots.iter().position(|s| s.owner == key) {
+            return Some(i);
+        }
+        if let Some(i) = self.slots.iter().position(|s| s.owner.is_none()) {
+            return Some(i);
+        }
+        // Every slot is owned: take the least recently used idle one.
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.active.is_none())
+            .min_by_key(|(_, s)| s.last_used)
+            .map(|(i, _)| i)
+    }
+
+    fn clear_seq(&mut self, seq: i32, from: usize) -> bool {
+        let seq = seq as u32;
+        let from = if from == 0 { None } else { Some(from as u32) };
+        self.ctx
+            .clear_kv_cache_seq(Some(seq), from, None)
+            .unwrap_or(false)
+    }
+
+    fn finish(&mut self, slot: usize, finish: FinishReason) -> Generation {
+        let s = &mut self.slots[slot];
+        let a = s.active.take().expect("finish is called on an active slot");
+        let text = a.stop.text();
+        let text = match finish {
+            FinishReason::StopString => text.to_string(),
+            _ => {
+                // Flush any bytes still waiting for the rest of a character.
+                let mut t = text.to_string();
+                t.push_str(&String::from_utf8_lossy(&a.utf8));
+                t
+            }
+        };
+        Generation {
+            conversation: a.conversation,
+            side: a.side,
+            text: text.trim().to_string(),
+            prompt_tokens: a.prompt_len as u32,
+            reused_prompt_tokens: a.reused as u32,
+            completion_tokens: a.generated as u32,
+            finish,
+        }
+    }
+}
+
+fn jinja_template(model: &LlamaModel, src: String) -> Result<ChatTemplate, BackendError> {
+    let mut env = minijinja::Environment::new();
+    env.add_template_owned("chat", src)
+        .map_err(|e| BackendError::Engine(format!("chat_template: {e}")))?;
+    let vocab = model.vocab();
+    let piece =
+        |t: LlamaToken| String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned();
+    Ok(ChatTemplate::Jinja {
+        env: Box::new(env),
+        bos: piece(vocab.bos()),
+        eos: piece(vocab.eos()),
+    })
+}
+
+fn common_prefix_len(a: &[i32], b: &[i32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+impl Backend for LlamaEngine {
+    fn info(&self) -> &BackendInfo {
+        &self.info
+    }
+
+    fn max_conversations(&self) -> usize {
+        self.max_conversations
+    }
+
+    fn prepare_shared_prefix(
+        &mut self,
+        examples: &[Vec<ChatMessage>],
+    ) -> Result<usize, BackendError> {
+        if examples.len() < 2 || self.prefixes.len() >= PREFIX_SEQUENCES {
+            return Ok(0);
+        }
+        let rendered = examples
+            .iter()
+            .map(|m| self.render(m))
+            .collect::<Result<Vec<_>, _>>()?;
+        let tokens: Vec<Vec<i32>> = rendered.iter().map(|r| self.tokenize(r)).collect();
+        let mut len = tokens[0].len();
+        for t in &tokens[1..] {
+            len = len.min(common_prefix_len(&tokens[0], t));
+        }
+        // Too short to be worth a sequence of its own.
+        if len < 16 {
+            return Ok(0);
+        }
+        let prefix = tokens[0][..len].to_vec();
+        let seq = self.prefixes.len() as i32;
+        self.prefill_blocking(seq, &prefix, 0)?;
+        tracing::debug!(tokens = len, seq, "shared prefix evaluated");
+        self.prefixes.push(SharedPrefix {
+            seq,
+            tokens: prefix,
+        });
+        Ok(len)
+    }
+
+    fn count_prompt_tokens(&self, messages: &[ChatMessage]) -> Result<usize, BackendError> {
+        Ok(self.tokenize(&self.render(messages)?).len())
+    }
+
+    fn submit(&mut self, req: GenerationRequest) -> Result<(), BackendError> {
+        let rendered = self.render(&req.messages)?;
+        let prompt = self.tokenize(&rendered);
+        let Some(slot) = self.find_slot(req.conversation, req.side) else {
+            return Err(BackendError::Full(self.in_flight()));
+        };
+        self.clock += 1;
+        let ctx_per_seq = self.info.context_per_sequence as usize;
+        let stop = StopMatcher::new(&req.sampling.stop);
+        let mut active = Active {
+            conversation: req.conversation,
+            side: req.side,
+            prompt_len: prompt.len(),
+            prompt: Vec::new(),
+            reused: 0,
+            generated: 0,
+            pending: None,
+            rng: SessionRng::seed_from_u64(req.seed),
+            sampling: req.sampling,
+            stop,
+            utf8: Vec::new(),
+            logits_at: None,
+            fed: 0,
+        };
+        let owner_changed = self.slots[slot].owner != Some((req.conversation, req.side));
+        if owner_changed {
+            let seq = self.slots[slot].seq;
+            self.clear_seq(seq, 0);
+            self.slots[slot].cached.clear();
+            self.slots[slot].owner = Some((req.conversation, req.side));
+        }
+        self.slots[slot].last_used = self.clock;
+
+        if prompt.len() + 1 >= ctx_per_seq {
+            // The conversation outgrew its context: end it cleanly rather
+            // than fail the run.
+            self.slots[slot].active = Some(active);
+            let g = self.finish(slot, FinishReason::ContextFull);
+            self.finished_early.push(g);
+            return Ok(());
+        }
+
+        // Reuse the longest cached prefix: the slot's own history or a
+        // shared prefix, whichever covers more of the prompt.
+        let own = common_prefix_len(&self.slots[slot].cached, &prompt);
+        let (best_prefix, shared) = self
+            .prefixes
+            .iter()
+            .map(|p| (p.seq, common_prefix_len(&p.tokens, &prompt)))
+            .max_by_key(|(_, n)| *n)
+            .unwrap_or((-1, 0));
+        let seq = self.slots[slot].seq;
+        let mut keep;
+        if shared > own {
+            self.clear_seq(seq, 0);
+            self.ctx
+                .copy_kv_cache_seq(best_prefix, seq, None, None)
+                .map_err(|e| BackendError::Engine(format!("kv copy: {e}")))?;
+            keep = shared;
+            self.stats.prompt_tokens_from_shared_prefix += shared.min(prompt.len() - 1) as u64;
+            self.slots[slot].cached = self.prefixes[best_prefix as usize].tokens.clone();
+        } else {
+            keep = own;
+        }
+        // The last prompt token is always evaluated: its logits start the reply.
+        keep = keep.min(prompt.len() - 1);
+        if keep < self.slots[slot].cached.len() && !self.clear_seq(seq, keep) {
+            self.clear_seq(seq, 0);
+            keep = 0;
+        }
+        self.slots[slot].cached.truncate(keep);
+        active.reused = keep;
+        tracing::debug!(
+            conversation = req.conversation,
+            side = ?req.side,
+            slot,
+            prompt = prompt.len(),
+            reused = keep,
+            seed = req.seed,
+            digest = prompt.iter().fold(0u64, |h, &t| h.wrapping_mul(31).wrapping_add(t as u64)),
+            "request queued"
+        );
+        self.stats.prompt_tokens_reused += keep as u64;
+        active.prompt = prompt;
+        self.slots[slot].active = Some(active);
+        Ok(())
+    }
+
+    fn step(&mut self) -> Result<Vec<Generation>, BackendError> {
+        let mut done = std::mem::take(&mut self.finished_early);
+        // See `batch`: all decode tokens in one call, each prompt chunk in a
+        // call of its own, so output does not depend on --parallel.
+        self.views.clear();
+        self.views.extend(self.slots.iter().map(|s| {
+            s.active.as_ref().map(|a| SlotView {
+                pending: a.pending.is_some(),
+                cached: s.cached.len(),
+                prompt_len: a.prompt.len(),
+            })
+        }));
+        let mut plan = std::mem::take(&mut self.plan);
+        plan_step(&self.views, self.batch_capacity, &mut plan);
+        let mut result = Ok(());
+        if !plan.decode.is_empty() {
+            result = self.run_phase(Phase::Decode, &mut done);
+        }
+        for &(slot, tokens) in &plan.prefill {
+            if result.is_err() {
+                break;
+            }
+            result = self.run_phase(Phase::Prefill(slot, tokens), &mut done);
+        }
+        self.plan = plan;
+        result.map(|()| done)
+    }
+    fn in_flight(&self) -> usize {
+        self.slots.iter().filter(|s| s.active.is_some()).count() + self.finished_early.len()
+    }
+
+    fn release(&mut self, conversation: u64) {
+        for i in 0..self.slots.len() {
+            if self.slots[i].owner.is_some_and(|(c, _)| c == conversation) {
+                let seq = self.slots[i].seq;
+                self.clear_seq(seq, 0);
+                let s = &mut self.slots[i];
+                s.owner = None;
+                s.cached.clear();
+                s.active = None;
+            }
+        }
+    }
+
+    fn stats(&self) -> BackendStats {
+        self.stats.clone()
+    }
+}
+
+impl LlamaEngine {
+    /// Evaluate one llama.cpp batch: every pending decode token, or one
+    /// sequence's planned prompt chunk; then sample where logits arrived.
+    fn run_phase(&mut self, phase: Phase, done: &mut Vec<Generation>) -> Result<(), BackendError> {
+        self.batch.clear();
+        let mut n = 0i32;
+        // Context of the deepest decoding sequence, counting its new token.
+        let mut depth = 0u64;
+        for s in self.slots.iter_mut() {
+            let Some(a) = s.active.as_mut() else { continue };
+            a.logits_at = None;
+            a.fed = 0;
+            if phase != Phase::Decode {
+                continue;
+            }
+            if let Some(tok) = a.pending {
+                let pos = s.cached.len() as i32;
+                self.batch
+                    .add(LlamaToken(tok), pos, &[s.seq], true)
+                    .map_err(|e| BackendError::Engine(format!("batch: {e}")))?;
+                a.logits_at = Some(n);
+                n += 1;
+                depth = depth.max(pos as u64 + 1);
+            }
+        }
+        if let Phase::Prefill(i, tokens) = phase {
+            let s = &mut self.slots[i];
+            let Some(a) = s.active.as_mut() else {
+                return Ok(());
+            };
+            let start = s.cached.len();
+            let end = (start + tokens).min(a.prompt.len());
+            for p in start..end {
+                let last = p + 1 == a.prompt.len();
+                self.batch
+                    .add(LlamaToken(a.prompt[p]), p as i32, &[s.seq], last)
+                    .map_err(|e| BackendError::Engine(format!("batch: {e}")))?;
+                if last {
+                    a.logits_at = Some(n);
+                }
+                n += 1;
+            }
+            a.fed = end - start;
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        if tracing::enabled!(tracing::Level::TRACE) {
+            let mut desc = String::new();
+            for s in &self.slots {
+                if let Some(a) = &s.active {
+                    use std::fmt::Write as _;
+                    let _ = write!(
+                        desc,
+                        "[c{} {:?} seq{} from{} pend{} fed{}] ",
+                        a.conversation,
+                        a.side,
+                        s.seq,
+                        s.cached.len(),
+                        a.pending.is_some(),
+                        a.fed
+                    );
+                }
+            }
+            tracing::trace!(n, "step {desc}");
+        }
+        let t0 = Instant::now();
+        self.ctx
+            .decode(&mut self.batch)
+            .map_err(|e| BackendError::Engine(format!("decode of {n} tokens failed: {e}")))?;
+        let call_seconds = t0.elapsed().as_secs_f64();
+        self.stats.decode_seconds += call_seconds;
+        self.stats.steps += 1;
+        if phase == Phase::Decode {
+            self.stats.generation_call_seconds += call_seconds;
+            self.stats.generation_call_tokens += n as u64;
+            self.stats.generation_depth_token_sum += n as u64 * depth;
+        } else {
+            self.stats.prefill_calls += 1;
+        }
+
+        // Record what the cache now holds.
+        for s in self.slots.iter_mut() {
+            let Some(a) = s.active.as_mut() else { continue };
+            if phase == Phase::Decode {
+                if let Some(tok) = a.pending.take() {
+                    s.cached.push(tok);
+                }
+            } else if a.fed > 0 {
+                let start = s.cached.len();
+                s.cached.extend_from_slice(&a.prompt[start..start + a.fed]);
+                self.stats.prompt_tokens_evaluated += a.fed as u64;
+                a.fed = 0;
+            }
+        }
+        let t1 = Instant::now();
+        let vocab = self.model.vocab();
+        let ctx_per_seq = self.info.context_per_sequence as usize;
+        let mut finished: Vec<(usize, FinishReason)> = Vec::new();
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            let Some(a) = s.active.as_mut() else { continue };
+            let Some(at) = a.logits_at else { continue };
+            let logits = self.ctx.get_logits_ith(at);
+            let recent_from = s
+                .cached
+                .len()
+                .saturating_sub(a.sampling.repeat_last_n as usize);
+            let tok =
+                self.sampler
+                    .sample(logits, &a.sampling, &s.cached[recent_from..], &mut a.rng);
+            if vocab.is_eog(LlamaToken(tok)) {
+                finished.push((i, FinishReason::Stop));
+                continue;
+            }
+            a.generated += 1;
+            self.piece.clear();
+            vocab.token_to_piece_into(LlamaToken(tok), &mut self.piece, false, None);
+            a.utf8.extend_from_slice(&self.piece);
+            let mut stopped = false;
+            match std::str::from_utf8(&a.utf8) {
+                Ok(text) => {
+                    stopped = matches!(a.stop.push(text), StopState::Stopped { .. });
+                    a.utf8.clear();
+                }
+                Err(e) if e.error_len().is_none() => {
+                    // Wait for the rest of a multi-byte character.
+                    let valid = e.valid_up_to();
+                    if valid > 0 {
+                        let head = String::from_utf8_lossy(&a.utf8[..valid]).into_owned();
+                        stopped = matches!(a.stop.push(&head), StopState::Stopped { .. });
+                        a.utf8.drain(..valid);
+                    }
+                }
+                Err(_) => {
+                    let text = String::from_utf8_lossy(&a.utf8).into_owned();
+                    stopped = matches!(a.stop.push(&text), StopState::Stopped { .. });
+                    a.utf8.clear();
+                }
+            }
+            if stopped {
+                finished.push((i, FinishReason::StopString));
+            } else if a.generated >= a.sampling.max_tokens as usize {
+                finished.push((i, FinishReason::Length));
+            } else if s.cached.len() + 1 >= ctx_per_seq {
+                finished.push((i, FinishReason::ContextFull));
+            } else {
+                a.pending = Some(tok);
+            }
+        }
+        self.stats.sample_seconds += t1.elapsed().as_secs_f64();
+        for (i, reason) in finished {
+            let g = self.finish(i, reason);
+            self.stats.tokens_generated += u64::from(g.completion_tokens);
+            done.push(g);
+        }
+        Ok(())
+    }
+}
+
+impl LlamaEngine {
+    /// The engine's configuration.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+}
+
+/// Throughput of llama.cpp alone on this model and machine: the ceiling the
+/// real loop is measured against.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RawDecodeBench {
+    /// Sequences decoding together.
+    pub sequences: usize,
+    /// Prompt (prefill) tokens per second.
+    pub prompt_tokens_per_second: f64,
+    /// Decode tokens per second, all sequences together.
+    pub decode_tokens_per_second: f64,
+}
+
+/// Decode `steps` tokens on each of `sequences` sequences in lockstep, each
+/// holding a `prompt_tokens`-token context, with logits for every sequence
+/// at every step (as the real loop needs). No sampling work beyond feeding
+/// back a fixed token: this is the engine's own ceiling. The prompt is
+/// prefilled once, in calls of the step budget (that sets the prompt rate),
+/// and its KV copied to the other sequences, so a deep context costs one
+/// prefill, not one per sequence.
+pub fn raw_decode_bench(
+    model_path: &Path,
+    sequences: usize,
+    prompt_tokens: usize,
+    steps: usize,
+    config: &LlamaConfig,
+) -> Result<RawDecodeBench, BackendError> {
+    let backend = llama_backend()?;
+    let model = load_model(model_path, config.gpu_layers)?;
+    // The same context shape as the engine would make for this many
+    // conversations, so the two numbers compare like with like.
+    let n_seq = (2 * sequences + PREFIX_SEQUENCES).min(MAX_SEQUENCES);
+    let ctx_per_seq = config
+        .context_per_sequence
+        .min(model.n_ctx_train().max(256)) as usize;
+    let threads = if config.threads == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1) as i32
+    } else {
+        config.threads as i32
+    };
+    let budget = (config.step_token_budget as usize).max(2 * sequences + 1);
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new((ctx_per_seq * n_seq) as u32))
+        .with_n_batch(budget as u32)
+        .with_n_ubatch(budget.min(512) as u32)
+        .with_n_seq_max(n_seq as u32)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads)
+        .with_kv_unified(false)
+        .with_flash_attention_policy(flash_attention_policy(config));
+    let mut ctx = model
+        .new_context(backend, params)
+        .map_err(|e| BackendError::Engine(format!("context: {e}")))?;
+    // Room for the steps after the prompt, inside one sequence's context.
+    let prompt_len = prompt_tokens
+        .max(1)
+        .min(ctx_per_seq.saturating_sub(steps + 1).max(1));
+    let prompt: Vec<LlamaToken> = model
+        .vocab()
+        .tokenize(
+            b"The quick brown fox jumps over the lazy dog. ",
+            false,
+            false,
+        )
+        .into_iter()
+        .cycle()
+        .take(prompt_len)
+        .collect();
+    let mut batch = LlamaBatch::new(budget.max(sequences), 1);
+    let t0 = Instant::now();
+    for (chunk_at, chunk) in prompt.chunks(budget).enumerate() {
+        batch.clear();
+        for (i, t) in chunk.iter().enumerate() {
+            let p = chunk_at * budget + i;
+            batch
+                .add(*t, p as i32, &[0], p + 1 == prompt.len())
+                .map_err(|e| BackendError::Engine(format!("batch: {e}")))?;
+        }
+        ctx.decode(&mut batch)
+            .map_err(|e| BackendError::Engine(format!("decode: {e}")))?;
+    }
+    let prefill = t0.elapsed().as_secs_f64();
+    for s in 1..sequences {
+        ctx.copy_kv_cache_seq(0, s as i32, None, None)
+            .map_err(|e| BackendError::Engine(format!("kv copy: {e}")))?;
+    }
+    let tok = prompt[0];
+    let mut step_batch = |step: usize, ctx: &mut LlamaContext| -> Result<(), BackendError> {
+        batch.clear();
+        for s in 0..sequences {
+            batch
+                .add(tok, (prompt.len() + step) as i32, &[s as i32], true)
+                .map_err(|e| BackendError::Engine(format!("batch: {e}")))?;
+        }
+        ctx.decode(&mut batch)
+            .map_err(|e| BackendError::Engine(format!("decode: {e}")))
+    };
+    // The first step applies the copies and sizes llama.cpp's buffers: not
+    // timed.
+    step_batch(0, &mut ctx)?;
+    let t1 = Instant::now();
+    for step in 1..=steps {
+        step_batch(step, &mut ctx)?;
+    }
+    let decode = t1.elapsed().as_secs_f64();
+    Ok(RawDecodeBench {
+        sequences,
+        prompt_tokens_per_second: prompt.len() as f64 / prefill.max(1e-9),
+        decode_tokens_per_second: (steps * sequences) as f64 / decode.max(1e-9),
+    })
+}

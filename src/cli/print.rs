@@ -1,0 +1,72 @@
+//! What the CLI prints: the run summary (stderr, or JSON on stdout) and the
+//! model list.
+
+use std::io::Write;
+use std::path::Path;
+
+use usersim::models::ModelListing;
+use usersim::run::RunSummary;
+
+/// The end-of-run summary: human text on stderr, or JSON on stdout (on
+/// stderr when the conversations themselves go to stdout).
+pub fn summary(s: &RunSummary, output: &Path, json: bool) -> anyhow::Result<()> {
+    if json {
+        let text = serde_json::to_string_pretty(s)?;
+        if output == Path::new("-") {
+            eprintln!("{text}");
+        } else {
+            writeln!(std::io::stdout(), "{text}")?;
+        }
+        return Ok(());
+    }
+    let counts = |m: &std::collections::BTreeMap<String, u64>| {
+        m.iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    eprintln!(
+        "{} conversations -> {}\n  turns: {} user, {} assistant\n  tokens: {} generated ({} by users) in {:.1}s\n  throughput: {:.1} tok/s aggregate, {:.1} tok/s per conversation ({} in parallel), {:.1} conversations/min\n  prompt tokens: {} computed, {} reused ({} from shared prefixes)\n  intents: {}\n  ended: {}",
+        s.conversations,
+        output.display(),
+        s.user_turns,
+        s.assistant_turns,
+        s.tokens_generated,
+        s.user_tokens,
+        s.seconds,
+        s.tokens_per_second,
+        s.tokens_per_second_per_conversation,
+        s.parallel,
+        s.conversations_per_minute,
+        s.backend.prompt_tokens_evaluated,
+        s.backend.prompt_tokens_reused,
+        s.backend.prompt_tokens_from_shared_prefix,
+        counts(&s.intents),
+        counts(&s.end_reasons),
+    );
+    Ok(())
+}
+
+/// `models list`: one line a model, or JSON.
+pub fn models(rows: &[ModelListing], json: bool) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(rows)?)?;
+        return Ok(());
+    }
+    for r in rows {
+        writeln!(
+            out,
+            "{}{}\t{}\t{}",
+            r.name,
+            if r.default { " (default)" } else { "" },
+            if r.cached.is_some() {
+                "cached"
+            } else {
+                "not cached"
+            },
+            r.description
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,238 @@
+//! Everything a run checks and loads before its first token: scenario,
+//! pins, catalog, sampling, the replayed corpus, the model and the engine.
+//!
+//! Invariant: every error of the user's input surfaces here (or in the
+//! context check right after the engine is up), before an output file
+//! exists.
+
+use std::path::{Path, PathBuf};
+
+use crate::backend::llama::LlamaEngine;
+use crate::backend::openai::OpenAiBackend;
+use crate::backend::Backend;
+use crate::chat::{ChatMessage, ChatRole, Side};
+use crate::error::Error;
+use crate::latent::{find_item, LatentError};
+use crate::models;
+use crate::scenario::catalog::Catalog;
+use crate::scenario::{Pins, Scenario, SessionVar};
+use crate::session::replay::{load_replay, Replay};
+
+use super::{BackendKind, ModelChoice, SimulateConfig};
+
+/// What the run's model resolved to.
+#[derive(Clone, Debug)]
+pub struct ResolvedModel {
+    /// Name recorded in the output.
+    pub name: String,
+    /// File.
+    pub path: PathBuf,
+    /// sha256 of the file.
+    pub sha256: String,
+    /// Registry chat template override.
+    pub chat_template: Option<String>,
+}
+
+/// Resolve `choice`, fetching a registry model on first use.
+pub fn resolve_model(
+    choice: &ModelChoice,
+    registry: Option<&Path>,
+    progress: bool,
+) -> Result<ResolvedModel, Error> {
+    match choice {
+        ModelChoice::Path(p) => {
+            models::local_file_check(p)?;
+            Ok(ResolvedModel {
+                name: p
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "model".into()),
+                path: p.clone(),
+                sha256: models::file_sha256(p)?,
+                chat_template: None,
+            })
+        }
+        ModelChoice::Registry(name) => {
+            let reg = match registry {
+                Some(path) => models::Registry::load(path)?,
+                None => models::Registry::builtin()?,
+            };
+            let name = name.clone().unwrap_or_else(|| reg.default.clone());
+            let entry = reg.get(&name)?;
+            let opts = models::FetchOptions {
+                progress,
+                ..models::FetchOptions::default()
+            };
+            let path = models::resolve(entry, &opts)?;
+            models::local_file_check(&path)?;
+            let sha256 = match &entry.sha256 {
+                Some(s) => s.clone(),
+                None => models::file_sha256(&path)?,
+            };
+            Ok(ResolvedModel {
+                name,
+                path,
+                sha256,
+                chat_template: entry.chat_template.clone(),
+            })
+        }
+    }
+}
+
+/// Everything checked and loaded before the first token: scenario, pins,
+/// catalog and the per-side sampling options.
+pub struct Prepared {
+    /// Scenario.
+    pub scenario: Scenario,
+    /// Pins.
+    pub pins: Pins,
+    /// Catalog, if the scenario or flags give one.
+    pub catalog: Option<Catalog>,
+    /// Final sampling options per side.
+    pub sampling: crate::scenario::SidesSampling,
+    /// The dialogues to replay (`--replay`).
+    pub replay: Option<Replay>,
+}
+
+/// Load and validate the run's inputs (no model involved).
+pub fn prepare(cfg: &SimulateConfig) -> Result<Prepared, Error> {
+    if cfg.sessions == 0 {
+        return Err(Error::Config("--sessions: expected at least 1".into()));
+    }
+    if cfg.parallel == 0 {
+        return Err(Error::Config("--parallel: expected at least 1".into()));
+    }
+    let mut scenario = Scenario::load(&cfg.scenario_dir)?;
+    if let Some(t) = cfg.max_user_turns {
+        if t == 0 {
+            return Err(Error::Config("--max-turns: expected at least 1".into()));
+        }
+        scenario.conversation.max_user_turns = t;
+    }
+    let pins = Pins::parse(&cfg.pins, &scenario)?;
+    let catalog_path = cfg.catalog.clone().or_else(|| scenario.catalog.clone());
+    let catalog = match catalog_path {
+        Some(p) => Some(Catalog::load_csv(&p)?),
+        None => None,
+    };
+    if let Some(cat) = &catalog {
+        for var in &scenario.session {
+            if let SessionVar::CatalogItem { name, .. } = var {
+                if let Some(v) = pins.session.get(name) {
+                    if find_item(cat, v).is_none() {
+                        return Err(LatentError::UnknownItem {
+                            name: name.clone(),
+                            value: v.clone(),
+                        }
+                        .into());
+                    }
+                }
+            }
+        }
+    }
+    let mut sampling = scenario.sampling.clone();
+    cfg.sampling.apply(&mut sampling.user, Side::User);
+    cfg.sampling.apply(&mut sampling.assistant, Side::Assistant);
+    sampling
+        .user
+        .validate()
+        .map_err(|e| Error::Config(format!("user sampling: {e}")))?;
+    sampling
+        .assistant
+        .validate()
+        .map_err(|e| Error::Config(format!("assistant sampling: {e}")))?;
+    let replay = cfg.replay.as_deref().map(load_replay).transpose()?;
+    Ok(Prepared {
+        scenario,
+        pins,
+        catalog,
+        sampling,
+        replay,
+    })
+}
+
+/// The sessions this run (or shard) is responsible for, in order.
+pub fn planned_sessions(cfg: &SimulateConfig) -> Result<Vec<u64>, Error> {
+    shard_of(cfg.sessions, cfg.shard)
+}
+
+/// [`planned_sessions`] once the inputs are loaded: a replay has no more
+/// sessions than its corpus has dialogues.
+pub fn prepared_sessions(cfg: &SimulateConfig, prep: &Prepared) -> Result<Vec<u64>, Error> {
+    let total = match &prep.replay {
+        Some(r) => cfg.sessions.min(r.scripts.len() as u64),
+        None => cfg.sessions,
+    };
+    shard_of(total, cfg.shard)
+}
+
+pub(crate) fn shard_of(total: u64, shard: Option<(u64, u64)>) -> Result<Vec<u64>, Error> {
+    match shard {
+        None => Ok((0..total).collect()),
+        Some((i, n)) => {
+            if n == 0 || i >= n {
+                return Err(Error::Config(format!(
+                    "--shard {i}/{n}: expected i/n with 0 <= i < n"
+                )));
+            }
+            Ok((0..total).filter(|s| s % n == i).collect())
+        }
+    }
+}
+
+/// Rough upper bound of the tokens one side's sequence needs, checked
+/// against the context before anything is generated. Each side's per-turn
+/// note stays in its history (append-only prompts), so it counts every turn.
+pub(crate) fn check_context(
+    prep: &Prepared,
+    backend: &dyn Backend,
+    (first_user, user_note): (&[ChatMessage], &str),
+    (first_assistant, assistant_note): (&[ChatMessage], &str),
+) -> Result<(), Error> {
+    let turns = prep.scenario.conversation.max_user_turns as usize;
+    let empty = backend.count_prompt_tokens(&[ChatMessage::new(ChatRole::User, "")])?;
+    let note_tokens = |note: &str| -> Result<usize, Error> {
+        if note.is_empty() {
+            return Ok(0);
+        }
+        let n = backend.count_prompt_tokens(&[ChatMessage::new(ChatRole::User, note)])?;
+        Ok(n.saturating_sub(empty))
+    };
+    // Per exchange: both messages plus the chat template's framing.
+    let per_exchange =
+        (prep.sampling.user.max_tokens + prep.sampling.assistant.max_tokens) as usize + 12;
+    let user_need =
+        backend.count_prompt_tokens(first_user)? + turns * (per_exchange + note_tokens(user_note)?);
+    let asst_need = backend.count_prompt_tokens(first_assistant)?
+        + turns * (per_exchange + note_tokens(assistant_note)?);
+    let need = user_need.max(asst_need);
+    let have = backend.info().context_per_sequence as usize;
+    tracing::debug!(user_need, asst_need, have, "context per sequence");
+    if need > have {
+        return Err(Error::Config(format!(
+            "context too small for the requested turns: {turns} user turns of up to {} + {} tokens (with each turn's instructions) need about {need} tokens per sequence, the context holds {have} (raise --context, or lower --max-turns or --max-tokens)",
+            prep.sampling.user.max_tokens, prep.sampling.assistant.max_tokens
+        )));
+    }
+    Ok(())
+}
+
+/// The engine a run generates with: an OpenAI-compatible server, or
+/// llama.cpp on the resolved model with room for `parallel` conversations.
+pub fn open_backend(cfg: &SimulateConfig, parallel: usize) -> Result<Box<dyn Backend>, Error> {
+    if cfg.backend == BackendKind::Openai {
+        return Ok(Box::new(OpenAiBackend::new(&cfg.openai)?));
+    }
+    let model = resolve_model(&cfg.model, cfg.registry.as_deref(), cfg.progress)?;
+    let mut llama = cfg.llama.clone();
+    if llama.chat_template.is_none() {
+        llama.chat_template = model.chat_template.clone();
+    }
+    Ok(Box::new(LlamaEngine::new(
+        &model.path,
+        &model.name,
+        &model.sha256,
+        parallel.max(1),
+        &llama,
+    )?))
+}

@@ -1,0 +1,302 @@
+//! One conversation's state machine and its record.
+//!
+//! A conversation alternates: draw the turn latents, ask for the user's
+//! message, hand it to the system, take the reply, and so on until a rule
+//! ends it. It never blocks: each step returns the next generation it needs,
+//! so the simulate loop can keep all conversations in one batch.
+//!
+//! A replayed conversation ([`Conversation::with_replay`]) follows a real
+//! dialogue instead: its turn latents come from the real seeker turns, the
+//! system replays the real recommender, and the history every prompt shows
+//! is the real one (teacher forcing): a generated user message goes into the
+//! record beside the real turn it stands for, never into later prompts.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::backend::sampler::SamplingParams;
+use crate::backend::{FinishReason, Generation, GenerationRequest};
+use crate::chat::Side;
+use crate::latent::{SessionLatents, TurnDecision, TurnLatents, TurnPlanner};
+use crate::prompt::{user_messages, user_system_prompt, HistoryTurn};
+use crate::rng::{stream_rng, stream_seed, Stream};
+use crate::scenario::catalog::Catalog;
+use crate::scenario::Scenario;
+use crate::session::record::{ConversationRecord, EndReason, RunIdentity, TurnRecord};
+use crate::session::replay::ReplayScript;
+use crate::session::system::{System, SystemAction, SystemError, SystemTurn};
+
+/// What a conversation needs next.
+#[derive(Debug)]
+pub enum Next {
+    /// Generate this.
+    Generate(GenerationRequest),
+    /// It is over.
+    Done(EndReason),
+}
+
+/// A conversation in progress.
+pub struct Conversation<'a> {
+    scenario: &'a Scenario,
+    catalog: Option<&'a Catalog>,
+    index: u64,
+    session_seed: u64,
+    latents: SessionLatents,
+    user_system: String,
+    planner: TurnPlanner<'a>,
+    user_sampling: SamplingParams,
+    turns: Vec<TurnRecord>,
+    user_turns: u32,
+    replies: u32,
+    current: Option<TurnLatents>,
+    /// Note of the generation in flight, kept with its turn when it lands.
+    pending_note: Option<String>,
+    /// The real dialogue this conversation replays.
+    replay: Option<&'a ReplayScript>,
+}
+
+impl<'a> Conversation<'a> {
+    /// Start session `index` with its drawn latents.
+    pub fn new(
+        scenario: &'a Scenario,
+        catalog: Option<&'a Catalog>,
+        planner: TurnPlanner<'a>,
+        index: u64,
+        session_seed: u64,
+        latents: SessionLatents,
+        user_sampling: SamplingParams,
+    ) -> Result<Self, SystemError> {
+        let user_system = user_system_prompt(scenario, &latents)?;
+        let mut turns = Vec::new();
+        if let Some(opening) = &scenario.conversation.opening {
+            turns.push(TurnRecord {
+                role: Side::Assistant,
+                text: opening.clone(),
+                latents: BTreeMap::new(),
+                tokens: 0,
+                real: None,
+                note: None,
+            });
+        }
+        Ok(Conversation {
+            scenario,
+            catalog,
+            index,
+            session_seed,
+            latents,
+            user_system,
+            planner,
+            user_sampling,
+            turns,
+            user_turns: 0,
+            replies: 0,
+            current: None,
+            pending_note: None,
+            replay: None,
+        })
+    }
+
+    /// Replay `script`: its opening (the recommender's words before the
+    /// seeker's first turn) replaces the scenario's, its seeker turns
+    /// replace the turn planner, and the conversation ends with them.
+    pub fn with_replay(mut self, script: &'a ReplayScript) -> Self {
+        self.turns.clear();
+        if let Some(opening) = &script.opening {
+            self.turns.push(TurnRecord {
+                role: Side::Assistant,
+                text: opening.clone(),
+                latents: BTreeMap::new(),
+                tokens: 0,
+                real: None,
+                note: None,
+            });
+        }
+        self.replay = Some(script);
+        self
+    }
+
+    fn history(&self) -> Vec<HistoryTurn<'_>> {
+        self.turns
+            .iter()
+            .map(|t| HistoryTurn {
+                side: t.role,
+                // Teacher forcing: a replayed turn shows what was really said.
+                text: t.real.as_ref().map_or(t.text.as_str(), |r| r.text.as_str()),
+                note: t.note.as_deref(),
+            })
+            .collect()
+    }
+
+    /// The user's next turn: draw its latents and build its request.
+    pub fn user_turn(&mut self) -> Result<Next, SystemError> {
+        let decision = match self.replay {
+            Some(script) => match script.seeker_turns.get(self.user_turns as usize) {
+                Some(real) => TurnDecision::Speak(self.planner.replayed(&real.intents)),
+                None => return Ok(Next::Done(EndReason::ReplayEnd)),
+            },
+            None => {
+                let mut rng = stream_rng(self.session_seed, Stream::TurnLatents(self.user_turns));
+                self.planner.next(self.user_turns, &mut rng)
+            }
+        };
+        match decision {
+            TurnDecision::End => Ok(Next::Done(
+                if self.user_turns >= self.scenario.conversation.max_user_turns {
+                    EndReason::TurnLimit
+                } else {
+                    EndReason::UserLeft
+                },
+            )),
+            TurnDecision::Speak(turn) => {
+                let (messages, note) = user_messages(
+                    self.scenario,
+                    &self.user_system,
+                    &self.latents,
+                    &self.history(),
+                    &turn,
+                    self.user_turns,
+                )?;
+                self.current = Some(turn);
+                self.pending_note = Some(note.clone()).filter(|n| !n.is_empty());
+                Ok(Next::Generate(GenerationRequest {
+                    conversation: self.index,
+                    side: Side::User,
+                    messages,
+                    sampling: self.user_sampling.clone(),
+                    seed: stream_seed(self.session_seed, Stream::UserSampling(self.user_turns)),
+                    note,
+                }))
+            }
+        }
+    }
+
+    /// Take a finished generation and say what comes next.
+    pub fn on_generation(
+        &mut self,
+        g: Generation,
+        system: &mut dyn System,
+    ) -> Result<Next, SystemError> {
+        let context_full = g.finish == FinishReason::ContextFull;
+        match g.side {
+            Side::User => {
+                let turn = self.current.take().unwrap_or_default();
+                let intent = turn.intent().map(str::to_string);
+                let real = self
+                    .replay
+                    .and_then(|s| s.seeker_turns.get(self.user_turns as usize))
+                    .cloned();
+                let replayed = self.replay.is_some();
+                self.turns.push(TurnRecord {
+                    role: Side::User,
+                    text: g.text,
+                    latents: turn.values,
+                    tokens: g.completion_tokens,
+                    real,
+                    note: self.pending_note.take(),
+                });
+                self.user_turns += 1;
+                if context_full {
+                    return Ok(Next::Done(EndReason::ContextFull));
+                }
+                if let Some(script) = self.replay {
+                    // The real dialogue may end on the seeker's words.
+                    if script.replies.len() < self.user_turns as usize {
+                        return Ok(Next::Done(EndReason::ReplayEnd));
+                    }
+                }
+                // A replay ends with its real dialogue, not on intents.
+                if let Some(intent) = intent.as_ref().filter(|_| !replayed) {
+                    let conv = &self.scenario.conversation;
+                    if conv.end_intents.contains(intent) {
+                        return Ok(Next::Done(EndReason::EndIntent));
+                    }
+                    if conv.accept_intents.contains(intent) && self.target_was_offered() {
+                        return Ok(Next::Done(EndReason::TargetAccepted));
+                    }
+                }
+                let history = self.history();
+                let action = system.respond(&SystemTurn {
+                    conversation: self.index,
+                    history: &history,
+                    reply_index: self.replies,
+                    seed: stream_seed(self.session_seed, Stream::SystemSampling(self.replies)),
+                })?;
+                match action {
+                    SystemAction::Generate(req) => {
+                        self.pending_note = Some(req.note.clone()).filter(|n| !n.is_empty());
+                        Ok(Next::Generate(req))
+                    }
+                    SystemAction::Reply(text) => {
+                        self.push_reply(text, 0);
+                        self.user_turn()
+                    }
+                }
+            }
+            Side::Assistant => {
+                self.push_reply(g.text, g.completion_tokens);
+                if context_full {
+                    return Ok(Next::Done(EndReason::ContextFull));
+                }
+                self.user_turn()
+            }
+        }
+    }
+
+    fn push_reply(&mut self, text: String, tokens: u32) {
+        self.turns.push(TurnRecord {
+            role: Side::Assistant,
+            text,
+            latents: BTreeMap::new(),
+            tokens,
+            real: None,
+            note: self.pending_note.take(),
+        });
+        self.replies += 1;
+    }
+
+    /// Whether the latest assistant message names the session's target item.
+    fn target_was_offered(&self) -> bool {
+        let (Some(cat), Some(var)) = (self.catalog, &self.scenario.conversation.target) else {
+            return false;
+        };
+        let Some(target_id) = self
+            .latents
+            .values
+            .get(var)
+            .and_then(|v| v.get("id"))
+            .and_then(Value::as_str)
+        else {
+            return false;
+        };
+        let Some(last) = self.turns.iter().rev().find(|t| t.role == Side::Assistant) else {
+            return false;
+        };
+        cat.mentioned_items(&last.text)
+            .into_iter()
+            .any(|i| cat.items()[i].id == target_id)
+    }
+
+    /// The finished record.
+    pub fn into_record(
+        self,
+        run: &RunIdentity,
+        system: &str,
+        end: EndReason,
+    ) -> ConversationRecord {
+        ConversationRecord {
+            id: format!("{}-{}-{:06}", run.scenario.name, run.run_seed, self.index),
+            session_index: self.index,
+            run_seed: run.run_seed,
+            session_seed: self.session_seed,
+            scenario: run.scenario.clone(),
+            model: run.model.clone(),
+            system: system.to_string(),
+            sampling: run.sampling.clone(),
+            latents: self.latents.values,
+            turns: self.turns,
+            end_reason: end,
+            replay: self.replay.map(|s| s.source.clone()),
+        }
+    }
+}

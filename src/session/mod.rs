@@ -1,0 +1,12 @@
+//! One conversation: [`conversation`] is its state machine (whose turn,
+//! which latents, when it ends), [`system`] the other side it talks to,
+//! [`replay`] the real dialogues a session can follow instead, and
+//! [`record`] what a finished session writes.
+//!
+//! Nothing here schedules or decodes: a session only turns generations into
+//! its next request, so it can be driven by any [`crate::backend::Backend`].
+
+pub mod conversation;
+pub mod record;
+pub mod replay;
+pub mod system;

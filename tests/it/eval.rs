@@ -1,0 +1,509 @@
+//! `usersim eval` end to end: a real simulate run on the default model
+//! measured against real IARD dialogues, the HTML report rendered by headless
+//! Chromium, the real-vs-real sanity check and bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+fn iard() -> PathBuf {
+    crate::util::shared_data().join("iard/iard.json")
+}
+
+/// One small simulate run shared by the tests of this file.
+fn simulated() -> PathBuf {
+    static OUT: OnceLock<PathBuf> = OnceLock::new();
+    OUT.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir").keep();
+        let cfg = crate::util::small_config(&dir, "sim.jsonl");
+        crate::util::run(&cfg);
+        cfg.output
+    })
+    .clone()
+}
+
+fn usersim(args: &[&str]) -> std::process::Output {
+    Command::new(crate::util::bin())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run usersim")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// User turns of a usersim JSONL file and how many carry an intent label,
+/// counted here without the library.
+fn user_turns(path: &Path) -> (usize, usize) {
+    let text = std::fs::read_to_string(path).expect("read sim");
+    let (mut n, mut labelled) = (0, 0);
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line).expect("json line");
+        for t in v["turns"].as_array().expect("turns") {
+            if t["role"] == "user" {
+                n += 1;
+                if t["latents"]["intent"].is_string() {
+                    labelled += 1;
+                }
+            }
+        }
+    }
+    (n, labelled)
+}
+
+/// Floor of the IARD intent classifier's 5-fold macro-F1: measured 0.509 on
+/// this corpus (TF-IDF + one-vs-rest logistic regression), floor a little
+/// below so a regression in features or training shows.
+const INTENT_MACRO_F1_FLOOR: f64 = 0.48;
+
+#[test]
+fn full_report_of_a_simulated_run_against_iard() {
+    let _heavy = crate::util::heavy();
+    let sim = simulated();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let html = dir.path().join("report.html");
+    let out = usersim(&[
+        "eval",
+        "--real",
+        s(&iard()),
+        "--sim",
+        s(&sim),
+        "--baseline",
+        s(&sim),
+        "--json",
+        "--html",
+        s(&html),
+        "--bootstrap",
+        "200",
+        "--scenario",
+        "movies",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run: Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    let r = &run["sim"]["report"];
+    let (n_user, n_labelled) = user_turns(&sim);
+    assert_eq!(r["n_sim_turns"].as_u64(), Some(n_user as u64));
+    assert_eq!(r["n_real_dialogues"].as_u64(), Some(280));
+
+    let f1 = r["intents"]["cv"]["macro_f1"]
+        .as_f64()
+        .expect("cv macro-F1");
+    eprintln!("IARD intent classifier CV macro-F1 {f1:.4}");
+    assert!(f1 > INTENT_MACRO_F1_FLOOR, "{f1}");
+    assert_eq!(
+        r["intents"]["fidelity"]["n"].as_u64(),
+        Some(n_labelled as u64),
+        "fidelity is scored on every user turn that asked for an intent"
+    );
+
+    // A 135M model prompted this way is easy to tell from people; the
+    // interval must be a real interval around the estimate.
+    let auc = &r["turn_discriminator"]["auc"];
+    let (v, lo, hi) = (
+        auc["value"].as_f64().expect("auc"),
+        auc["lo"].as_f64().expect("lo"),
+        auc["hi"].as_f64().expect("hi"),
+    );
+    eprintln!("turn discriminator AUC {v:.3} [{lo:.3}, {hi:.3}]");
+    assert!(lo <= v && v <= hi && lo < hi, "{v} [{lo}, {hi}]");
+    assert!(v > 0.7, "simulated turns should be distinguishable: {v}");
+    assert_eq!(
+        r["turn_discriminator"]["top_simulated"]
+            .as_array()
+            .map(Vec::len),
+        Some(20)
+    );
+
+    // Embedding measures ran on the real model.
+    assert!(r["frechet"].as_f64().expect("frechet") > 0.0);
+    let spread = r["embedding_spread"].as_array().expect("spread");
+    for x in spread {
+        let x = x.as_f64().expect("spread value");
+        assert!(x > 0.05 && x < 1.5, "{x}");
+    }
+    assert!(run["embedding_model"].is_string());
+
+    // The same file as its own baseline: identical measures, differences 0
+    // with intervals around 0.
+    let b = &run["baseline"]["report"];
+    assert_eq!(b["turn_discriminator"], r["turn_discriminator"]);
+    assert_eq!(b["frechet"], r["frechet"]);
+    let diffs = run["baseline_differences"].as_array().expect("differences");
+    assert!(diffs.len() >= 7, "{diffs:?}");
+    assert!(diffs.iter().any(|d| d[0] == "turn discriminator AUC"));
+    for d in diffs {
+        let e = &d[1];
+        assert_eq!(e["value"].as_f64(), Some(0.0), "{d}");
+        assert!(e["lo"].as_f64() <= Some(0.0) && e["hi"].as_f64() >= Some(0.0));
+    }
+    // Distances carry intervals holding them.
+    for k in ["sentiment", "topics"] {
+        let (js, ci) = (r[k]["js"].as_f64().expect("js"), &r[k]["js_ci"]);
+        assert!(
+            ci[0].as_f64() <= Some(js) && Some(js) <= ci[1].as_f64(),
+            "{k}"
+        );
+    }
+
+    // Latent coverage of the movies scenario, against the session latents
+    // of the file counted here.
+    let declared_age = ["teen", "young_adult", "adult", "senior"];
+    let mut seen = std::collections::BTreeSet::new();
+    for l in std::fs::read_to_string(&sim).expect("sim").lines() {
+        let rec: Value = serde_json::from_str(l).expect("record");
+        seen.insert(
+            rec["latents"]["age_group"]
+                .as_str()
+                .expect("age")
+                .to_string(),
+        );
+    }
+    let want = declared_age.iter().filter(|a| seen.contains(**a)).count() as f64 / 4.0;
+    let cov = &r["latent_coverage"];
+    assert_eq!(cov["per_variable"]["age_group"].as_f64(), Some(want));
+    assert!(
+        cov["per_variable"].get("target_item").is_none(),
+        "categorical only"
+    );
+    let pairs = cov["pair_coverage"].as_f64().expect("pairs");
+    assert!(pairs > 0.0 && pairs < 1.0, "{pairs}");
+
+    let page = std::fs::read_to_string(&html).expect("html written");
+    assert!(!page.contains("<script"), "report must work offline");
+    for id in ["intent-bars", "turn-length-hist", "roc-turn", "confusion"] {
+        assert!(page.contains(&format!("id=\"{id}\"")), "plot {id} missing");
+    }
+    assert!(page.contains("Against baseline"));
+    chromium_renders_plots(&html);
+}
+
+/// Renders the page in headless Chromium and checks that both series colours
+/// of the plots are on screen: the SVG really drew, not just its markup.
+fn chromium_renders_plots(html: &Path) {
+    let chromium = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|c| {
+            Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("headless Chromium is needed for the report test (.ci/run installs it)");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let png = dir.path().join("shot.png");
+    let out = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1200,6000",
+            &format!("--screenshot={}", png.display()),
+            &format!("file://{}", html.display()),
+        ])
+        .env("HOME", dir.path())
+        .output()
+        .expect("run chromium");
+    assert!(
+        png.is_file(),
+        "no screenshot: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(&png).expect("open png"),
+    ));
+    let mut reader = decoder.read_info().expect("png header");
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).expect("png frame");
+    let channels = info.color_type.samples();
+    let (mut real, mut sim) = (0usize, 0usize);
+    for px in buf[..info.buffer_size()].chunks(channels) {
+        match (px[0], px[1], px[2]) {
+            (0x1f, 0x77, 0xb4) => real += 1,
+            (0xff, 0x7f, 0x0e) => sim += 1,
+            _ => {}
+        }
+    }
+    eprintln!("rendered pixels: {real} real-coloured, {sim} simulated-coloured");
+    assert!(
+        real > 500 && sim > 500,
+        "plots did not render: {real} / {sim}"
+    );
+}
+
+/// IARD split by dialogue into two files, in IARD's own format.
+fn iard_halves(dir: &Path) -> (PathBuf, PathBuf) {
+    let all: serde_json::Map<String, Value> =
+        serde_json::from_str(&std::fs::read_to_string(iard()).expect("read iard"))
+            .expect("iard json");
+    let (mut a, mut b) = (serde_json::Map::new(), serde_json::Map::new());
+    for (i, (k, v)) in all.into_iter().enumerate() {
+        if i % 2 == 0 {
+            a.insert(k, v);
+        } else {
+            b.insert(k, v);
+        }
+    }
+    let (pa, pb) = (dir.join("a.json"), dir.join("b.json"));
+    std::fs::write(&pa, serde_json::to_string(&a).expect("a")).expect("write a");
+    std::fs::write(&pb, serde_json::to_string(&b).expect("b")).expect("write b");
+    (pa, pb)
+}
+
+#[test]
+fn real_vs_real_is_indistinguishable() {
+    let _heavy = crate::util::heavy();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = iard_halves(dir.path());
+    let out = usersim(&[
+        "eval",
+        "--real",
+        s(&a),
+        "--real-vs",
+        s(&b),
+        "--no-embed",
+        "--bootstrap",
+        "100",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).expect("utf-8");
+    let auc_line = table
+        .lines()
+        .find(|l| l.contains("turn discriminator AUC"))
+        .expect("AUC row");
+    let auc: f64 = auc_line
+        .split('|')
+        .nth(4)
+        .and_then(|c| c.split_whitespace().next())
+        .and_then(|x| x.parse().ok())
+        .unwrap_or_else(|| panic!("unparsable row: {auc_line}"));
+    assert!((0.4..=0.6).contains(&auc), "{auc_line}");
+}
+
+#[test]
+fn bad_input_is_one_line_exit_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("nope.json");
+    let out = usersim(&["eval", "--real", s(&missing), "--sim", s(&iard())]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nope.json"), "{err}");
+
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"turns\": [{\"role\": \"user\", \"text\": \"hi\"}]}\n{not json\n",
+    )
+    .expect("write");
+    let html = dir.path().join("r.html");
+    let out = usersim(&[
+        "eval",
+        "--real",
+        s(&iard()),
+        "--sim",
+        s(&bad),
+        "--no-embed",
+        "--html",
+        s(&html),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].contains("bad.jsonl") && lines[0].contains('2'),
+        "{err}"
+    );
+    assert!(!html.exists(), "no report after an error");
+
+    // An unknown scenario for latent coverage.
+    expect_input_error(
+        &[
+            "eval",
+            "--real",
+            s(&iard()),
+            "--sim",
+            s(&iard()),
+            "--no-embed",
+            "--scenario",
+            "nosuch",
+        ],
+        &["--scenario nosuch", "scenario.toml"],
+    );
+}
+
+/// Runs usersim, expecting exit 2 and every needle in stderr.
+fn expect_input_error(args: &[&str], needles: &[&str]) {
+    let out = usersim(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "`{n}` not in: {err}");
+    }
+}
+
+/// Gender of each INSPIRED dialogue's seeker, read from the survey files
+/// directly (dialogue → survey id → demographic row).
+fn inspired_genders() -> std::collections::BTreeMap<String, String> {
+    let dir = crate::util::shared_data().join("inspired");
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("survey file");
+    let ids = read("list_of_dialog_ids_with_movie_id_all.tsv");
+    let demo = read("seeker_demographic.tsv");
+    let col = |header: &str, name: &str| {
+        header
+            .split('\t')
+            .position(|h| h.trim() == name)
+            .expect("column")
+    };
+    let dh = demo.lines().next().expect("header");
+    let (c_survey, c_gender) = (col(dh, "seeker_survey_id"), col(dh, "gender"));
+    let mut gender_of = std::collections::BTreeMap::new();
+    for l in demo.lines().skip(1) {
+        let f: Vec<&str> = l.split('\t').collect();
+        if let (Some(id), Some(g)) = (f.get(c_survey), f.get(c_gender)) {
+            if ["Female", "Male", "Other"].contains(&g.trim()) {
+                gender_of
+                    .entry(id.trim().to_string())
+                    .or_insert_with(|| g.trim().to_lowercase());
+            }
+        }
+    }
+    let ih = ids.lines().next().expect("header");
+    let (c_dialog, c_seek) = (col(ih, "dialog_id"), col(ih, "seek_survey_id"));
+    let mut out = std::collections::BTreeMap::new();
+    for l in ids.lines().skip(1) {
+        let f: Vec<&str> = l.split('\t').collect();
+        if let (Some(d), Some(sv)) = (f.get(c_dialog), f.get(c_seek)) {
+            if let Some(g) = gender_of.get(sv.trim()) {
+                out.entry(d.trim().to_string()).or_insert_with(|| g.clone());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn conditional_realism_of_an_inspired_replay() {
+    let _heavy = crate::util::heavy();
+    // Replay INSPIRED seekers with their survey profile (scenario `inspired`),
+    // then compare each gender group with the real seekers of that gender.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dialogs = crate::util::shared_data().join("inspired/dialogs.tsv");
+    let out = dir.path().join("inspired.jsonl");
+    let scenario = crate::util::root().join("prompts/inspired");
+    let o = Command::new(crate::util::bin())
+        .args(["simulate", "-q", "-n", "8", "-p", "8", "--threads", "2"])
+        .args(["-s", s(&scenario), "--replay", s(&dialogs), "-o", s(&out)])
+        .output()
+        .expect("simulate");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = usersim(&[
+        "eval",
+        "--real",
+        s(&dialogs),
+        "--sim",
+        s(&out),
+        "--no-embed",
+        "--by",
+        "gender",
+        "--by",
+        "Open",
+        "--min-group-turns",
+        "5",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("json");
+    let fields = v["sim"]["conditional"].as_array().expect("conditional");
+    assert_eq!(fields.len(), 2);
+    let gender = &fields[0];
+    assert_eq!(gender["field"], "gender");
+
+    // Expected counts: real from the survey files, simulated from the
+    // records.
+    let genders = inspired_genders();
+    let mut sim_n: std::collections::BTreeMap<String, u64> = Default::default();
+    let recs = std::fs::read_to_string(&out).expect("output");
+    for l in recs.lines() {
+        let r: Value = serde_json::from_str(l).expect("record");
+        let id = r["replay"]["dialogue_id"].as_str().expect("dialogue id");
+        let latent = r["latents"]["gender"].as_str().expect("gender latent");
+        // The session latent is the seeker's real gender (drawn when the
+        // seeker has no survey); a simulated dialogue's group is its latent.
+        if let Some(g) = genders.get(id) {
+            assert_eq!(latent, g, "{id}");
+        }
+        *sim_n.entry(latent.to_string()).or_default() += 1;
+    }
+    assert!(!sim_n.is_empty());
+    let groups = gender["groups"].as_array().expect("groups");
+    for (g, n) in &sim_n {
+        let row = groups
+            .iter()
+            .find(|r| r["group"] == g.as_str())
+            .unwrap_or_else(|| panic!("group {g} in {groups:?}"));
+        assert_eq!(row["sim_dialogues"].as_u64(), Some(*n), "{g}");
+        let real_total = genders
+            .iter()
+            .filter(|(id, x)| *x == g && dialogs_has(id))
+            .count() as u64;
+        assert_eq!(row["real_dialogues"].as_u64(), Some(real_total), "{g}");
+        assert!(row["sim_words_per_turn"].as_f64().expect("words") > 0.0);
+    }
+    // The largest group has enough turns for its AUCs, each a probability.
+    let top = &groups[0];
+    for k in [
+        "auc_same_group",
+        "auc_other_groups",
+        "auc_real_vs_other_groups",
+    ] {
+        let a = top[k]["value"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{k}: {top}"));
+        assert!((0.0..=1.0).contains(&a), "{k} = {a}");
+    }
+    // A Big-Five score splits at the real median into two groups.
+    assert!(fields[1]["split_at"].as_f64().is_some());
+
+    // A field neither side has: one error line naming it, exit 2.
+    expect_input_error(
+        &[
+            "eval",
+            "--real",
+            s(&dialogs),
+            "--sim",
+            s(&out),
+            "--no-embed",
+            "--by",
+            "shoe_size",
+        ],
+        &["shoe_size", "dialogs.tsv"],
+    );
+}
+
+/// Whether dialogs.tsv has the dialogue (the id list covers more splits).
+fn dialogs_has(id: &str) -> bool {
+    static IDS: OnceLock<std::collections::BTreeSet<String>> = OnceLock::new();
+    IDS.get_or_init(|| {
+        let text = std::fs::read_to_string(crate::util::shared_data().join("inspired/dialogs.tsv"))
+            .expect("dialogs");
+        text.lines()
+            .skip(1)
+            .filter_map(|l| l.split('\t').next())
+            .map(|s| s.trim().to_string())
+            .collect()
+    })
+    .contains(id)
+}

@@ -1,0 +1,374 @@
+//! The run loop on the scripted backend (deterministic fake text, no
+//! model): ordering, determinism across `parallel`, shards and merge,
+//! interrupt and resume, pins, formats and records. Milliseconds each, so
+//! they run in parallel with everything else; what only a real model shows
+//! is tested in `simulate`, `shard_resume` and `replay`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use usersim::backend::scripted::ScriptedBackend;
+use usersim::chat::Side;
+use usersim::output::merge::{merge, MergeConfig};
+use usersim::output::read_records;
+use usersim::run::{
+    prepare, prepared_sessions, simulate_with_backend, NoProgress, Progress, RunSummary,
+    SimulateConfig,
+};
+
+use crate::util::*;
+
+fn config(dir: &Path, name: &str) -> SimulateConfig {
+    SimulateConfig {
+        output: dir.join(name),
+        sessions: 12,
+        parallel: 4,
+        seed: 21,
+        scenario_dir: root().join("prompts/movies"),
+        ..SimulateConfig::default()
+    }
+}
+
+fn run_with(
+    cfg: &SimulateConfig,
+    progress: &dyn Progress,
+    interrupt: Arc<AtomicBool>,
+) -> Result<RunSummary, usersim::Error> {
+    let prep = prepare(cfg)?;
+    let sessions = prepared_sessions(cfg, &prep)?;
+    let mut backend = ScriptedBackend::new(cfg.parallel);
+    simulate_with_backend(cfg, &prep, &mut backend, &sessions, progress, interrupt)
+}
+
+fn scripted(cfg: &SimulateConfig) -> RunSummary {
+    run_with(cfg, &NoProgress, Arc::new(AtomicBool::new(false)))
+        .unwrap_or_else(|e| panic!("scripted run failed: {e}"))
+}
+
+fn bytes(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[test]
+fn same_seed_same_file_at_any_parallel_and_another_seed_differs() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = config(dir.path(), "a.jsonl");
+    let b = SimulateConfig {
+        output: dir.path().join("b.jsonl"),
+        parallel: 1,
+        ..a.clone()
+    };
+    let c = SimulateConfig {
+        output: dir.path().join("c.jsonl"),
+        seed: a.seed + 1,
+        ..a.clone()
+    };
+    let s = scripted(&a);
+    scripted(&b);
+    scripted(&c);
+    assert_eq!(s.conversations, 12);
+    assert!(
+        bytes(&a.output) == bytes(&b.output),
+        "parallel 4 and 1 differ"
+    );
+    assert!(bytes(&a.output) != bytes(&c.output), "seed changes nothing");
+    let recs = read_records(&a.output).unwrap();
+    let order: Vec<u64> = recs.iter().map(|r| r.session_index).collect();
+    assert_eq!(order, (0..12).collect::<Vec<_>>(), "lines in session order");
+    for r in &recs {
+        assert!(r.turns.iter().any(|t| t.role == Side::User));
+        for w in r.turns.windows(2) {
+            assert_ne!(w[0].role, w[1].role, "sides alternate");
+        }
+    }
+}
+
+#[test]
+fn seeds_are_strings_that_survive_a_float64_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, format) in [
+        ("jsonl.jsonl", usersim::output::OutputFormat::Jsonl),
+        ("chat.jsonl", usersim::output::OutputFormat::Chat),
+    ] {
+        let cfg = SimulateConfig {
+            sessions: 6,
+            format,
+            ..config(dir.path(), name)
+        };
+        scripted(&cfg);
+        let text = std::fs::read_to_string(&cfg.output).unwrap();
+        let mut above_2_53 = 0;
+        for (i, line) in text.lines().enumerate() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let meta = if v.get("metadata").is_some() {
+                &v["metadata"]
+            } else {
+                &v
+            };
+            let expected = usersim::rng::session_seed(cfg.seed, i as u64);
+            // A float-64 reader keeps a string whole; it would round a
+            // number above 2^53.
+            let seed = meta["session_seed"].as_str().expect("a string");
+            assert_eq!(seed.parse::<u64>().unwrap(), expected);
+            assert_eq!(meta["run_seed"].as_str(), Some("21"));
+            above_2_53 += usize::from(expected > 1 << 53);
+        }
+        assert!(above_2_53 > 0, "the check saw a seed a float would change");
+    }
+}
+
+#[test]
+fn shards_merge_into_the_single_run_and_bad_sets_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let single = config(dir.path(), "single.jsonl");
+    scripted(&single);
+    let shards: Vec<PathBuf> = (0..4)
+        .map(|i| {
+            let cfg = SimulateConfig {
+                output: dir.path().join(format!("shard{i}.jsonl")),
+                parallel: 2,
+                shard: Some((i, 4)),
+                ..single.clone()
+            };
+            scripted(&cfg);
+            cfg.output
+        })
+        .collect();
+    let merged = dir.path().join("merged.jsonl");
+    let cfg = |inputs: &[PathBuf], out: &str| MergeConfig {
+        inputs: inputs.to_vec(),
+        output: dir.path().join(out),
+        sessions: Some(12),
+        force: false,
+    };
+    let report = merge(&cfg(&shards, "merged.jsonl")).unwrap();
+    assert_eq!(report.conversations, 12);
+    assert!(bytes(&merged) == bytes(&single.output));
+
+    let gap = usersim::Error::from(merge(&cfg(&shards[..3], "g.jsonl")).unwrap_err());
+    assert!(gap.to_string().contains("3 sessions missing"), "{gap}");
+    assert_eq!(gap.exit_code(), 2);
+    let mut twice = shards.clone();
+    twice.push(shards[0].clone());
+    let dup = usersim::Error::from(merge(&cfg(&twice, "d.jsonl")).unwrap_err());
+    assert!(dup.to_string().contains("appears twice"), "{dup}");
+    let other = SimulateConfig {
+        output: dir.path().join("other.jsonl"),
+        seed: 22,
+        shard: Some((0, 4)),
+        ..single.clone()
+    };
+    scripted(&other);
+    let mut mixed = shards[1..].to_vec();
+    mixed.push(other.output);
+    let mism = usersim::Error::from(merge(&cfg(&mixed, "m.jsonl")).unwrap_err());
+    assert!(mism.to_string().contains("has seed 22"), "{mism}");
+    assert_eq!(mism.exit_code(), 2);
+    for f in ["g.jsonl", "d.jsonl", "m.jsonl"] {
+        assert!(
+            !dir.path().join(f).exists(),
+            "{f}: a refused merge writes nothing"
+        );
+    }
+    let again = usersim::Error::from(merge(&cfg(&shards, "merged.jsonl")).unwrap_err());
+    assert!(again.to_string().contains("exists"), "{again}");
+    assert_eq!(again.exit_code(), 2);
+
+    // The command line says the same in one line, exit 2.
+    let o = std::process::Command::new(bin())
+        .arg("merge")
+        .args(&shards[..3])
+        .args(["-n", "12", "-o"])
+        .arg(dir.path().join("cli.jsonl"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: 3 sessions missing"), "{err}");
+}
+
+/// Interrupts the run once `after` conversations are written, as Ctrl-C
+/// does.
+struct InterruptAfter {
+    after: u64,
+    flag: Arc<AtomicBool>,
+}
+
+impl Progress for InterruptAfter {
+    fn conversation_done(&self, done: u64, _: u64, _: f64) {
+        if done >= self.after {
+            self.flag.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+#[test]
+fn an_interrupted_run_resumes_to_the_uninterrupted_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = config(dir.path(), "full.jsonl");
+    scripted(&full);
+    let part = SimulateConfig {
+        output: dir.path().join("part.jsonl"),
+        ..full.clone()
+    };
+    let flag = Arc::new(AtomicBool::new(false));
+    let stop = InterruptAfter {
+        after: 5,
+        flag: flag.clone(),
+    };
+    let s = run_with(&part, &stop, flag).unwrap();
+    assert!(s.interrupted);
+    let before = std::fs::read_to_string(&part.output).unwrap();
+    let n = before.lines().count();
+    assert!((5..12).contains(&n), "{n} lines after the interrupt");
+    assert!(before.ends_with('\n'));
+    // A crash in the middle of a write: a torn last line.
+    std::fs::write(&part.output, format!("{before}{{\"id\":\"movies-21-0000")).unwrap();
+
+    let resume = SimulateConfig {
+        resume: true,
+        parallel: 3,
+        ..part.clone()
+    };
+    let wrong = run_with(
+        &SimulateConfig {
+            seed: 99,
+            ..resume.clone()
+        },
+        &NoProgress,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .unwrap_err();
+    assert!(wrong.to_string().contains("cannot resume"), "{wrong}");
+    assert_eq!(wrong.exit_code(), 2);
+    let s = scripted(&resume);
+    assert_eq!(s.conversations as usize, 12 - n);
+    assert!(bytes(&resume.output) == bytes(&full.output));
+    // Resuming a complete file does nothing.
+    assert_eq!(scripted(&resume).conversations, 0);
+    assert!(bytes(&resume.output) == bytes(&full.output));
+}
+
+#[test]
+fn pins_hold_every_session_and_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SimulateConfig {
+        pins: vec!["session.age_group=teen".into(), "turn.intent=REJ".into()],
+        ..config(dir.path(), "pinned.jsonl")
+    };
+    scripted(&cfg);
+    let recs = read_records(&cfg.output).unwrap();
+    assert_eq!(recs.len(), 12);
+    let mut user_turns = 0;
+    for r in &recs {
+        assert_eq!(r.latents["age_group"], "teen");
+        for t in r.turns.iter().filter(|t| t.role == Side::User) {
+            assert_eq!(t.latents["intent"], "REJ");
+            user_turns += 1;
+        }
+    }
+    assert!(user_turns > 12);
+}
+
+#[test]
+fn max_turns_ends_conversations_and_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SimulateConfig {
+        max_user_turns: Some(2),
+        ..config(dir.path(), "short.jsonl")
+    };
+    let s = scripted(&cfg);
+    let recs = read_records(&cfg.output).unwrap();
+    for r in &recs {
+        let users = r.turns.iter().filter(|t| t.role == Side::User).count();
+        assert!((1..=2).contains(&users), "{users} user turns");
+    }
+    assert!(
+        s.end_reasons.contains_key("turn_limit"),
+        "{:?}",
+        s.end_reasons
+    );
+}
+
+#[test]
+fn support_scenario_in_the_chat_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SimulateConfig {
+        scenario_dir: root().join("prompts/support"),
+        sessions: 3,
+        format: usersim::output::OutputFormat::Chat,
+        ..config(dir.path(), "support.jsonl")
+    };
+    scripted(&cfg);
+    let text = std::fs::read_to_string(&cfg.output).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for l in &lines {
+        let msgs = l["messages"].as_array().unwrap();
+        // The support scenario opens with the assistant's greeting.
+        assert_eq!(msgs[0]["role"], "assistant");
+        assert_eq!(msgs[1]["role"], "user");
+        assert_eq!(l["metadata"]["scenario"]["name"], "support");
+        let problem = l["metadata"]["latents"]["problem"].as_str().unwrap();
+        assert!([
+            "change_dates",
+            "cancel",
+            "refund",
+            "room_upgrade",
+            "billing_error"
+        ]
+        .contains(&problem));
+        let tl = l["metadata"]["turn_latents"].as_array().unwrap();
+        assert_eq!(tl.len(), msgs.len());
+        assert!(tl[1]["intent"].is_string());
+    }
+}
+
+#[test]
+fn real_catalog_from_movielens() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SimulateConfig {
+        sessions: 2,
+        catalog: Some(shared_data().join("movielens/movies_w_keywords.csv")),
+        pins: vec!["session.target_item=Toy Story".into()],
+        ..config(dir.path(), "ml.jsonl")
+    };
+    scripted(&cfg);
+    let recs = read_records(&cfg.output).unwrap();
+    let toy_story = std::fs::read_to_string(cfg.catalog.as_ref().unwrap())
+        .unwrap()
+        .lines()
+        .find(|l| l.contains(",Toy Story (1995),"))
+        .and_then(|l| l.split(',').next().map(str::to_string))
+        .expect("Toy Story in the catalog");
+    for r in &recs {
+        assert_eq!(r.latents["target_item"]["title"], "Toy Story");
+        assert_eq!(r.latents["target_item"]["id"], toy_story.as_str());
+    }
+}
+
+#[test]
+fn a_context_too_small_for_the_turns_is_an_input_error_before_any_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "ctx.jsonl");
+    let prep = prepare(&cfg).unwrap();
+    let sessions = prepared_sessions(&cfg, &prep).unwrap();
+    let mut backend = ScriptedBackend::new(4).with_context(200);
+    let e = simulate_with_backend(
+        &cfg,
+        &prep,
+        &mut backend,
+        &sessions,
+        &NoProgress,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("context too small"), "{e}");
+    assert_eq!(e.exit_code(), 2);
+    assert!(!cfg.output.exists());
+}

@@ -1,0 +1,131 @@
+//! Shared helpers of the integration tests: the real default model and the
+//! real reference data beside the project, and the lock that keeps heavy
+//! tests (llama.cpp, the embedding model) one at a time.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use usersim::run::{resolve_model, ModelChoice, NoProgress, RunSummary, SimulateConfig};
+
+/// Held by every test that runs llama.cpp or the embedding model, in this
+/// process or in a child: two llama.cpp contexts on two cores slow each
+/// other far more than twice, so these run one at a time while model-free
+/// tests run beside them. A failed test does not poison it for the others.
+pub fn heavy() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn shared_data() -> PathBuf {
+    root().join("../shared/data")
+}
+
+/// The default registry model, fetched by `.ci/run` (`usersim models pull`).
+pub fn model_path() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        resolve_model(&ModelChoice::Registry(None), None, false)
+            .expect("default model not available: run `usersim models pull` (as .ci/run does)")
+            .path
+    })
+    .clone()
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_usersim"))
+}
+
+/// A small, fast configuration on the real model.
+pub fn small_config(dir: &Path, name: &str) -> SimulateConfig {
+    let mut cfg = SimulateConfig {
+        output: dir.join(name),
+        progress: false,
+        sessions: 8,
+        parallel: 8,
+        seed: 7,
+        max_user_turns: Some(3),
+        scenario_dir: root().join("prompts/movies"),
+        ..SimulateConfig::default()
+    };
+    cfg.llama.threads = 2;
+    cfg.llama.context_per_sequence = 1024;
+    cfg.sampling.user_max_tokens = Some(24);
+    cfg.sampling.assistant_max_tokens = Some(32);
+    cfg
+}
+
+pub fn run(cfg: &SimulateConfig) -> RunSummary {
+    usersim::run::simulate(cfg, &NoProgress, Arc::new(AtomicBool::new(false)))
+        .unwrap_or_else(|e| panic!("simulate failed: {e}"))
+}
+
+/// The registry's embedding model directory, fetched on first use (as
+/// `usersim models pull all-minilm-l6-v2` does).
+pub fn embedding_model_dir() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let reg = usersim::models::Registry::builtin().expect("built-in registry");
+        let entry = reg
+            .default_embedding()
+            .expect("registry has an embedding model");
+        usersim::models::resolve(entry, &usersim::models::FetchOptions::default())
+            .unwrap_or_else(|e| panic!("embedding model {} not available: {e}", entry.name))
+    })
+    .clone()
+}
+pub mod fake_server;
+
+/// llama.cpp's llama-server: `$USERSIM_LLAMA_SERVER` (as `.ci/run` sets
+/// it), else built once per machine by `.ci/build-llama-server`.
+pub fn llama_server_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("USERSIM_LLAMA_SERVER").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let o = std::process::Command::new(root().join(".ci/build-llama-server"))
+        .output()
+        .expect("run .ci/build-llama-server");
+    assert!(
+        o.status.success(),
+        "building llama-server failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
+}
+
+/// The whole-line JSON records of an output file (none if it does not
+/// exist); a torn last line fails the test.
+pub fn records(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "torn last line in {}",
+        path.display()
+    );
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("every line is a whole JSON record"))
+        .collect()
+}
+
+/// Wait until `path` holds at least `lines` lines while `child` still runs
+/// (so it can be killed half-way). No clock: a child that ends first fails
+/// the test, and a child always ends.
+pub fn wait_for_lines(path: &Path, lines: usize, child: &mut std::process::Child) {
+    loop {
+        let n = std::fs::read_to_string(path)
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        if n >= lines {
+            return;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before it could be killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
