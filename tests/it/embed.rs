@@ -6,19 +6,18 @@ use std::path::PathBuf;
 
 use usersim::embed::{cache_path, cosine, embed_cached, EmbedConfig, Embedder};
 
-fn model_dir() -> Option<PathBuf> {
-    Some(crate::util::embedding_model_dir())
+fn model_dir() -> PathBuf {
+    crate::util::embedding_model_dir()
 }
 
-fn load(batch_size: usize) -> Option<Embedder> {
-    let model_dir = model_dir()?;
+fn load(batch_size: usize) -> Embedder {
     let cfg = EmbedConfig {
-        model_dir,
+        model_dir: model_dir(),
         batch_size,
         threads: Some(2),
         ..EmbedConfig::default()
     };
-    Some(Embedder::load(&cfg).expect("load model"))
+    Embedder::load(&cfg).expect("load model")
 }
 
 fn s(v: &[&str]) -> Vec<String> {
@@ -28,7 +27,7 @@ fn s(v: &[&str]) -> Vec<String> {
 #[test]
 fn semantic_similarity_dim_and_norm() {
     let _heavy = crate::util::heavy();
-    let Some(e) = load(32) else { return };
+    let e = load(32);
     assert_eq!(e.dim(), 384);
     let texts = s(&[
         "A man is eating food.",
@@ -56,7 +55,7 @@ fn semantic_similarity_dim_and_norm() {
 #[test]
 fn padding_does_not_leak_and_order_is_kept() {
     let _heavy = crate::util::heavy();
-    let Some(e) = load(4) else { return };
+    let e = load(4);
     let alone = e
         .embed(&s(&["A man is eating food."]))
         .expect("embed alone");
@@ -91,7 +90,7 @@ fn padding_does_not_leak_and_order_is_kept() {
 #[test]
 fn truncation_at_max_tokens() {
     let _heavy = crate::util::heavy();
-    let Some(model_dir) = model_dir() else { return };
+    let model_dir = model_dir();
     let e = Embedder::load(&EmbedConfig {
         model_dir,
         max_tokens: 16,
@@ -121,13 +120,13 @@ fn truncation_at_max_tokens() {
 }
 
 fn e_dir() -> PathBuf {
-    model_dir().unwrap_or_default()
+    model_dir()
 }
 
 #[test]
 fn cache_roundtrip() {
     let _heavy = crate::util::heavy();
-    let Some(e) = load(32) else { return };
+    let e = load(32);
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("emb-cache");
     let texts = s(&["A man is eating food.", "A man is riding a horse."]);
@@ -161,7 +160,7 @@ fn cache_roundtrip() {
 #[test]
 fn matches_sentence_transformers_reference_scores() {
     let _heavy = crate::util::heavy();
-    let Some(e) = load(32) else { return };
+    let e = load(32);
     let s1 = s(&[
         "The new movie is awesome",
         "The cat sits outside",

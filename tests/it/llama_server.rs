@@ -115,7 +115,7 @@ fn a_killed_llama_server_fails_the_run_and_resume_completes_it() {
     let url = server.url();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("part.jsonl");
-    let mut child = simulate(&out, &url, &["-n", "12", "-p", "4"])
+    let mut child = simulate(&out, &url, &["-n", "8", "-p", "4"])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -127,11 +127,12 @@ fn a_killed_llama_server_fails_the_run_and_resume_completes_it() {
     assert!(err.contains(&url) && err.contains("--resume"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     let before = records(&out);
-    assert!(before.len() >= 3 && before.len() < 12);
+    let before_bytes = std::fs::read(&out).unwrap();
+    assert!(before.len() >= 3 && before.len() < 8);
     drop(server);
 
     let _back = start(port);
-    let o = simulate(&out, &url, &["-n", "12", "-p", "4", "--resume"])
+    let o = simulate(&out, &url, &["-n", "8", "-p", "4", "--resume"])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -140,7 +141,11 @@ fn a_killed_llama_server_fails_the_run_and_resume_completes_it() {
         .iter()
         .map(|r| r["session_index"].as_u64().unwrap())
         .collect();
-    assert_eq!(idx, (0..12).collect::<Vec<_>>(), "0 lost, 0 duplicated");
+    assert_eq!(idx, (0..8).collect::<Vec<_>>(), "0 lost, 0 duplicated");
     // What was written before the kill is kept byte for byte.
-    assert_eq!(&after[..before.len()], &before[..]);
+    let after_bytes = std::fs::read(&out).unwrap();
+    assert!(
+        after_bytes.starts_with(&before_bytes),
+        "the lines written before the kill changed"
+    );
 }
