@@ -22,6 +22,8 @@
 //! The model directory is the Hugging Face snapshot layout: `config.json`,
 //! `tokenizer.json`, `model.safetensors`, and optionally the sentence-transformers file
 //! `1_Pooling/config.json` (checked to ask for mean pooling).
+//!
+//! Why one file of ~720 lines: tokenizer set-up, the candle BERT forward pass, pooling and the vector cache form one pipeline with one config.
 
 use std::fs;
 use std::path::{Path, PathBuf};

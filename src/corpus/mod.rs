@@ -136,6 +136,17 @@ pub struct Utterance {
     pub labels: Vec<String>,
 }
 
+impl Utterance {
+    /// An utterance with its labels.
+    pub fn new(speaker: Speaker, text: &str, labels: &[&str]) -> Utterance {
+        Utterance {
+            speaker,
+            text: text.into(),
+            labels: labels.iter().map(|l| l.to_string()).collect(),
+        }
+    }
+}
+
 /// One real dialogue.
 #[derive(Clone, Debug, Default)]
 pub struct Dialogue {
@@ -241,24 +252,16 @@ pub fn strip_mentions(text: &str) -> String {
 mod tests {
     use super::*;
 
-    fn utt(speaker: Speaker, text: &str, labels: &[&str]) -> Utterance {
-        Utterance {
-            speaker,
-            text: text.into(),
-            labels: labels.iter().map(|l| l.to_string()).collect(),
-        }
-    }
-
     #[test]
     fn turns_merge_a_speakers_consecutive_utterances() {
         use Speaker::{Recommender as R, Seeker as S};
         let d = Dialogue {
             utterances: vec![
-                utt(R, "Hi!", &[]),
-                utt(S, "I like @111 <Heat  (1995)>", &["IQU", "CRI-A"]),
-                utt(S, "and  crime", &["CRI-A", "REF"]),
-                utt(S, "@ ", &["OTH"]),
-                utt(R, "Try it", &[]),
+                Utterance::new(R, "Hi!", &[]),
+                Utterance::new(S, "I like @111 <Heat  (1995)>", &["IQU", "CRI-A"]),
+                Utterance::new(S, "and  crime", &["CRI-A", "REF"]),
+                Utterance::new(S, "@ ", &["OTH"]),
+                Utterance::new(R, "Try it", &[]),
             ],
             ..Dialogue::default()
         };
@@ -268,7 +271,10 @@ mod tests {
         assert_eq!(t[1].labels, ["IQU", "CRI-A", "REF", "OTH"]);
         assert_eq!((t[0].speaker, t[2].speaker), (R, R));
         let empty = Dialogue {
-            utterances: vec![utt(S, "  ", &["OTH"]), utt(S, "ok", &[])],
+            utterances: vec![
+                Utterance::new(S, "  ", &["OTH"]),
+                Utterance::new(S, "ok", &[]),
+            ],
             ..Dialogue::default()
         };
         assert_eq!(

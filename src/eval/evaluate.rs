@@ -1,5 +1,7 @@
 //! Top-level evaluation: [`evaluate`] compares a real and a simulated
 //! [`Corpus`] and fills an [`EvalReport`].
+//!
+//! Why one file of ~860 lines: it is the list of measures `eval` reports, each a short function over the same inputs; about a quarter is tests on real IARD.
 
 use std::collections::BTreeMap;
 

@@ -2,6 +2,8 @@
 //! ([`EvalReport::render_text`]) and a self-contained HTML page with inline,
 //! hand-written SVG plots ([`EvalReport::render_html`]; no scripts, no
 //! external resources). Every plot is an `<svg class="plot" id="...">`.
+//!
+//! Why one file of ~740 lines: the report types and their three renderings (table, JSON, HTML with inline SVG) change together.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -161,14 +161,6 @@ mod tests {
     use crate::corpus::Utterance;
     use crate::latent::primary_intent;
 
-    fn utt(speaker: Speaker, text: &str, labels: &[&str]) -> Utterance {
-        Utterance {
-            speaker,
-            text: text.into(),
-            labels: labels.iter().map(|l| l.to_string()).collect(),
-        }
-    }
-
     #[test]
     fn inspired_scenario_takes_each_seekers_survey_profile() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -252,12 +244,12 @@ mod tests {
         let d = Dialogue {
             id: "7".into(),
             utterances: vec![
-                utt(Speaker::Recommender, "Hi!", &["OTH"]),
-                utt(Speaker::Recommender, "What do you like?", &["REQ"]),
-                utt(Speaker::Seeker, "I liked @123 <Alien  (1979)> .", &["PRO"]),
-                utt(Speaker::Seeker, "Anything scary?", &["IQU", "PRO"]),
-                utt(Speaker::Recommender, "Try @9 <It (2017)>", &["REC-S"]),
-                utt(Speaker::Seeker, "Seen it", &["SEE"]),
+                Utterance::new(Speaker::Recommender, "Hi!", &["OTH"]),
+                Utterance::new(Speaker::Recommender, "What do you like?", &["REQ"]),
+                Utterance::new(Speaker::Seeker, "I liked @123 <Alien  (1979)> .", &["PRO"]),
+                Utterance::new(Speaker::Seeker, "Anything scary?", &["IQU", "PRO"]),
+                Utterance::new(Speaker::Recommender, "Try @9 <It (2017)>", &["REC-S"]),
+                Utterance::new(Speaker::Seeker, "Seen it", &["SEE"]),
             ],
             ..Dialogue::default()
         };
@@ -290,10 +282,10 @@ mod tests {
         let d = Dialogue {
             id: "1".into(),
             utterances: vec![
-                utt(Speaker::Recommender, "What do you like?", &["REQ"]),
-                utt(Speaker::Seeker, "REAL-ONE", &["OTH", "PRO"]),
-                utt(Speaker::Recommender, "REPLY-ONE", &["REC-S"]),
-                utt(Speaker::Seeker, "REAL-TWO", &["REJ"]),
+                Utterance::new(Speaker::Recommender, "What do you like?", &["REQ"]),
+                Utterance::new(Speaker::Seeker, "REAL-ONE", &["OTH", "PRO"]),
+                Utterance::new(Speaker::Recommender, "REPLY-ONE", &["REC-S"]),
+                Utterance::new(Speaker::Seeker, "REAL-TWO", &["REJ"]),
             ],
             ..Dialogue::default()
         };

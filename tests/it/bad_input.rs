@@ -25,24 +25,13 @@ fn scenario_copy(dir: &Path, edit: impl Fn(&str, String) -> String) -> PathBuf {
 /// every `needles`, and no output file.
 fn expect_input_error(dir: &Path, args: &[&str], needles: &[&str]) {
     let out = dir.join("out.jsonl");
-    let o = Command::new(bin())
-        .arg("simulate")
-        .args(["-n", "2", "-p", "2", "--threads", "2", "-o"])
-        .arg(&out)
-        .args(args)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "args {args:?}: stderr: {stderr}");
-    let line = stderr
-        .lines()
-        .find(|l| l.starts_with("error:"))
-        .unwrap_or_else(|| panic!("no error line in: {stderr}"));
-    for n in needles {
-        assert!(line.contains(n), "error line {line:?} should mention {n:?}");
-    }
-    assert!(!out.exists(), "output left behind for {args:?}");
-    assert!(!usersim::run::stats_path(&out).exists());
+    let mut all: Vec<&std::ffi::OsStr> = ["simulate", "-n", "2", "-p", "2", "--threads", "2", "-o"]
+        .iter()
+        .map(std::ffi::OsStr::new)
+        .collect();
+    all.push(out.as_os_str());
+    all.extend(args.iter().map(std::ffi::OsStr::new));
+    expect_input_error_line(&all, &out, needles);
 }
 
 #[test]

@@ -338,24 +338,13 @@ fn inspired_replay_from_the_command_line() {
 /// holding every needle, and no output.
 fn expect_replay_error(dir: &Path, corpus: &Path, extra: &[&str], needles: &[&str]) {
     let out = dir.join("out.jsonl");
-    let o = Command::new(bin())
-        .args(["simulate", "-n", "1", "--threads", "1", "--replay"])
-        .arg(corpus)
-        .arg("-o")
-        .arg(&out)
-        .args(extra)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{corpus:?}: {stderr}");
-    let line = stderr
-        .lines()
-        .find(|l| l.starts_with("error:"))
-        .unwrap_or_else(|| panic!("no error line in: {stderr}"));
-    for n in needles {
-        assert!(line.contains(n), "error line {line:?} should mention {n:?}");
-    }
-    assert!(!out.exists(), "output left behind for {corpus:?}");
+    let mut all: Vec<&std::ffi::OsStr> = ["simulate", "-n", "1", "--threads", "1", "--replay"]
+        .iter()
+        .map(std::ffi::OsStr::new)
+        .collect();
+    all.extend([corpus.as_os_str(), "-o".as_ref(), out.as_os_str()]);
+    all.extend(extra.iter().map(std::ffi::OsStr::new));
+    expect_input_error_line(&all, &out, needles);
 }
 
 #[test]

@@ -12,6 +12,8 @@
 //!
 //! Sampling is ours ([`crate::backend::sampler`]), seeded per request, so a sequence's
 //! tokens depend only on its own logits and seed.
+//!
+//! Why one file of ~900 lines: the engine, its process-wide llama.cpp state and the raw ceiling the bench compares against share private slot and batch types; split, they would have to expose them.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;

@@ -21,6 +21,8 @@
 //! engines that honour it (llama-server, vLLM) give the same text for the
 //! same request, but batching on the server may change numerics. The README
 //! states the contract.
+//!
+//! Why one file of ~900 lines: the worker pool, retry policy and protocol mapping share the endpoint state and are tested together; about a third of the file is those tests.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};

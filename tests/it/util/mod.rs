@@ -129,3 +129,23 @@ pub fn wait_for_lines(path: &Path, lines: usize, child: &mut std::process::Child
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+/// Runs usersim with `args`, expecting exit 2, one `error:` line holding
+/// every needle, and nothing written to `out` (nor its stats sidecar).
+pub fn expect_input_error_line(args: &[&std::ffi::OsStr], out: &Path, needles: &[&str]) {
+    let o = std::process::Command::new(bin())
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "args {args:?}: stderr: {stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line in: {stderr}"));
+    for n in needles {
+        assert!(line.contains(n), "error line {line:?} should mention {n:?}");
+    }
+    assert!(!out.exists(), "output left behind for {args:?}");
+    assert!(!usersim::run::stats_path(out).exists());
+}

@@ -1,0 +1,543 @@
+//! `Scenario::load`: read `scenario.toml`, check every variable, weight,
+//! policy and template against the schema, and build the [`Scenario`].
+//!
+//! Invariant: a scenario that loads is fully valid: every weight list sums
+//! to something positive, every markov row names declared states, every
+//! template renders only declared variables (strict undefined). Nothing
+//! downstream re-checks.
+//!
+//! `load` is long (about 390 lines) because it is one pass over the file's
+//! sections in order, each check next to the field it guards, with the
+//! error naming that field; its helpers below hold everything reusable.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use minijinja::{Environment, UndefinedBehavior};
+use sha2::{Digest, Sha256};
+
+use super::*;
+
+impl Scenario {
+    /// Load and validate `dir/scenario.toml` and its templates.
+    pub fn load(dir: &Path) -> Result<Scenario> {
+        let path = dir.join("scenario.toml");
+        if !path.is_file() {
+            return Err(ScenarioError::Io {
+                path: path.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no scenario.toml (expected a scenario directory or a name under prompts/)",
+                ),
+            });
+        }
+        let text = read(&path)?;
+        let file: ScenarioFile = parse_toml(&path, &text)?;
+        let mut hasher = Sha256::new();
+        hasher.update(b"scenario.toml\0");
+        hasher.update(text.as_bytes());
+        let invalid = |field: String, expected: &str| ScenarioError::Invalid {
+            path: path.clone(),
+            field,
+            expected: expected.to_string(),
+        };
+
+        if file.name.trim().is_empty() {
+            return Err(invalid("name".into(), "a non-empty name"));
+        }
+        file.sampling
+            .user
+            .validate()
+            .map_err(|e| invalid("sampling.user".into(), &e.to_string()))?;
+        file.sampling
+            .assistant
+            .validate()
+            .map_err(|e| invalid("sampling.assistant".into(), &e.to_string()))?;
+        let conv = file.conversation.clone();
+        if conv.max_user_turns == 0 {
+            return Err(invalid("conversation.max_user_turns".into(), "at least 1"));
+        }
+
+        // Session variables, in order, each may only depend on earlier ones.
+        let mut session: Vec<SessionVar> = Vec::new();
+        for spec in &file.session {
+            let field = |f: &str| format!("session \"{}\": {f}", spec.name);
+            if spec.name.is_empty() || session.iter().any(|v| v.name() == spec.name) {
+                return Err(invalid(field("name"), "a unique, non-empty name"));
+            }
+            let earlier = |n: &str| session.iter().find(|v| v.name() == n);
+            let var = match spec.kind {
+                SessionKind::Categorical => {
+                    let pick = spec.pick.unwrap_or(1);
+                    if pick == 0 {
+                        return Err(invalid(field("pick"), "at least 1"));
+                    }
+                    let source = if let Some(given) = &spec.given {
+                        let Some(g) = earlier(given) else {
+                            return Err(invalid(
+                                field("given"),
+                                "the name of a session variable declared earlier",
+                            ));
+                        };
+                        if !spec.values.is_empty() || spec.weights.is_some() {
+                            return Err(invalid(
+                                field("values"),
+                                "values and weights inside [session.cases.<value>] when `given` is set",
+                            ));
+                        }
+                        let g_values = g.all_values();
+                        if g_values.is_empty() {
+                            return Err(invalid(
+                                field("given"),
+                                "a categorical variable with a single value per draw",
+                            ));
+                        }
+                        let mut cases = BTreeMap::new();
+                        for v in &g_values {
+                            let Some(case) = spec.cases.get(v) else {
+                                return Err(invalid(
+                                    field(&format!("cases.{v}")),
+                                    &format!("a case for every value of \"{given}\""),
+                                ));
+                            };
+                            let c = categorical(&case.values, case.weights.as_deref())
+                                .map_err(|e| invalid(field(&format!("cases.{v}")), &e))?;
+                            if (pick as usize) > c.positive() {
+                                return Err(invalid(
+                                    field("pick"),
+                                    "no more than the number of values with positive weight",
+                                ));
+                            }
+                            cases.insert(v.clone(), c);
+                        }
+                        if let Some(extra) = spec.cases.keys().find(|k| !g_values.contains(k)) {
+                            return Err(invalid(
+                                field(&format!("cases.{extra}")),
+                                &format!("only values of \"{given}\": {}", g_values.join(", ")),
+                            ));
+                        }
+                        CategoricalSource::Given {
+                            given: given.clone(),
+                            cases,
+                        }
+                    } else {
+                        let c = categorical(&spec.values, spec.weights.as_deref())
+                            .map_err(|e| invalid(field("weights"), &e))?;
+                        if (pick as usize) > c.positive() {
+                            return Err(invalid(
+                                field("pick"),
+                                "no more than the number of values with positive weight",
+                            ));
+                        }
+                        CategoricalSource::Fixed(c)
+                    };
+                    let var = SessionVar::Categorical {
+                        name: spec.name.clone(),
+                        source,
+                        pick,
+                        text: spec.text.clone(),
+                    };
+                    let all = var.all_values();
+                    if let Some(k) = spec.text.keys().find(|k| !all.contains(k)) {
+                        return Err(invalid(
+                            field(&format!("text.{k}")),
+                            "prose only for declared values",
+                        ));
+                    }
+                    var
+                }
+                SessionKind::Range => {
+                    let (Some(min), Some(max)) = (spec.min, spec.max) else {
+                        return Err(invalid(field("min/max"), "both min and max for a range"));
+                    };
+                    if !(min.is_finite() && max.is_finite() && min <= max) {
+                        return Err(invalid(field("min/max"), "finite numbers with min <= max"));
+                    }
+                    if spec.integer && min.ceil() > max.floor() {
+                        return Err(invalid(
+                            field("min/max"),
+                            "a whole number between min and max",
+                        ));
+                    }
+                    SessionVar::Range {
+                        name: spec.name.clone(),
+                        min,
+                        max,
+                        integer: spec.integer,
+                    }
+                }
+                SessionKind::CatalogItem => {
+                    if file.catalog.is_none() {
+                        return Err(invalid(
+                            "catalog".into(),
+                            "a catalog file, since a catalog_item variable is declared",
+                        ));
+                    }
+                    if let Some(from) = &spec.prefer_genres_from {
+                        if earlier(from).is_none() {
+                            return Err(invalid(
+                                field("prefer_genres_from"),
+                                "the name of a session variable declared earlier",
+                            ));
+                        }
+                    }
+                    SessionVar::CatalogItem {
+                        name: spec.name.clone(),
+                        prefer_genres_from: spec.prefer_genres_from.clone(),
+                    }
+                }
+            };
+            session.push(var);
+        }
+
+        // Turn variables.
+        let mut turn = Vec::new();
+        for spec in &file.turn {
+            let field = |f: &str| format!("turn \"{}\": {f}", spec.name);
+            if spec.name.is_empty() || turn.iter().any(|v: &TurnVar| v.name == spec.name) {
+                return Err(invalid(field("name"), "a unique, non-empty name"));
+            }
+            if spec.values.is_empty() {
+                return Err(invalid(field("values"), "at least one value"));
+            }
+            let declared: BTreeSet<&str> = spec.values.iter().map(String::as_str).collect();
+            if declared.len() != spec.values.len() || declared.contains(END_STATE) {
+                return Err(invalid(
+                    field("values"),
+                    &format!("distinct values, none named {END_STATE}"),
+                ));
+            }
+            let policy = match spec.policy {
+                PolicyKind::Markov => {
+                    let table = match (&spec.markov, &spec.markov_file) {
+                        (Some(t), None) => t.clone(),
+                        (None, Some(f)) => {
+                            let mpath = dir.join(f);
+                            let mtext = read(&mpath)?;
+                            hasher.update(f.as_bytes());
+                            hasher.update(b"\0");
+                            hasher.update(mtext.as_bytes());
+                            parse_toml(&mpath, &mtext)?
+                        }
+                        _ => {
+                            return Err(invalid(
+                                field("markov"),
+                                "exactly one of `markov` (inline table) or `markov_file`",
+                            ))
+                        }
+                    };
+                    validate_markov(&table, &spec.values)
+                        .map_err(|(f, e)| invalid(field(&format!("markov.{f}")), &e))?;
+                    TurnPolicy::Markov(table)
+                }
+                PolicyKind::Scripted => {
+                    if spec.script.is_empty() {
+                        return Err(invalid(field("script"), "a non-empty list of values"));
+                    }
+                    if let Some(v) = spec.script.iter().find(|v| !declared.contains(v.as_str())) {
+                        return Err(invalid(
+                            field("script"),
+                            &format!("declared values only (got \"{v}\")"),
+                        ));
+                    }
+                    TurnPolicy::Scripted(spec.script.clone())
+                }
+                PolicyKind::Iid => TurnPolicy::Iid(
+                    categorical(&spec.values, spec.weights.as_deref())
+                        .map_err(|e| invalid(field("weights"), &e))?,
+                ),
+                PolicyKind::None => TurnPolicy::None,
+            };
+            if let Some(k) = spec.text.keys().find(|k| !declared.contains(k.as_str())) {
+                return Err(invalid(
+                    field(&format!("text.{k}")),
+                    "prose only for declared values",
+                ));
+            }
+            turn.push(TurnVar {
+                name: spec.name.clone(),
+                values: spec.values.clone(),
+                policy,
+                text: spec.text.clone(),
+            });
+        }
+        for (field, intents) in [
+            ("conversation.end_intents", &conv.end_intents),
+            ("conversation.accept_intents", &conv.accept_intents),
+        ] {
+            for intent in intents {
+                if !turn.iter().any(|t| t.values.contains(intent)) {
+                    return Err(invalid(
+                        field.into(),
+                        &format!("values of a turn variable (got \"{intent}\")"),
+                    ));
+                }
+            }
+        }
+        if let Some(target) = &conv.target {
+            if !session
+                .iter()
+                .any(|v| matches!(v, SessionVar::CatalogItem { name, .. } if name == target))
+            {
+                return Err(invalid(
+                    "conversation.target".into(),
+                    "the name of a catalog_item session variable",
+                ));
+            }
+        }
+
+        // Templates: strict undefined, and every variable a template names
+        // must be declared, so mistakes fail here and not in the middle of a run.
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        let files = [
+            (template::USER_SYSTEM, Some(&file.templates.user_system)),
+            (template::USER_TURN, Some(&file.templates.user_turn)),
+            (
+                template::ASSISTANT_SYSTEM,
+                Some(&file.templates.assistant_system),
+            ),
+            (
+                template::ASSISTANT_TURN,
+                file.templates.assistant_turn.as_ref(),
+            ),
+        ];
+        for (tname, rel) in files {
+            let source = match rel {
+                Some(rel) => {
+                    let tpath = dir.join(rel);
+                    let src = read(&tpath)?;
+                    hasher.update(rel.as_bytes());
+                    hasher.update(b"\0");
+                    hasher.update(src.as_bytes());
+                    check_template(&tpath, tname, &src, &session, &turn)?;
+                    src
+                }
+                None => String::new(),
+            };
+            env.add_template_owned(tname.to_string(), source)
+                .map_err(|e| ScenarioError::Parse {
+                    path: dir.join(rel.map(String::as_str).unwrap_or(tname)),
+                    message: one_line(&e.to_string()),
+                })?;
+        }
+
+        for (i, m) in file.replay.inspired.iter().enumerate() {
+            let field = |f: &str| format!("replay.inspired[{i}].{f}");
+            let text_field = crate::corpus::INSPIRED_SURVEY_FIELDS.contains(&m.survey.as_str());
+            let score_field = crate::corpus::INSPIRED_BIG_FIVE.contains(&m.survey.as_str());
+            if !text_field && !score_field {
+                return Err(invalid(
+                    field("survey"),
+                    &format!(
+                        "one of {}, {}",
+                        crate::corpus::INSPIRED_SURVEY_FIELDS.join(", "),
+                        crate::corpus::INSPIRED_BIG_FIVE.join(", ")
+                    ),
+                ));
+            }
+            if text_field && (m.map.is_empty() || !m.ranges.is_empty()) {
+                return Err(invalid(
+                    field("map"),
+                    &format!("a `map` of answers (and no `ranges`): {} is text", m.survey),
+                ));
+            }
+            if score_field && (m.ranges.is_empty() || !m.map.is_empty()) {
+                return Err(invalid(
+                    field("ranges"),
+                    &format!("`ranges` (and no `map`): {} is a score", m.survey),
+                ));
+            }
+            if let Some((v, r)) = m
+                .ranges
+                .iter()
+                .find(|(_, r)| !(r[0].is_finite() && r[1].is_finite() && r[0] < r[1]))
+            {
+                return Err(invalid(
+                    field(&format!("ranges.{v}")),
+                    &format!("[low, high] with low < high, not [{}, {}]", r[0], r[1]),
+                ));
+            }
+            let var = session.iter().find(|v| v.name() == m.session);
+            let declared = match var {
+                Some(v @ SessionVar::Categorical { pick: 1, .. }) => v.all_values(),
+                _ => {
+                    return Err(invalid(
+                        field("session"),
+                        "a categorical session variable with one value per session",
+                    ))
+                }
+            };
+            let mut spans: Vec<(&String, &[f64; 2])> = m.ranges.iter().collect();
+            spans.sort_by(|a, b| a.1[0].total_cmp(&b.1[0]));
+            if let Some(w) = spans.windows(2).find(|w| w[1].1[0] < w[0].1[1]) {
+                return Err(invalid(
+                    field(&format!("ranges.{}", w[1].0)),
+                    &format!("a range that does not overlap ranges.{}", w[0].0),
+                ));
+            }
+            if let Some(v) = m.ranges.keys().find(|v| !declared.contains(v)) {
+                return Err(invalid(
+                    field(&format!("ranges.{v}")),
+                    &format!("a value of {} ({})", m.session, declared.join(", ")),
+                ));
+            }
+            if let Some((answer, v)) = m.map.iter().find(|(_, v)| !declared.contains(v)) {
+                return Err(invalid(
+                    field(&format!("map.\"{answer}\"")),
+                    &format!(
+                        "a value of {} ({}), not \"{v}\"",
+                        m.session,
+                        declared.join(", ")
+                    ),
+                ));
+            }
+        }
+
+        let catalog = file.catalog.as_ref().map(|c| dir.join(c));
+        Ok(Scenario {
+            name: file.name,
+            description: file.description,
+            dir: dir.to_path_buf(),
+            hash: hex::encode(hasher.finalize()),
+            catalog,
+            session,
+            turn,
+            conversation: conv,
+            sampling: file.sampling,
+            replay_inspired: file.replay.inspired,
+            templates: env,
+        })
+    }
+}
+
+pub(super) fn normalise(weights: &[f64]) -> std::result::Result<Vec<f64>, String> {
+    if weights.iter().any(|w| !w.is_finite() || *w < 0.0) {
+        return Err("non-negative weights".into());
+    }
+    let sum: f64 = weights.iter().sum();
+    if sum <= 0.0 {
+        return Err("weights with a positive sum".into());
+    }
+    Ok(weights.iter().map(|w| w / sum).collect())
+}
+
+fn validate_markov(
+    t: &MarkovTable,
+    values: &[String],
+) -> std::result::Result<(), (String, String)> {
+    let known = |v: &str| values.iter().any(|x| x == v);
+    let check_row = |name: String, row: &BTreeMap<String, f64>, allow_end: bool| {
+        for k in row.keys() {
+            if !(known(k) || (allow_end && k == END_STATE)) {
+                return Err((
+                    format!("{name}.{k}"),
+                    format!("declared values{}", if allow_end { " or END" } else { "" }),
+                ));
+            }
+        }
+        let w: Vec<f64> = row.values().copied().collect();
+        normalise(&w).map_err(|e| (name, e))?;
+        Ok(())
+    };
+    check_row("first".into(), &t.first, false)?;
+    for (from, row) in &t.transitions {
+        if !known(from) {
+            return Err((format!("transitions.{from}"), "declared values".into()));
+        }
+        check_row(format!("transitions.{from}"), row, true)?;
+    }
+    // Every value reachable from `first` or a transition needs its own row,
+    // or the chain would have nowhere to go.
+    let reachable = t
+        .first
+        .iter()
+        .chain(t.transitions.values().flatten())
+        .filter(|(k, w)| **w > 0.0 && k.as_str() != END_STATE)
+        .map(|(k, _)| k);
+    for v in reachable {
+        if !t.transitions.contains_key(v) {
+            return Err((
+                format!("transitions.{v}"),
+                "a row for every value that can be reached".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Roots each template may use, besides loop variables it declares itself.
+fn allowed_roots(tname: &str) -> &'static [&'static str] {
+    match tname {
+        template::USER_SYSTEM => &["scenario", "session", "text"],
+        template::USER_TURN => &[
+            "scenario",
+            "session",
+            "text",
+            "turn",
+            "turn_text",
+            "turn_index",
+            "assistant_message",
+        ],
+        template::ASSISTANT_SYSTEM => &["scenario"],
+        _ => &["scenario", "user_message", "candidates", "turn_index"],
+    }
+}
+
+fn check_template(
+    path: &Path,
+    tname: &str,
+    src: &str,
+    session: &[SessionVar],
+    turn: &[TurnVar],
+) -> Result<()> {
+    let env = Environment::new();
+    let tmpl = env
+        .template_from_str(src)
+        .map_err(|e| ScenarioError::Parse {
+            path: path.to_path_buf(),
+            message: one_line(&e.to_string()),
+        })?;
+    let roots = allowed_roots(tname);
+    let mut names: Vec<String> = tmpl.undeclared_variables(true).into_iter().collect();
+    names.sort();
+    for full in names {
+        let mut parts = full.splitn(2, '.');
+        let root = parts.next().unwrap_or_default();
+        let sub = parts.next();
+        let unknown = |expected: String| ScenarioError::Invalid {
+            path: path.to_path_buf(),
+            field: format!("variable `{full}`"),
+            expected,
+        };
+        if !roots.contains(&root) {
+            return Err(unknown(format!("one of: {}", roots.join(", "))));
+        }
+        let Some(sub) = sub else { continue };
+        let sub = sub.split('.').next().unwrap_or(sub);
+        match root {
+            "session" | "text" if !session.iter().any(|v| v.name() == sub) => {
+                let names: Vec<&str> = session.iter().map(SessionVar::name).collect();
+                return Err(unknown(format!(
+                    "a declared session variable: {}",
+                    names.join(", ")
+                )));
+            }
+            "turn" | "turn_text" if !turn.iter().any(|v| v.name == sub) => {
+                let names: Vec<&str> = turn.iter().map(|t| t.name.as_str()).collect();
+                return Err(unknown(format!(
+                    "a declared turn variable: {}",
+                    names.join(", ")
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Pins (`--set`)
+// ---------------------------------------------------------------------------
