@@ -1,97 +1,20 @@
-//! Small hand-written lexicons: a sentiment scorer and a genre topic
-//! labeller.
+//! Lexicon classifiers of the eval ensemble: sentiment and genre topics.
 //!
-//! [`sentiment`] sums +1/−1 for positive/negative words, flipping the sign of
-//! a word preceded (within three tokens) by a negator (`not`, `don't`, `never`,
-//! ...); the sum's sign gives [`Sentiment`]. [`TopicLabeller`] maps genre names
-//! and synonyms (`scary` → Horror) to genres mentioned in a text.
+//! [`sentiment`] is VADER (crate `vader-parity`), the standard lexicon and
+//! rules scorer for short informal text. [`TopicLabeller`] maps genre names
+//! and synonyms (`scary` → Horror) to genres mentioned in a text; it stays
+//! hand-written because no crate knows MovieLens's genre list and the way
+//! seekers name genres.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::text::tokenize;
+use std::sync::OnceLock;
 
-const POSITIVE: &[&str] = &[
-    "good",
-    "great",
-    "love",
-    "loved",
-    "like",
-    "liked",
-    "enjoy",
-    "enjoyed",
-    "awesome",
-    "amazing",
-    "excellent",
-    "fun",
-    "funny",
-    "best",
-    "favorite",
-    "favourite",
-    "nice",
-    "cool",
-    "perfect",
-    "wonderful",
-    "fantastic",
-    "interesting",
-    "thanks",
-    "thank",
-    "happy",
-    "glad",
-    "sure",
-    "yes",
-    "yeah",
-    "brilliant",
-    "beautiful",
-    "sounds",
-    "fine",
-    "definitely",
-    "classic",
-    "entertaining",
-    "exciting",
-    "recommend",
-    "appreciate",
-    "helpful",
-    "okay",
-    "ok",
-];
-const NEGATIVE: &[&str] = &[
-    "bad",
-    "hate",
-    "hated",
-    "boring",
-    "awful",
-    "terrible",
-    "worst",
-    "dislike",
-    "disliked",
-    "no",
-    "nope",
-    "stupid",
-    "annoying",
-    "sad",
-    "scared",
-    "disappointing",
-    "disappointed",
-    "meh",
-    "dull",
-    "horrible",
-    "poor",
-    "weird",
-    "lame",
-    "overrated",
-    "slow",
-    "gross",
-    "sorry",
-    "unfortunately",
-    "tired",
-    "sick",
-];
-const NEGATORS: &[&str] = &[
-    "not", "don't", "dont", "didn't", "didnt", "never", "no", "isn't", "wasn't", "doesn't",
-    "can't", "cannot", "won't", "aren't", "haven't", "hardly", "nor", "neither",
-];
+use vader_parity::SentimentIntensityAnalyzer;
+
+use super::text::tokenize;
 
 /// Sentiment class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -115,34 +38,24 @@ impl Sentiment {
     }
 }
 
-/// Lexicon score of a text: Σ polarity with negation flips.
-pub fn sentiment_score(text: &str) -> i32 {
-    let toks = tokenize(text);
-    let mut score = 0;
-    for (i, t) in toks.iter().enumerate() {
-        let pol = if POSITIVE.contains(&t.as_str()) {
-            1
-        } else if NEGATIVE.contains(&t.as_str()) && !NEGATORS.contains(&t.as_str()) {
-            -1
-        } else {
-            0
-        };
-        if pol == 0 {
-            continue;
-        }
-        let negated = toks[i.saturating_sub(3)..i]
-            .iter()
-            .any(|p| NEGATORS.contains(&p.as_str()));
-        score += if negated { -pol } else { pol };
-    }
-    score
+/// VADER's compound score of a text, in [-1, 1] (Hutto & Gilbert,
+/// ICWSM-14: lexicon and rules for short informal text, with negation,
+/// boosters, "but", capitals and punctuation), through `vader-parity`,
+/// which matches Python's vaderSentiment 3.3.2 to its published precision.
+pub fn sentiment_score(text: &str) -> f64 {
+    static ANALYZER: OnceLock<SentimentIntensityAnalyzer> = OnceLock::new();
+    ANALYZER
+        .get_or_init(SentimentIntensityAnalyzer::new)
+        .polarity_scores(text)
+        .compound
 }
 
-/// Sentiment class of a text.
+/// Sentiment class of a text, by VADER's standard thresholds on the
+/// compound score (≥ 0.05 positive, ≤ −0.05 negative).
 pub fn sentiment(text: &str) -> Sentiment {
     match sentiment_score(text) {
-        s if s > 0 => Sentiment::Pos,
-        s if s < 0 => Sentiment::Neg,
+        s if s >= 0.05 => Sentiment::Pos,
+        s if s <= -0.05 => Sentiment::Neg,
         _ => Sentiment::Neu,
     }
 }
@@ -287,13 +200,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sentiment_with_negation() {
+    fn vader_on_its_reference_sentences() {
+        // Sentences and compound scores from vaderSentiment's README.
+        for (text, compound) in [
+            ("VADER is smart, handsome, and funny.", 0.8316),
+            ("VADER is not smart, handsome, nor funny.", -0.7424),
+            ("The book was good.", 0.4404),
+            ("At least it isn't a horrible book.", 0.431),
+            (
+                "The plot was good, but the characters are uncompelling and the dialog is not great.",
+                -0.7042,
+            ),
+        ] {
+            assert_eq!(sentiment_score(text), compound, "{text}");
+        }
         assert_eq!(sentiment("I loved it, great movie"), Sentiment::Pos);
-        assert_eq!(sentiment("I don't really like horror"), Sentiment::Neg);
         assert_eq!(sentiment("that was boring"), Sentiment::Neg);
-        assert_eq!(sentiment("not bad at all"), Sentiment::Pos);
         assert_eq!(sentiment("what year is it from"), Sentiment::Neu);
-        assert_eq!(sentiment_score("good good bad"), 1);
+        // Capitals and "!" strengthen.
+        assert!(sentiment_score("GREAT movie!!") > sentiment_score("great movie"));
         let c = sentiment_counts(&["great", "awful", "hmm"]);
         assert_eq!((c["pos"], c["neu"], c["neg"]), (1.0, 1.0, 1.0));
     }
