@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use crate::rng::SessionRng;
 use crate::scenario::catalog::Catalog;
 use crate::scenario::{
-    Categorical, CategoricalSource, Pins, Scenario, SessionVar, TurnPolicy, END_STATE,
+    Categorical, CategoricalSource, LengthModel, Pins, Scenario, SessionVar, TurnPolicy, END_STATE,
 };
 
 /// Errors while drawing latents.
@@ -80,6 +80,25 @@ fn draw_index(probs: &[f64], rng: &mut SessionRng) -> usize {
     }
     // Rounding can leave `acc` a hair under 1: take the last positive value.
     probs.iter().rposition(|p| *p > 0.0).unwrap_or(0)
+}
+
+impl LengthModel {
+    /// A target length in words for a turn whose `of` variable is `value`:
+    /// one draw from that value's fitted distribution, or the pooled one
+    /// when the value has too few fitted turns (or the turn has no value).
+    pub fn draw(&self, value: Option<&str>, rng: &mut SessionRng) -> u32 {
+        let d = value
+            .and_then(|v| self.per_value.get(v))
+            .unwrap_or(&self.pooled);
+        d.words[draw_index(&d.probs, rng)]
+    }
+
+    /// The token budget of a turn aiming at `words` words: room for the
+    /// words and a sentence end, never above the side's own `max_tokens`.
+    pub fn budget(&self, words: u32, max_tokens: u32) -> u32 {
+        let want = (f64::from(words) * self.tokens_per_word).ceil() as u32 + 4;
+        want.min(max_tokens).max(1)
+    }
 }
 
 fn draw_distinct(c: &Categorical, k: usize, rng: &mut SessionRng) -> Vec<String> {

@@ -38,6 +38,12 @@ pub enum Stream {
     UserSampling(u32),
     /// Token sampling of the system at its reply `n`.
     SystemSampling(u32),
+    /// The target length of user turn `n` (its own stream, so turning the
+    /// length latent on or off leaves every other draw as it was).
+    TurnLength(u32),
+    /// Token sampling of user turn `n`'s `k`-th resample (`k` ≥ 1), after
+    /// the role guard rejected the draw before it.
+    UserResample(u32, u8),
 }
 
 impl Stream {
@@ -47,6 +53,8 @@ impl Stream {
             Stream::TurnLatents(n) => (2 << 32) | u64::from(n),
             Stream::UserSampling(n) => (3 << 32) | u64::from(n),
             Stream::SystemSampling(n) => (4 << 32) | u64::from(n),
+            Stream::TurnLength(n) => (5 << 32) | u64::from(n),
+            Stream::UserResample(n, k) => (6 << 40) | (u64::from(k) << 32) | u64::from(n),
         }
     }
 }

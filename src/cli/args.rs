@@ -30,8 +30,10 @@ pub struct Cli {
 pub enum Command {
     /// Simulate conversations and write them, labelled, as JSONL.
     Simulate(Box<SimulateArgs>),
-    /// Fit a scenario's intent markov chain on real IARD dialogues.
-    FitIntents(FitIntentsArgs),
+    /// Fit a scenario's intent markov chain and per-intent turn lengths on
+    /// real IARD dialogues (alias: fit-intents).
+    #[command(alias = "fit-intents")]
+    Fit(FitArgs),
     /// Measure throughput: the real loop against llama.cpp's own ceiling.
     Bench(BenchArgs),
     /// Measure realism, diversity and label fidelity against real
@@ -251,7 +253,7 @@ pub struct MergeArgs {
 }
 
 #[derive(Args)]
-pub struct FitIntentsArgs {
+pub struct FitArgs {
     /// IARD file (iard.json).
     #[arg(long)]
     pub iard: PathBuf,

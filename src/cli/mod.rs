@@ -27,7 +27,7 @@ use usersim::scenario::{default_prompts_dir, resolve_scenario_dir, Scenario};
 use usersim::tools::{bench, fit};
 
 use args::{
-    BenchArgs, Command, EngineArgs, EvalArgs, FitIntentsArgs, MergeArgs, ModelArgs, ModelsCommand,
+    BenchArgs, Command, EngineArgs, EvalArgs, FitArgs, MergeArgs, ModelArgs, ModelsCommand,
     ServerArgs, SimulateArgs,
 };
 
@@ -36,7 +36,7 @@ use args::{
 pub fn run(command: Command, quiet: bool) -> anyhow::Result<ExitCode> {
     match command {
         Command::Simulate(a) => simulate(*a, quiet),
-        Command::FitIntents(a) => fit_intents(a),
+        Command::Fit(a) => fit(a),
         Command::Bench(a) => bench(a, quiet),
         Command::Eval(a) => eval(a, quiet),
         Command::Merge(a) => merge(a),
@@ -263,7 +263,7 @@ fn eval(a: EvalArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn fit_intents(a: FitIntentsArgs) -> anyhow::Result<ExitCode> {
+fn fit(a: FitArgs) -> anyhow::Result<ExitCode> {
     let fitted = fit::fit_iard(
         &a.iard,
         &fit::FitIntentsConfig {

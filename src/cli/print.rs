@@ -25,8 +25,17 @@ pub fn summary(s: &RunSummary, output: &Path, json: bool) -> anyhow::Result<()> 
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let guard = if s.guard_rejections.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "\n  role guard: {} resampled, {} kept after the last resample",
+            counts(&s.guard_rejections),
+            s.guard_kept_rejected
+        )
+    };
     eprintln!(
-        "{} conversations -> {}\n  turns: {} user, {} assistant\n  tokens: {} generated ({} by users) in {:.1}s\n  throughput: {:.1} tok/s aggregate, {:.1} tok/s per conversation ({} in parallel), {:.1} conversations/min\n  prompt tokens: {} computed, {} reused ({} from shared prefixes)\n  intents: {}\n  ended: {}",
+        "{} conversations -> {}\n  turns: {} user, {} assistant\n  tokens: {} generated ({} by users) in {:.1}s\n  throughput: {:.1} tok/s aggregate, {:.1} tok/s per conversation ({} in parallel), {:.1} conversations/min\n  prompt tokens: {} computed, {} reused ({} from shared prefixes)\n  intents: {}\n  ended: {}{guard}",
         s.conversations,
         output.display(),
         s.user_turns,

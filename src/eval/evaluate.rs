@@ -3,15 +3,15 @@
 //!
 //! Why one file of ~860 lines: it is the list of measures `eval` reports, each a short function over the same inputs; about a quarter is tests on real IARD.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
 use super::discriminator::{discriminate, DensePair, DiscriminatorConfig, DiscriminatorError};
 use super::diversity::{distinct_n, latent_coverage, self_bleu};
 use super::intent::{
-    cross_validate_intents, fidelity_hits, label_fidelity, IntentClassifier, IntentConfig,
-    IntentError,
+    cross_validate_intents, fidelity_hits, label_fidelity, transfer_macro_f1, IntentClassifier,
+    IntentConfig, IntentError,
 };
 use super::lexicon::{sentiment, TopicLabeller};
 use super::loaders::Corpus;
@@ -24,6 +24,7 @@ use super::stats::{
     wasserstein_1d, Estimate, StatsError,
 };
 use super::text::word_count;
+use crate::session::guard;
 
 /// Errors of [`evaluate`].
 #[derive(Debug, thiserror::Error)]
@@ -598,11 +599,25 @@ pub fn evaluate_with(
                     )?)
                 };
                 intent_values = Some((real_top, sim_top, hits, clf.labels().to_vec()));
+                // Only the simulated turns' own intents (drawn, or a
+                // replay's real labels) that the classifier knows.
+                let (ut, ul): (Vec<String>, Vec<Vec<String>>) = st
+                    .iter()
+                    .zip(&sl)
+                    .filter(|(_, l)| l.iter().any(|x| cfg.intent.labels.contains(x)))
+                    .map(|(t, l)| (t.clone(), l.clone()))
+                    .unzip();
+                let sim_trained_macro_f1 = if ut.len() < 20 {
+                    None
+                } else {
+                    transfer_macro_f1((&ut, &ul), (&tt, &tl), &cfg.intent, n_boot, cfg.seed)?
+                };
                 Some(IntentReport {
                     cv,
                     predicted,
                     requested_vs_gold: requested,
                     fidelity,
+                    sim_trained_macro_f1,
                 })
             }
         }
@@ -659,6 +674,19 @@ pub fn evaluate_with(
             mean_pairwise_distance(es, cfg.seed),
         )
     });
+    let echo_rate = (echo_rate(real), echo_rate(sim));
+    let real_grams: HashSet<Vec<String>> = real_texts
+        .iter()
+        .flat_map(|t| guard::ngrams(t, COPY_NGRAM))
+        .collect();
+    let copied = sim_texts
+        .iter()
+        .filter(|t| {
+            guard::ngrams(t, COPY_NGRAM)
+                .iter()
+                .any(|g| real_grams.contains(g))
+        })
+        .count();
     Ok(EvalReport {
         n_real_dialogues: real.dialogues.len(),
         n_sim_dialogues: sim.dialogues.len(),
@@ -666,6 +694,8 @@ pub fn evaluate_with(
         n_sim_turns: sim_texts.len(),
         turn_lengths,
         dialogue_lengths,
+        echo_rate,
+        copy_rate: copied as f64 / sim_texts.len().max(1) as f64,
         turn_discriminator,
         conversation_discriminator,
         intents,
@@ -682,9 +712,63 @@ pub fn evaluate_with(
     })
 }
 
+/// Word n-gram length of the copy rate.
+pub const COPY_NGRAM: usize = 8;
+
+/// Share of a corpus's seeker turns that share a word 6-gram with the
+/// other side's turn just before them.
+pub fn echo_rate(c: &Corpus) -> f64 {
+    let (mut n, mut echoed) = (0usize, 0usize);
+    for d in &c.dialogues {
+        for w in d.turns.windows(2) {
+            if !w[0].seeker && w[1].seeker {
+                n += 1;
+                echoed += usize::from(guard::shares_ngram(
+                    &w[1].text,
+                    &w[0].text,
+                    guard::ECHO_NGRAM,
+                ));
+            }
+        }
+    }
+    echoed as f64 / n.max(1) as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::loaders::{load_real, tests::IARD, Corpus, EvalDialogue};
+
+    #[test]
+    fn echo_rate_counts_seeker_turns_repeating_the_turn_before() {
+        use super::super::loaders::EvalTurn;
+        let turn = |seeker: bool, text: &str| EvalTurn {
+            seeker,
+            text: text.into(),
+            intents: Vec::new(),
+        };
+        let c = Corpus {
+            dialogues: vec![EvalDialogue {
+                id: "d".into(),
+                turns: vec![
+                    turn(
+                        false,
+                        "How about The Shining, a classic horror movie from 1980?",
+                    ),
+                    turn(
+                        true,
+                        "The Shining, a classic horror movie from 1980? Seen it.",
+                    ),
+                    turn(false, "Then try Alien."),
+                    turn(true, "Not a fan of space."),
+                    turn(true, "Anything else?"),
+                ],
+                latents: serde_json::Value::Null,
+                profile: Default::default(),
+            }],
+        };
+        // Two seeker turns follow a system turn; one echoes it.
+        assert_eq!(echo_rate(&c), 0.5);
+    }
     use super::*;
 
     /// IARD split by dialogue into two halves; the "simulated" half keeps its

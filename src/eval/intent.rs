@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use super::features::{FeatureError, TfidfConfig, TfidfVectorizer};
 use super::logreg::{argmax, LogRegConfig, LogRegError, OneVsRest};
 use super::stats::{
-    confusion_matrix, macro_f1, multilabel_macro_f1, per_class_f1, stratified_kfold,
+    bootstrap_ci, confusion_matrix, macro_f1, multilabel_macro_f1, per_class_f1, stratified_kfold,
+    Estimate,
 };
 
 /// The 16 IARD seeker sub-intents (one list for the whole crate).
@@ -318,6 +319,53 @@ pub fn label_fidelity<S: AsRef<str>>(
         labels,
         confusion: cm,
     }
+}
+
+/// Macro-F1 on `test` of a classifier trained on `train` (texts with label
+/// lists), with a bootstrap interval over the test turns: how well labels
+/// learnt from one set (simulated turns and their drawn intents) transfer
+/// to another (real labelled turns). `None` when a side is empty.
+pub fn transfer_macro_f1<S: AsRef<str>>(
+    train: (&[S], &[Vec<String>]),
+    test: (&[S], &[Vec<String>]),
+    cfg: &IntentConfig,
+    n_boot: usize,
+    seed: u64,
+) -> Result<Option<Estimate>, IntentError> {
+    if train.0.is_empty() || test.0.is_empty() {
+        return Ok(None);
+    }
+    let clf = IntentClassifier::fit(train.0, train.1, cfg)?;
+    let nl = cfg.labels.len();
+    let truth: Vec<Vec<bool>> = test
+        .1
+        .iter()
+        .map(|ls| cfg.labels.iter().map(|l| ls.contains(l)).collect())
+        .collect();
+    // The classifier's labels are cfg.labels in order (OneVsRest keeps them).
+    let pred: Vec<Vec<bool>> = test
+        .0
+        .iter()
+        .map(|t| {
+            let mut row = vec![false; nl];
+            for l in clf.predict_labels(t.as_ref()) {
+                if let Some(i) = clf
+                    .labels()
+                    .get(l)
+                    .and_then(|name| cfg.labels.iter().position(|x| x == name))
+                {
+                    row[i] = true;
+                }
+            }
+            row
+        })
+        .collect();
+    let f1 = |ix: &[usize]| {
+        let t: Vec<Vec<bool>> = ix.iter().map(|&i| truth[i].clone()).collect();
+        let p: Vec<Vec<bool>> = ix.iter().map(|&i| pred[i].clone()).collect();
+        Some(multilabel_macro_f1(&t, &p, nl).0)
+    };
+    Ok(bootstrap_ci(truth.len(), n_boot, seed, f1))
 }
 
 #[cfg(test)]

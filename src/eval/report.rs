@@ -146,6 +146,12 @@ pub struct IntentReport {
     pub requested_vs_gold: Option<DistributionComparison>,
     /// Requested vs predicted intents of simulated turns.
     pub fidelity: Option<LabelFidelity>,
+    /// Utility of the simulated labels: a classifier trained on the
+    /// simulated turns with their intents, tested on the labelled real
+    /// turns (macro-F1, bootstrap interval over the real turns); compare
+    /// with `cv.macro_f1`, the real-trained figure.
+    #[serde(default)]
+    pub sim_trained_macro_f1: Option<super::stats::Estimate>,
 }
 
 /// Everything [`super::evaluate::evaluate`] measures.
@@ -163,6 +169,14 @@ pub struct EvalReport {
     pub turn_lengths: LengthStats,
     /// Seeker turns per dialogue.
     pub dialogue_lengths: LengthStats,
+    /// Share of seeker turns sharing a word 6-gram with the system turn
+    /// just before them `(real, simulated)`: echoing the recommender.
+    #[serde(default)]
+    pub echo_rate: (f64, f64),
+    /// Share of simulated turns sharing a word 8-gram with any real seeker
+    /// turn of the reference set: pasted rather than written.
+    #[serde(default)]
+    pub copy_rate: f64,
     /// Turn-level real-vs-simulated discriminator.
     pub turn_discriminator: Option<DiscriminatorResult>,
     /// Conversation-level discriminator.
@@ -242,6 +256,20 @@ impl EvalReport {
             &f(tl.sim_mean),
             &format!("W1 {:.3}", tl.wasserstein),
         );
+        row(
+            &mut o,
+            "echo rate (6-gram of system turn)",
+            &f(self.echo_rate.0),
+            &f(self.echo_rate.1),
+            "",
+        );
+        row(
+            &mut o,
+            "copy rate (8-gram of a real turn)",
+            "",
+            &f(self.copy_rate),
+            "",
+        );
         let dl = &self.dialogue_lengths;
         row(
             &mut o,
@@ -282,6 +310,15 @@ impl EvalReport {
                 "",
                 &format!("n={}", i.cv.n),
             );
+            if let Some(u) = &i.sim_trained_macro_f1 {
+                row(
+                    &mut o,
+                    "intent macro-F1, trained on simulated",
+                    "",
+                    &f(u.value),
+                    &format!("[{:.3}, {:.3}] on real labelled turns", u.lo, u.hi),
+                );
+            }
             let p = &i.predicted;
             row(
                 &mut o,

@@ -305,6 +305,7 @@ pub fn run_sessions(
                 for (index, end) in finished.drain(..) {
                     if let Some(l) = live.remove(&index) {
                         backend.release(index);
+                        summary.account_guard(l.conversation.guard_counts());
                         let record = l.conversation.into_record(&run, system.name(), end);
                         summary.account(&record);
                         sink.push(&record)?;

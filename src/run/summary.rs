@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::backend::BackendStats;
 use crate::chat::Side;
 use crate::error::Error;
+use crate::session::conversation::GuardCounts;
 use crate::session::record::ConversationRecord;
 
 use super::SimulateConfig;
@@ -52,9 +53,21 @@ pub struct RunSummary {
     pub shared_prefix_tokens: [usize; 2],
     /// Engine counters.
     pub backend: BackendStats,
+    /// Seeker turns the role guard rejected and drew again, by reason.
+    pub guard_rejections: BTreeMap<String, u64>,
+    /// Seeker turns kept although their last allowed draw was rejected.
+    pub guard_kept_rejected: u64,
 }
 
 impl RunSummary {
+    /// Count what the role guard did in a conversation.
+    pub(crate) fn account_guard(&mut self, g: &GuardCounts) {
+        for (reason, n) in &g.rejected {
+            *self.guard_rejections.entry(reason.to_string()).or_default() += n;
+        }
+        self.guard_kept_rejected += g.kept_rejected;
+    }
+
     /// Count a written conversation.
     pub(crate) fn account(&mut self, record: &ConversationRecord) {
         let summary = self;

@@ -197,6 +197,12 @@ impl Scenario {
             if spec.name.is_empty() || turn.iter().any(|v: &TurnVar| v.name == spec.name) {
                 return Err(invalid(field("name"), "a unique, non-empty name"));
             }
+            if spec.name == LENGTH_VAR {
+                return Err(invalid(
+                    field("name"),
+                    "a name other than `length` (reserved for the [length] latent)",
+                ));
+            }
             if spec.values.is_empty() {
                 return Err(invalid(field("values"), "at least one value"));
             }
@@ -217,7 +223,11 @@ impl Scenario {
                             hasher.update(f.as_bytes());
                             hasher.update(b"\0");
                             hasher.update(mtext.as_bytes());
-                            parse_toml(&mpath, &mtext)?
+                            let fitted: FittedTables = parse_toml(&mpath, &mtext)?;
+                            MarkovTable {
+                                first: fitted.first,
+                                transitions: fitted.transitions,
+                            }
                         }
                         _ => {
                             return Err(invalid(
@@ -282,6 +292,20 @@ impl Scenario {
                 return Err(invalid(
                     "conversation.target".into(),
                     "the name of a catalog_item session variable",
+                ));
+            }
+        }
+
+        let length = file
+            .length
+            .as_ref()
+            .map(|spec| load_length(dir, &path, spec, &turn, &mut hasher))
+            .transpose()?;
+        if let Some(g) = &file.guard {
+            if g.max_resamples > 8 {
+                return Err(invalid(
+                    "guard.max_resamples".into(),
+                    &format!("a number from 0 to 8 (got {})", g.max_resamples),
                 ));
             }
         }
@@ -408,6 +432,8 @@ impl Scenario {
             conversation: conv,
             sampling: file.sampling,
             replay_inspired: file.replay.inspired,
+            length,
+            guard: file.guard,
             templates: env,
         })
     }
@@ -525,8 +551,14 @@ fn check_template(
                     names.join(", ")
                 )));
             }
+            // Reserved: defined when `[length]` is on, so a template can
+            // test `turn.length is defined` and work with it on or off.
+            "turn" if sub == LENGTH_VAR => {}
             "turn" | "turn_text" if !turn.iter().any(|v| v.name == sub) => {
-                let names: Vec<&str> = turn.iter().map(|t| t.name.as_str()).collect();
+                let mut names: Vec<&str> = turn.iter().map(|t| t.name.as_str()).collect();
+                if root == "turn" {
+                    names.push(LENGTH_VAR);
+                }
                 return Err(unknown(format!(
                     "a declared turn variable: {}",
                     names.join(", ")
@@ -541,3 +573,105 @@ fn check_template(
 // ---------------------------------------------------------------------------
 // Pins (`--set`)
 // ---------------------------------------------------------------------------
+
+/// `[length]`: the fitted file's `[lengths.<value>]` tables, each checked,
+/// as one distribution per value with enough turns and one pooled.
+fn load_length(
+    dir: &Path,
+    scenario_path: &Path,
+    spec: &LengthSpec,
+    turn: &[TurnVar],
+    hasher: &mut Sha256,
+) -> Result<LengthModel> {
+    let invalid = |path: &Path, field: String, expected: String| ScenarioError::Invalid {
+        path: path.to_path_buf(),
+        field,
+        expected,
+    };
+    let Some(of) = turn.iter().find(|t| t.name == spec.of) else {
+        let names: Vec<&str> = turn.iter().map(|t| t.name.as_str()).collect();
+        return Err(invalid(
+            scenario_path,
+            "length.of".into(),
+            format!("a declared turn variable: {}", names.join(", ")),
+        ));
+    };
+    if !(1.0..=10.0).contains(&spec.tokens_per_word) {
+        return Err(invalid(
+            scenario_path,
+            "length.tokens_per_word".into(),
+            format!("a number from 1 to 10 (got {})", spec.tokens_per_word),
+        ));
+    }
+    let fpath = dir.join(&spec.fitted_file);
+    let text = read(&fpath)?;
+    hasher.update(spec.fitted_file.as_bytes());
+    hasher.update(b"\0");
+    hasher.update(text.as_bytes());
+    let fitted: FittedTables = parse_toml(&fpath, &text)?;
+    if fitted.lengths.is_empty() {
+        return Err(invalid(
+            &fpath,
+            "lengths".into(),
+            "[lengths.<value>] tables of word counts (written by `usersim fit`)".into(),
+        ));
+    }
+    let mut per_value = BTreeMap::new();
+    let mut pooled: BTreeMap<u32, u64> = BTreeMap::new();
+    for (value, counts) in &fitted.lengths {
+        if !of.values.contains(value) {
+            return Err(invalid(
+                &fpath,
+                format!("lengths.{value}"),
+                format!("a value of turn variable `{}`", of.name),
+            ));
+        }
+        let mut parsed: BTreeMap<u32, u64> = BTreeMap::new();
+        for (words, n) in counts {
+            let w = words
+                .parse::<u32>()
+                .ok()
+                .filter(|w| *w >= 1)
+                .ok_or_else(|| {
+                    invalid(
+                        &fpath,
+                        format!("lengths.{value}.{words}"),
+                        "a word count of at least 1 as the key".into(),
+                    )
+                })?;
+            *parsed.entry(w).or_default() += n;
+            *pooled.entry(w).or_default() += n;
+        }
+        let d = length_distribution(&parsed);
+        if d.samples >= MIN_LENGTH_SAMPLES {
+            per_value.insert(value.clone(), d);
+        }
+    }
+    let pooled = length_distribution(&pooled);
+    if pooled.samples == 0 {
+        return Err(invalid(
+            &fpath,
+            "lengths".into(),
+            "at least one turn counted".into(),
+        ));
+    }
+    Ok(LengthModel {
+        of: of.name.clone(),
+        per_value,
+        pooled,
+        enforce: spec.enforce,
+        tokens_per_word: spec.tokens_per_word,
+    })
+}
+
+fn length_distribution(counts: &BTreeMap<u32, u64>) -> LengthDistribution {
+    let samples: u64 = counts.values().sum();
+    LengthDistribution {
+        words: counts.keys().copied().collect(),
+        probs: counts
+            .values()
+            .map(|n| *n as f64 / samples.max(1) as f64)
+            .collect(),
+        samples,
+    }
+}

@@ -102,6 +102,81 @@ struct ScenarioFile {
     /// knows about each real seeker.
     #[serde(default)]
     replay: ReplaySpec,
+    /// The length latent: target words per user turn (absent: off).
+    length: Option<LengthSpec>,
+    /// The role guard: resample seeker turns that do not read as a seeker
+    /// (absent: off).
+    guard: Option<GuardSpec>,
+}
+
+/// `[guard]`: see [`crate::session::guard`] for what is rejected.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardSpec {
+    /// Most new draws of one turn after rejections (0 to 8); the last draw
+    /// is kept whatever it is.
+    #[serde(default = "default_max_resamples")]
+    pub max_resamples: u8,
+}
+
+/// Default most resamples of one turn.
+pub const DEFAULT_MAX_RESAMPLES: u8 = 2;
+
+fn default_max_resamples() -> u8 {
+    DEFAULT_MAX_RESAMPLES
+}
+
+/// `[length]`: every user turn draws a target length in words from the
+/// distribution fitted for its value of a turn variable (its intent).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LengthSpec {
+    /// File written by `usersim fit` holding `[lengths.<value>]` tables
+    /// (words → count), relative to the scenario directory.
+    fitted_file: String,
+    /// The turn variable whose value picks the distribution.
+    #[serde(default = "default_length_of")]
+    of: String,
+    /// Enforce the target: the token budget follows it and the turn is cut
+    /// at the first sentence end past it. Off: only rendered.
+    #[serde(default = "default_true")]
+    enforce: bool,
+    /// Tokens allowed per target word when enforcing (the budget is
+    /// `ceil(words × this) + 4`, never above the side's `max_tokens`).
+    #[serde(default = "default_tokens_per_word")]
+    tokens_per_word: f64,
+}
+
+fn default_length_of() -> String {
+    "intent".into()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Default tokens per word of the length budget: English text runs about
+/// 1.3 tokens a word in SmolLM2's and Gemma's vocabularies; the rest is
+/// room to reach a sentence end.
+pub const DEFAULT_TOKENS_PER_WORD: f64 = 1.6;
+
+fn default_tokens_per_word() -> f64 {
+    DEFAULT_TOKENS_PER_WORD
+}
+
+/// What `usersim fit` writes: the intent chain and, per intent, the
+/// lengths (in words) of real seeker turns.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FittedTables {
+    /// Distribution of the first user turn's value.
+    pub first: BTreeMap<String, f64>,
+    /// From each value, the distribution of the next (or `END`).
+    pub transitions: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Per value, how many real turns had each length in words (keys are
+    /// word counts as strings, as TOML keys are).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub lengths: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 /// `[replay]`: per corpus, survey answers that set session variables.
@@ -432,6 +507,40 @@ pub struct TurnVar {
     pub text: BTreeMap<String, String>,
 }
 
+/// The validated length latent (`[length]`).
+#[derive(Clone, Debug)]
+pub struct LengthModel {
+    /// The turn variable whose value picks the distribution.
+    pub of: String,
+    /// Per value, lengths in words with their probabilities.
+    pub per_value: BTreeMap<String, LengthDistribution>,
+    /// All values pooled: used for a value with fewer than
+    /// [`MIN_LENGTH_SAMPLES`] fitted turns, or none.
+    pub pooled: LengthDistribution,
+    /// Whether the budget follows the target and turns are cut.
+    pub enforce: bool,
+    /// Tokens per target word of the budget.
+    pub tokens_per_word: f64,
+}
+
+/// The name templates and records give the drawn length: `turn.length`,
+/// `latents.length`.
+pub const LENGTH_VAR: &str = "length";
+
+/// Fewest fitted turns a value needs for a distribution of its own.
+pub const MIN_LENGTH_SAMPLES: u64 = 10;
+
+/// Lengths in words and their probabilities.
+#[derive(Clone, Debug, Default)]
+pub struct LengthDistribution {
+    /// Word counts, ascending.
+    pub words: Vec<u32>,
+    /// Probabilities, same order.
+    pub probs: Vec<f64>,
+    /// Turns behind it.
+    pub samples: u64,
+}
+
 /// A loaded, validated scenario.
 #[derive(Debug)]
 pub struct Scenario {
@@ -455,6 +564,10 @@ pub struct Scenario {
     pub sampling: SidesSampling,
     /// Session variables that an INSPIRED replay takes from the survey.
     pub replay_inspired: Vec<SurveyMap>,
+    /// The length latent, when declared.
+    pub length: Option<LengthModel>,
+    /// The role guard, when declared.
+    pub guard: Option<GuardSpec>,
     templates: Environment<'static>,
 }
 

@@ -22,10 +22,33 @@ use crate::latent::{SessionLatents, TurnDecision, TurnLatents, TurnPlanner};
 use crate::prompt::{user_messages, user_system_prompt, HistoryTurn};
 use crate::rng::{stream_rng, stream_seed, Stream};
 use crate::scenario::catalog::Catalog;
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, LENGTH_VAR};
+use crate::session::guard;
 use crate::session::record::{ConversationRecord, EndReason, RunIdentity, TurnRecord};
 use crate::session::replay::ReplayScript;
 use crate::session::system::{System, SystemAction, SystemError, SystemTurn};
+
+/// `text` cut at the first sentence end (`.`, `!`, `?`, closing quotes or
+/// brackets after it allowed) that comes at or after its `words`-th word;
+/// the whole text when no sentence ends there. A turn aiming at a length
+/// stops where a person would, not in the middle of a sentence.
+pub fn cut_to_length(text: &str, words: u32) -> &str {
+    let mut count = 0u32;
+    let mut offset = 0;
+    for token in text.split_inclusive(char::is_whitespace) {
+        offset += token.len();
+        let word = token.trim_end();
+        if word.is_empty() {
+            continue;
+        }
+        count += 1;
+        let bare = word.trim_end_matches(['"', '\'', ')', ']', '”', '’']);
+        if count >= words && bare.ends_with(['.', '!', '?']) {
+            return text[..offset].trim_end();
+        }
+    }
+    text
+}
 
 /// What a conversation needs next.
 #[derive(Debug)]
@@ -54,6 +77,22 @@ pub struct Conversation<'a> {
     pending_note: Option<String>,
     /// The real dialogue this conversation replays.
     replay: Option<&'a ReplayScript>,
+    /// The user request in flight, to draw again if the guard rejects it.
+    user_request: Option<GenerationRequest>,
+    /// Resamples of the user turn in flight so far.
+    resamples: u8,
+    /// What the guard rejected, by reason, and how many turns it kept
+    /// after its last resample.
+    guard: GuardCounts,
+}
+
+/// What the role guard did in one conversation.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GuardCounts {
+    /// Rejected draws by reason ([`guard::Rejection::name`]).
+    pub rejected: BTreeMap<&'static str, u64>,
+    /// Turns kept although their last allowed draw was rejected too.
+    pub kept_rejected: u64,
 }
 
 impl<'a> Conversation<'a> {
@@ -94,6 +133,9 @@ impl<'a> Conversation<'a> {
             current: None,
             pending_note: None,
             replay: None,
+            user_request: None,
+            resamples: 0,
+            guard: GuardCounts::default(),
         })
     }
 
@@ -148,7 +190,21 @@ impl<'a> Conversation<'a> {
                     EndReason::UserLeft
                 },
             )),
-            TurnDecision::Speak(turn) => {
+            TurnDecision::Speak(mut turn) => {
+                let mut sampling = self.user_sampling.clone();
+                if let Some(length) = &self.scenario.length {
+                    // Its own stream: the length latent on or off leaves
+                    // every other draw as it was.
+                    let mut rng =
+                        stream_rng(self.session_seed, Stream::TurnLength(self.user_turns));
+                    let words =
+                        length.draw(turn.values.get(&length.of).map(String::as_str), &mut rng);
+                    turn.values
+                        .insert(LENGTH_VAR.to_string(), words.to_string());
+                    if length.enforce {
+                        sampling.max_tokens = length.budget(words, sampling.max_tokens);
+                    }
+                }
                 let (messages, note) = user_messages(
                     self.scenario,
                     &self.user_system,
@@ -159,14 +215,19 @@ impl<'a> Conversation<'a> {
                 )?;
                 self.current = Some(turn);
                 self.pending_note = Some(note.clone()).filter(|n| !n.is_empty());
-                Ok(Next::Generate(GenerationRequest {
+                self.resamples = 0;
+                let request = GenerationRequest {
                     conversation: self.index,
                     side: Side::User,
                     messages,
-                    sampling: self.user_sampling.clone(),
+                    sampling,
                     seed: stream_seed(self.session_seed, Stream::UserSampling(self.user_turns)),
                     note,
-                }))
+                };
+                if self.scenario.guard.is_some() {
+                    self.user_request = Some(request.clone());
+                }
+                Ok(Next::Generate(request))
             }
         }
     }
@@ -182,6 +243,21 @@ impl<'a> Conversation<'a> {
             Side::User => {
                 let turn = self.current.take().unwrap_or_default();
                 let intent = turn.intent().map(str::to_string);
+                let target = turn
+                    .values
+                    .get(LENGTH_VAR)
+                    .and_then(|w| w.parse::<u32>().ok())
+                    .filter(|_| self.scenario.length.as_ref().is_some_and(|l| l.enforce));
+                let text = match target {
+                    Some(words) => cut_to_length(&g.text, words).to_string(),
+                    None => g.text,
+                };
+                if !context_full {
+                    if let Some(again) = self.guard_resample(&text) {
+                        self.current = Some(turn);
+                        return Ok(Next::Generate(again));
+                    }
+                }
                 let real = self
                     .replay
                     .and_then(|s| s.seeker_turns.get(self.user_turns as usize))
@@ -189,7 +265,7 @@ impl<'a> Conversation<'a> {
                 let replayed = self.replay.is_some();
                 self.turns.push(TurnRecord {
                     role: Side::User,
-                    text: g.text,
+                    text,
                     latents: turn.values,
                     tokens: g.completion_tokens,
                     real,
@@ -241,6 +317,43 @@ impl<'a> Conversation<'a> {
                 self.user_turn()
             }
         }
+    }
+
+    /// The role guard on a generated user turn: a request for a new draw
+    /// (from the turn's next resample stream) when the text is rejected and
+    /// resamples remain; `None` keeps the text.
+    fn guard_resample(&mut self, text: &str) -> Option<GenerationRequest> {
+        let max = self.scenario.guard.as_ref()?.max_resamples;
+        let system_before = self
+            .turns
+            .iter()
+            .rev()
+            .find(|t| t.role == Side::Assistant)
+            .map(|t| t.text.as_str());
+        let own_before = self
+            .turns
+            .iter()
+            .rev()
+            .find(|t| t.role == Side::User)
+            .map(|t| t.text.as_str());
+        let rejection = guard::check(text, system_before, own_before)?;
+        *self.guard.rejected.entry(rejection.name()).or_default() += 1;
+        if self.resamples >= max {
+            self.guard.kept_rejected += 1;
+            return None;
+        }
+        self.resamples += 1;
+        let mut request = self.user_request.clone()?;
+        request.seed = stream_seed(
+            self.session_seed,
+            Stream::UserResample(self.user_turns, self.resamples),
+        );
+        Some(request)
+    }
+
+    /// What the role guard did so far.
+    pub fn guard_counts(&self) -> &GuardCounts {
+        &self.guard
     }
 
     fn push_reply(&mut self, text: String, tokens: u32) {
@@ -298,5 +411,26 @@ impl<'a> Conversation<'a> {
             end_reason: end,
             replay: self.replay.map(|s| s.source.clone()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cut_to_length;
+
+    #[test]
+    fn cuts_at_the_first_sentence_end_past_the_target() {
+        let t = "Hi there. I want a horror movie. Something from the 80s, maybe?";
+        assert_eq!(cut_to_length(t, 1), "Hi there.");
+        assert_eq!(cut_to_length(t, 2), "Hi there.");
+        assert_eq!(cut_to_length(t, 3), "Hi there. I want a horror movie.");
+        assert_eq!(cut_to_length(t, 8), t);
+        assert_eq!(cut_to_length(t, 40), t, "no sentence end past the target");
+        assert_eq!(
+            cut_to_length("He said \"great!\" and left", 2),
+            "He said \"great!\""
+        );
+        assert_eq!(cut_to_length("no end here at all", 2), "no end here at all");
+        assert_eq!(cut_to_length("", 3), "");
     }
 }

@@ -1,5 +1,6 @@
 //! One conversation: [`conversation`] is its state machine (whose turn,
-//! which latents, when it ends), [`system`] the other side it talks to,
+//! which latents, when it ends), [`guard`] the role guard on its seeker
+//! turns, [`system`] the other side it talks to,
 //! [`replay`] the real dialogues a session can follow instead, and
 //! [`record`] what a finished session writes.
 //!
@@ -7,6 +8,7 @@
 //! its next request, so it can be driven by any [`crate::backend::Backend`].
 
 pub mod conversation;
+pub mod guard;
 pub mod record;
 pub mod replay;
 pub mod system;

@@ -1,5 +1,11 @@
-//! `fit-intents`: estimate the intent markov chain of a scenario from real
-//! dialogues, so simulated users open, move and stop the way real seekers do.
+//! `usersim fit` (also `fit-intents`): estimate, from real dialogues, the
+//! intent markov chain of a scenario, so simulated users open, move and stop
+//! the way real seekers do, and each intent's distribution of seeker-turn
+//! lengths in words (the scenario's `[length]` latent).
+//!
+//! Lengths are counted on [`crate::corpus::Dialogue::turns`] (a speaker's
+//! consecutive utterances merged, as replay and eval count turns), each
+//! turn under its primary intent (the first label that is not small talk).
 //!
 //! An utterance may carry several intents; each of its k intents counts 1/k,
 //! and a transition between utterances with k and m intents counts 1/(k·m),
@@ -12,7 +18,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::corpus::{load_iard, CorpusError, Dialogue, Speaker, IARD_SEEKER_INTENTS};
-use crate::scenario::{MarkovTable, END_STATE};
+use crate::latent::primary_intent;
+use crate::scenario::{FittedTables, MarkovTable, END_STATE};
 
 /// Options of `fit-intents`.
 #[derive(Clone, Debug)]
@@ -58,6 +65,8 @@ pub struct FittedIntents {
     pub first_counts: BTreeMap<String, f64>,
     /// Turn-count summary.
     pub turns: TurnCountStats,
+    /// Per intent, how many seeker turns had each length in words.
+    pub lengths: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 fn round(x: f64, decimals: u32) -> f64 {
@@ -81,7 +90,19 @@ pub fn fit(dialogues: &[Dialogue], cfg: &FitIntentsConfig) -> FittedIntents {
     let mut first: BTreeMap<String, f64> = BTreeMap::new();
     let mut trans: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
     let mut counts = Vec::new();
+    let mut lengths: BTreeMap<String, BTreeMap<u32, u64>> = BTreeMap::new();
+    let declared: Vec<String> = IARD_SEEKER_INTENTS.iter().map(|s| s.to_string()).collect();
     for d in dialogues {
+        for t in d.turns().iter().filter(|t| t.speaker == Speaker::Seeker) {
+            let words = t.text.split_whitespace().count() as u32;
+            if let Some(intent) = primary_intent(&t.labels, &declared).filter(|_| words > 0) {
+                *lengths
+                    .entry(intent.to_string())
+                    .or_default()
+                    .entry(words)
+                    .or_default() += 1;
+            }
+        }
         let seeker: Vec<Vec<&String>> = d
             .utterances
             .iter()
@@ -145,6 +166,13 @@ pub fn fit(dialogues: &[Dialogue], cfg: &FitIntentsConfig) -> FittedIntents {
         table,
         first_counts: first,
         turns,
+        lengths: lengths
+            .into_iter()
+            .map(|(intent, c)| {
+                let c = c.into_iter().map(|(w, n)| (w.to_string(), n)).collect();
+                (intent, c)
+            })
+            .collect(),
     }
 }
 
@@ -153,14 +181,21 @@ pub fn fit_iard(path: &Path, cfg: &FitIntentsConfig) -> Result<FittedIntents, Co
     Ok(fit(&load_iard(path)?, cfg))
 }
 
-/// The table as a scenario `markov_file` (TOML), with a header saying where
-/// it came from.
+/// The tables as a scenario's fitted file (TOML), with a header saying
+/// where they came from.
 pub fn to_toml(f: &FittedIntents, source: &str) -> String {
-    let body = toml::to_string(&f.table).unwrap_or_default();
+    let tables = FittedTables {
+        first: f.table.first.clone(),
+        transitions: f.table.transitions.clone(),
+        lengths: f.lengths.clone(),
+    };
+    let body = toml::to_string(&tables).unwrap_or_default();
+    let turns: u64 = f.lengths.values().flat_map(|c| c.values()).sum();
     format!(
-        "# Intent markov chain fitted by `usersim fit-intents` on {source}\n\
+        "# Intent markov chain and seeker-turn lengths fitted by `usersim fit` on {source}\n\
          # {} dialogues; seeker turns: min {}, median {}, mean {}, p95 {}, max {}.\n\
-         # Use it from a scenario with: markov_file = \"<this file>\"\n\n{body}",
+         # [lengths.<intent>]: words -> number of the {turns} merged seeker turns of that length.\n\
+         # Use it from a scenario with: markov_file = \"<this file>\" and [length] fitted_file = \"<this file>\"\n\n{body}",
         f.turns.dialogues, f.turns.min, f.turns.median, f.turns.mean, f.turns.p95, f.turns.max
     )
 }

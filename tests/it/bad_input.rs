@@ -6,21 +6,6 @@ use std::process::Command;
 
 use crate::util::*;
 
-/// A scenario directory copied from `prompts/movies`, with `edit` applied
-/// to its scenario.toml and templates.
-fn scenario_copy(dir: &Path, edit: impl Fn(&str, String) -> String) -> PathBuf {
-    let src = root().join("prompts/movies");
-    let dst = dir.join("scenario");
-    std::fs::create_dir_all(&dst).unwrap();
-    for e in std::fs::read_dir(&src).unwrap() {
-        let e = e.unwrap();
-        let name = e.file_name().to_string_lossy().into_owned();
-        let text = std::fs::read_to_string(e.path()).unwrap();
-        std::fs::write(dst.join(&name), edit(&name, text)).unwrap();
-    }
-    dst
-}
-
 /// Run `usersim simulate` with `args`; expect exit 2, a message containing
 /// every `needles`, and no output file.
 fn expect_input_error(dir: &Path, args: &[&str], needles: &[&str]) {
@@ -210,4 +195,76 @@ fn existing_output_is_not_overwritten() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--force"));
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "keep me\n");
+}
+
+#[test]
+fn malformed_length_sections() {
+    let dir = tempfile::tempdir().unwrap();
+    let with = |toml_edit: &dyn Fn(String) -> String, fitted_edit: &dyn Fn(String) -> String| {
+        let sub = tempfile::tempdir_in(dir.path()).unwrap().keep();
+        scenario_copy(&sub, |n, t| match n {
+            "scenario.toml" => toml_edit(t),
+            "intents_iard.toml" => fitted_edit(t),
+            _ => t,
+        })
+    };
+    let keep = |t: String| t;
+    let cases: Vec<(PathBuf, Vec<&str>)> = vec![
+        (
+            with(&|t| t.replace("of = \"intent\"", "of = \"mood\""), &keep),
+            vec![
+                "scenario.toml",
+                "length.of",
+                "a declared turn variable: intent",
+            ],
+        ),
+        (
+            with(
+                &|t| t.replace("enforce = true", "enforce = true\ntokens_per_word = 0.2"),
+                &keep,
+            ),
+            vec!["length.tokens_per_word", "from 1 to 10"],
+        ),
+        (
+            with(
+                &|t| {
+                    t.replace(
+                        "fitted_file = \"intents_iard.toml\"",
+                        "fitted_file = \"nope.toml\"",
+                    )
+                },
+                &keep,
+            ),
+            vec!["nope.toml", "cannot read"],
+        ),
+        (
+            with(&keep, &|t| t.replacen("\n[lengths.", "\n[lengths_x.", 1)),
+            vec!["intents_iard.toml", "lengths_x"],
+        ),
+        (
+            with(&keep, &|t| t.replace("[lengths.IQU]", "[lengths.NOPE]")),
+            vec![
+                "intents_iard.toml",
+                "lengths.NOPE",
+                "a value of turn variable `intent`",
+            ],
+        ),
+        (
+            with(&keep, &|t| t.replacen("\n1 = ", "\nzero = ", 1)),
+            vec![
+                "intents_iard.toml",
+                "lengths.",
+                ".zero",
+                "a word count of at least 1",
+            ],
+        ),
+        (
+            with(&|t| t.replace("enforce = true", "enforce = \"yes\""), &keep),
+            vec!["scenario.toml", "enforce"],
+        ),
+    ];
+    for (i, (scenario, needles)) in cases.into_iter().enumerate() {
+        eprintln!("case {i}: {needles:?}");
+        expect_input_error(dir.path(), &["-s", scenario.to_str().unwrap()], &needles);
+    }
 }

@@ -1,5 +1,5 @@
-//! `fit-intents` on the real IARD file, checked against counts computed
-//! here independently from the raw JSON.
+//! `usersim fit` (alias `fit-intents`) on the real IARD file, checked
+//! against counts computed here independently from the raw JSON.
 
 use std::collections::BTreeMap;
 
@@ -52,12 +52,89 @@ fn first_turn_distribution_matches_independent_counts() {
     assert!(fitted.table.transitions["OTH"].contains_key("END"));
 }
 
+/// Seeker turns of the raw IARD JSON as (labels, words): a speaker's
+/// consecutive utterances joined, mentions `@id <Title (year)>` counted as
+/// the title's words.
+fn raw_seeker_turns() -> Vec<(Vec<String>, usize)> {
+    let raw: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(shared_data().join("iard/iard.json")).unwrap(),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    for d in raw.as_object().unwrap().values() {
+        let mut utts: Vec<&serde_json::Value> =
+            d["dialogue_info"].as_object().unwrap().values().collect();
+        utts.sort_by_key(|u| u["utterance_pos"].as_u64().unwrap());
+        let mut current: Option<(Vec<String>, usize)> = None;
+        for u in utts {
+            let words = usersim::corpus::strip_mentions(u["utterance_text"].as_str().unwrap())
+                .split_whitespace()
+                .count();
+            // An utterance with no words is no turn of either side.
+            if words == 0 {
+                continue;
+            }
+            if u["role"] != "seeker" {
+                out.extend(current.take());
+                continue;
+            }
+            let t = current.get_or_insert_with(|| (Vec::new(), 0));
+            t.1 += words;
+            for l in u["sub-intent/action"].as_array().unwrap() {
+                let l = l.as_str().unwrap().to_string();
+                if !t.0.contains(&l) {
+                    t.0.push(l);
+                }
+            }
+        }
+        out.extend(current.take());
+    }
+    out
+}
+
+#[test]
+fn lengths_match_independent_counts_and_real_seekers_are_terse() {
+    let fitted = fit_iard(
+        &shared_data().join("iard/iard.json"),
+        &FitIntentsConfig::default(),
+    )
+    .unwrap();
+    // Each turn counts once, under its first label that is not small talk
+    // (or OTH when it has no other).
+    let mut expected: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for (labels, words) in raw_seeker_turns() {
+        let known: Vec<&String> = labels
+            .iter()
+            .filter(|l| usersim::corpus::IARD_SEEKER_INTENTS.contains(&l.as_str()))
+            .collect();
+        let primary = known.iter().find(|l| l.as_str() != "OTH").or(known.first());
+        if let Some(p) = primary {
+            *expected
+                .entry(p.to_string())
+                .or_default()
+                .entry(words.to_string())
+                .or_default() += 1;
+        }
+    }
+    assert_eq!(fitted.lengths, expected);
+    let (mut n, mut sum) = (0u64, 0u64);
+    for (w, c) in fitted.lengths.values().flatten() {
+        n += c;
+        sum += w.parse::<u64>().unwrap() * c;
+    }
+    let mean = sum as f64 / n as f64;
+    assert!(
+        (8.0..16.0).contains(&mean),
+        "mean words per real seeker turn {mean}"
+    );
+}
+
 #[test]
 fn cli_writes_a_table_the_scenario_loads() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("intents.toml");
     let o = std::process::Command::new(bin())
-        .args(["fit-intents", "--iard"])
+        .args(["fit", "--iard"])
         .arg(shared_data().join("iard/iard.json"))
         .arg("-o")
         .arg(&out)

@@ -256,29 +256,15 @@ fn iard_replay_follows_real_turns_and_is_deterministic() {
     assert!(stderr.contains("replay"), "{stderr}");
 }
 
-/// A copy of the movies scenario under `dir/scenario`, to edit.
-fn copy_movies_scenario(dir: &Path) -> PathBuf {
-    let scen = dir.join("scenario");
-    std::fs::create_dir_all(&scen).unwrap();
-    for e in std::fs::read_dir(root().join("prompts/movies")).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), scen.join(e.file_name())).unwrap();
-    }
-    scen
-}
-
 #[test]
 fn uncontrolled_replay_records_real_intents_without_steering() {
     let _heavy = crate::util::heavy();
     let dir = tempfile::tempdir().unwrap();
-    let scen = copy_movies_scenario(dir.path());
-    let toml = scen.join("scenario.toml");
-    let text = std::fs::read_to_string(&toml).unwrap();
-    std::fs::write(
-        &toml,
-        text.replace("policy = \"markov\"", "policy = \"none\""),
-    )
-    .unwrap();
+    // The uncontrolled baseline: no intent, no length latent.
+    let scen = scenario_copy(dir.path(), |n, t| match n {
+        "scenario.toml" => without_length(&t).replace("policy = \"markov\"", "policy = \"none\""),
+        _ => t,
+    });
     let mut cfg = replay_config(dir.path(), "none.jsonl", iard_path(), 1);
     cfg.scenario_dir = scen;
     cfg.parallel = 1;
@@ -380,17 +366,13 @@ fn bad_replay_input() {
     std::fs::write(&csv, "x").unwrap();
     expect_replay_error(d, &csv, &[], &["dialogs.csv", "unknown corpus"]);
     // A survey map onto an undeclared value.
-    let scen = copy_movies_scenario(d);
-    let toml = scen.join("scenario.toml");
-    let text = std::fs::read_to_string(&toml).unwrap();
-    std::fs::write(
-        &toml,
-        text.replace(
+    let scen = scenario_copy(d, |n, t| match n {
+        "scenario.toml" => t.replace(
             "\"75 or older\" = \"senior\"",
             "\"75 or older\" = \"ancient\"",
         ),
-    )
-    .unwrap();
+        _ => t,
+    });
     expect_replay_error(
         d,
         &inspired_path(),
@@ -402,6 +384,8 @@ fn bad_replay_input() {
         ],
     );
     // Score fields take `ranges`, which must not overlap.
+    let toml = scen.join("scenario.toml");
+    let text = std::fs::read_to_string(root().join("prompts/movies/scenario.toml")).unwrap();
     for (extra, needles) in [
         (
             "[[replay.inspired]]\nsession = \"personality\"\nsurvey = \"Open\"\n[replay.inspired.ranges]\ncurious = [1.0, 3.5]\npicky = [3.0, 5.0]\n",

@@ -4,7 +4,9 @@
 //! they run in parallel with everything else; what only a real model shows
 //! is tested in `simulate`, `shard_resume` and `replay`.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -371,4 +373,107 @@ fn a_context_too_small_for_the_turns_is_an_input_error_before_any_output() {
     assert!(e.to_string().contains("context too small"), "{e}");
     assert_eq!(e.exit_code(), 2);
     assert!(!cfg.output.exists());
+}
+
+/// A script that writes sentences of three words ("w1 w2 w3.") up to the
+/// request's token budget (one word a token), and keeps every budget.
+fn three_word_sentences(budgets: Rc<RefCell<Vec<u32>>>) -> usersim::backend::scripted::Script {
+    Box::new(move |req| {
+        budgets.borrow_mut().push(req.sampling.max_tokens);
+        (1..=req.sampling.max_tokens)
+            .map(|i| {
+                if i % 3 == 0 {
+                    format!("w{i}.")
+                } else {
+                    format!("w{i}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    })
+}
+
+#[test]
+fn the_length_latent_is_drawn_rendered_budgeted_and_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "len.jsonl");
+    let run_scripted = |cfg: &SimulateConfig, budgets: Rc<RefCell<Vec<u32>>>| {
+        let prep = prepare(cfg).unwrap();
+        let sessions = prepared_sessions(cfg, &prep).unwrap();
+        let mut backend =
+            ScriptedBackend::new(cfg.parallel).with_script(three_word_sentences(budgets));
+        simulate_with_backend(
+            cfg,
+            &prep,
+            &mut backend,
+            &sessions,
+            &NoProgress,
+            Arc::new(AtomicBool::new(false)),
+        )
+        .unwrap();
+        prep
+    };
+    let budgets = Rc::new(RefCell::new(Vec::new()));
+    let prep = run_scripted(&cfg, budgets.clone());
+    let length = prep
+        .scenario
+        .length
+        .clone()
+        .expect("movies declares [length]");
+    let max = prep.sampling.user.max_tokens;
+    let recs = read_records(&cfg.output).unwrap();
+    let mut user_turns = 0;
+    for r in &recs {
+        for t in r.turns.iter().filter(|t| t.role == Side::User) {
+            user_turns += 1;
+            let target: u32 = t.latents["length"].parse().expect("a word count");
+            assert!(target >= 1);
+            let budget = length.budget(target, max);
+            // Cut at the first sentence end at or past the target: the
+            // next multiple of three, unless the budget ran out first.
+            let want = (target.div_ceil(3) * 3).min(budget) as usize;
+            let words = t.text.split_whitespace().count();
+            assert_eq!(
+                words, want,
+                "target {target}, budget {budget}: {:?}",
+                t.text
+            );
+        }
+    }
+    assert!(user_turns > 12);
+    // Every user request asked for the budget of its target (assistant
+    // requests keep their own max_tokens).
+    let budgets = budgets.borrow();
+    let asked_user: Vec<u32> = budgets.iter().copied().filter(|b| *b < max).collect();
+    assert!(!asked_user.is_empty(), "short targets got short budgets");
+
+    // Off: the same run without [length] draws the same intents, and no
+    // length.
+    let off_dir = scenario_copy(dir.path(), |n, t| match n {
+        "scenario.toml" => without_length(&t),
+        _ => t,
+    });
+    let off = SimulateConfig {
+        scenario_dir: off_dir,
+        output: dir.path().join("off.jsonl"),
+        ..cfg.clone()
+    };
+    run_scripted(&off, Rc::new(RefCell::new(Vec::new())));
+    let intents = |p: &Path| -> Vec<Vec<String>> {
+        read_records(p)
+            .unwrap()
+            .iter()
+            .map(|r| {
+                r.turns
+                    .iter()
+                    .filter(|t| t.role == Side::User)
+                    .map(|t| {
+                        assert_eq!(t.latents.contains_key("length"), p == cfg.output);
+                        t.latents["intent"].clone()
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    assert_eq!(intents(&cfg.output), intents(&off.output));
 }

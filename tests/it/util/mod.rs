@@ -149,3 +149,27 @@ pub fn expect_input_error_line(args: &[&std::ffi::OsStr], out: &Path, needles: &
     assert!(!out.exists(), "output left behind for {args:?}");
     assert!(!usersim::run::stats_path(out).exists());
 }
+
+/// A scenario directory copied from `prompts/movies`, with `edit` applied
+/// to its scenario.toml and templates.
+pub fn scenario_copy(dir: &Path, edit: impl Fn(&str, String) -> String) -> PathBuf {
+    let src = root().join("prompts/movies");
+    let dst = dir.join("scenario");
+    std::fs::create_dir_all(&dst).unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(e.path()).unwrap();
+        std::fs::write(dst.join(&name), edit(&name, text)).unwrap();
+    }
+    dst
+}
+
+/// A scenario.toml without its `[length]` section (the length latent off).
+pub fn without_length(toml: &str) -> String {
+    let start = toml.find("[length]").expect("a [length] section");
+    let end = toml[start..]
+        .find("\n# ----")
+        .map_or(toml.len(), |i| start + i + 1);
+    format!("{}{}", &toml[..start], &toml[end..])
+}

@@ -1,0 +1,210 @@
+//! The role guard: a generated seeker turn that does not read as a seeker
+//! is resampled (`[guard]` in the scenario).
+//!
+//! What is rejected, and how it is detected (each a plain text test, so a
+//! rejection can be explained and a test can pin it):
+//! - **empty**: nothing but whitespace and punctuation;
+//! - **echo**: shares a word 6-gram (lower-cased words) with the system's
+//!   turn just before it: the simulator copying the recommender, the most
+//!   visible tell of small chat models (real IARD seekers: 2.2% of turns);
+//! - **repeat**: shares a word 6-gram with the seeker's own previous turn;
+//! - **note**: a placeholder or note in square or curly brackets
+//!   (`[User's name]`, `{movie}`) or a speaker label (`Recommender:`,
+//!   `User:`), which no person types in a chat (parentheses are left alone:
+//!   people write "(1995)" and "(the one with Pacino)");
+//! - **recommender**: opens the way the recommender speaks: offering
+//!   recommendations (`I recommend`, `I'd suggest`, `You might enjoy`,
+//!   `Here are some ...`) or speaking as an assistant (`As an AI`,
+//!   `How can I help`).
+//!
+//! Invariant: the guard only reads texts; what happens on a rejection (a
+//! new draw from the session's stream, at most `max_resamples`) is the
+//! conversation's, so the same seed gives the same file.
+
+use std::collections::HashSet;
+
+/// Why a seeker turn was rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rejection {
+    /// No words.
+    Empty,
+    /// A word 6-gram of the system's previous turn.
+    Echo,
+    /// A word 6-gram of the seeker's own previous turn.
+    Repeat,
+    /// A bracketed note or a speaker label.
+    Note,
+    /// Speaks as the recommender or an assistant.
+    Recommender,
+}
+
+impl Rejection {
+    /// Name in the stats and summary.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rejection::Empty => "empty",
+            Rejection::Echo => "echo",
+            Rejection::Repeat => "repeat",
+            Rejection::Note => "note",
+            Rejection::Recommender => "recommender",
+        }
+    }
+}
+
+/// Word n-gram length of the echo and repeat tests.
+pub const ECHO_NGRAM: usize = 6;
+
+/// Openings of a recommender's or an assistant's turn (lower case, after
+/// leading punctuation and greetings are skipped).
+const RECOMMENDER_OPENINGS: &[&str] = &[
+    "i recommend",
+    "i would recommend",
+    "i'd recommend",
+    "i highly recommend",
+    "i suggest",
+    "i would suggest",
+    "i'd suggest",
+    "you might like",
+    "you might enjoy",
+    "you may like",
+    "you may enjoy",
+    "you should watch",
+    "you should check out",
+    "here are some",
+    "here are a few",
+    "here is a",
+    "here's a recommendation",
+    "as an ai",
+    "as a movie recommender",
+    "as your recommender",
+    "how can i help",
+    "how can i assist",
+    "what kind of movies do you like",
+    "what kind of movie are you",
+    "what genre do you",
+    "what type of movies do you",
+];
+
+/// Speaker labels a chat user never types.
+const LABELS: &[&str] = &["recommender:", "assistant:", "user:", "seeker:", "system:"];
+
+/// Lower-cased words with punctuation trimmed from both ends.
+pub fn words(text: &str) -> Vec<String> {
+    text.split_whitespace()
+        .map(|w| {
+            w.trim_matches(|c: char| !c.is_alphanumeric() && c != '\'')
+                .to_lowercase()
+        })
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// The word `n`-grams of `text`.
+pub fn ngrams(text: &str, n: usize) -> HashSet<Vec<String>> {
+    words(text).windows(n).map(<[String]>::to_vec).collect()
+}
+
+/// Whether `a` and `b` share a word `n`-gram.
+pub fn shares_ngram(a: &str, b: &str, n: usize) -> bool {
+    let b = ngrams(b, n);
+    !b.is_empty() && words(a).windows(n).any(|g| b.contains(g))
+}
+
+/// Check a generated seeker turn against the system's turn before it and
+/// the seeker's own previous turn.
+pub fn check(
+    text: &str,
+    system_before: Option<&str>,
+    own_before: Option<&str>,
+) -> Option<Rejection> {
+    let w = words(text);
+    if w.is_empty() {
+        return Some(Rejection::Empty);
+    }
+    let lower = text.to_lowercase();
+    let has_bracket_note = |open: char, close: char| {
+        lower.find(open).is_some_and(|i| {
+            lower[i..]
+                .find(close)
+                .is_some_and(|j| j > 1 && lower[i + 1..i + j].chars().any(char::is_alphabetic))
+        })
+    };
+    if has_bracket_note('[', ']')
+        || has_bracket_note('{', '}')
+        || LABELS.iter().any(|l| lower.contains(l))
+    {
+        return Some(Rejection::Note);
+    }
+    let opening = w
+        .iter()
+        .skip_while(|x| GREETINGS.contains(&x.as_str()))
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(" ");
+    if RECOMMENDER_OPENINGS.iter().any(|o| opening.starts_with(o)) {
+        return Some(Rejection::Recommender);
+    }
+    if system_before.is_some_and(|s| shares_ngram(text, s, ECHO_NGRAM)) {
+        return Some(Rejection::Echo);
+    }
+    if own_before.is_some_and(|s| shares_ngram(text, s, ECHO_NGRAM)) {
+        return Some(Rejection::Repeat);
+    }
+    None
+}
+
+/// Words skipped before the opening test ("Hi! I recommend ..." opens with
+/// the recommendation).
+const GREETINGS: &[&str] = &[
+    "hi", "hello", "hey", "great", "ok", "okay", "sure", "well", "so",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_rule_on_a_plain_example() {
+        assert_eq!(check("  ...  ", None, None), Some(Rejection::Empty));
+        let sys = "I think you would enjoy The Shining, it is a classic horror movie";
+        assert_eq!(
+            check("yes it is a classic horror movie for sure", Some(sys), None),
+            Some(Rejection::Echo)
+        );
+        assert_eq!(check("classic horror, nice", Some(sys), None), None);
+        assert_eq!(
+            check("Hi, I'm [User's name] and I like comedies", None, None),
+            Some(Rejection::Note)
+        );
+        assert_eq!(
+            check("Recommender: try Heat", None, None),
+            Some(Rejection::Note)
+        );
+        assert_eq!(
+            check(
+                "Hello! I recommend The Matrix, a sci-fi classic.",
+                None,
+                None
+            ),
+            Some(Rejection::Recommender)
+        );
+        assert_eq!(
+            check("As an AI, I don't watch movies.", None, None),
+            Some(Rejection::Recommender)
+        );
+        let mine = "I really want a funny movie for tonight please";
+        assert_eq!(
+            check(
+                "I really want a funny movie for tonight please!",
+                None,
+                Some(mine)
+            ),
+            Some(Rejection::Repeat)
+        );
+        assert_eq!(
+            check("I loved Heat (1995), anything like it?", None, None),
+            None
+        );
+        assert_eq!(check("lol ok thanks, bye", None, None), None);
+    }
+}
