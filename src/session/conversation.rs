@@ -109,14 +109,7 @@ impl<'a> Conversation<'a> {
         let user_system = user_system_prompt(scenario, &latents)?;
         let mut turns = Vec::new();
         if let Some(opening) = &scenario.conversation.opening {
-            turns.push(TurnRecord {
-                role: Side::Assistant,
-                text: opening.clone(),
-                latents: BTreeMap::new(),
-                tokens: 0,
-                real: None,
-                note: None,
-            });
+            turns.push(TurnRecord::fixed(Side::Assistant, opening.clone()));
         }
         Ok(Conversation {
             scenario,
@@ -145,14 +138,8 @@ impl<'a> Conversation<'a> {
     pub fn with_replay(mut self, script: &'a ReplayScript) -> Self {
         self.turns.clear();
         if let Some(opening) = &script.opening {
-            self.turns.push(TurnRecord {
-                role: Side::Assistant,
-                text: opening.clone(),
-                latents: BTreeMap::new(),
-                tokens: 0,
-                real: None,
-                note: None,
-            });
+            self.turns
+                .push(TurnRecord::fixed(Side::Assistant, opening.clone()));
         }
         self.replay = Some(script);
         self

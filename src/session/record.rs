@@ -76,6 +76,21 @@ pub struct TurnRecord {
     pub note: Option<String>,
 }
 
+impl TurnRecord {
+    /// A message the system did not generate (an opening greeting, a
+    /// replayed real turn's reply): no latents, no tokens.
+    pub fn fixed(role: Side, text: String) -> TurnRecord {
+        TurnRecord {
+            role,
+            text,
+            latents: BTreeMap::new(),
+            tokens: 0,
+            real: None,
+            note: None,
+        }
+    }
+}
+
 /// Scenario identity in a record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ScenarioRef {

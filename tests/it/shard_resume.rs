@@ -8,23 +8,11 @@ use std::process::Command;
 
 use crate::util::*;
 
-const ARGS: [&str; 10] = [
-    "--threads",
-    "2",
-    "--max-tokens",
-    "16",
-    "--assistant-max-tokens",
-    "16",
-    "--max-turns",
-    "2",
-    "--context",
-    "768",
-];
-
 fn simulate(out: &Path, extra: &[&str]) -> std::process::Output {
     Command::new(bin())
         .args(["simulate", "-q"])
-        .args(ARGS)
+        .args(SMALL_RUN)
+        .args(["--context", "768"])
         .args(if extra.contains(&"--seed") {
             &[][..]
         } else {
@@ -49,7 +37,8 @@ fn killed_run_resumes_to_the_uninterrupted_file() {
     let part = dir.path().join("part.jsonl");
     let mut child = Command::new(bin())
         .args(["simulate", "-q"])
-        .args(ARGS)
+        .args(SMALL_RUN)
+        .args(["--context", "768"])
         .args(["--seed", "11", "-n", "6", "-p", "3", "-o"])
         .arg(&part)
         .spawn()

@@ -107,23 +107,9 @@ fn ctrl_c_keeps_every_finished_conversation_whole() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("int.jsonl");
     let mut child = std::process::Command::new(bin())
-        .args([
-            "simulate",
-            "-q",
-            "-n",
-            "200",
-            "-p",
-            "4",
-            "--threads",
-            "2",
-            "--max-tokens",
-            "16",
-            "--assistant-max-tokens",
-            "16",
-            "--max-turns",
-            "2",
-            "-o",
-        ])
+        .args(["simulate", "-q", "-n", "200", "-p", "4"])
+        .args(SMALL_RUN)
+        .arg("-o")
         .arg(&out)
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -173,3 +173,16 @@ pub fn without_length(toml: &str) -> String {
         .map_or(toml.len(), |i| start + i + 1);
     format!("{}{}", &toml[..start], &toml[end..])
 }
+
+/// Flags of a small real-model CLI run: two threads, short turns, two user
+/// turns.
+pub const SMALL_RUN: [&str; 8] = [
+    "--threads",
+    "2",
+    "--max-tokens",
+    "16",
+    "--assistant-max-tokens",
+    "16",
+    "--max-turns",
+    "2",
+];
