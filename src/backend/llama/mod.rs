@@ -13,31 +13,38 @@
 //! Sampling is ours ([`crate::backend::sampler`]), seeded per request, so a sequence's
 //! tokens depend only on its own logits and seed.
 //!
-//! Why one file of ~900 lines: the engine, its process-wide llama.cpp state and the raw ceiling the bench compares against share private slot and batch types; split, they would have to expose them.
+//! The process-wide llama.cpp state (backend init, model cache) is in
+//! [`process`]; the raw decode ceiling the bench compares against in [`raw`].
+//!
+//! Why ~760 lines: the engine's slot state, batch building and step are one
+//! state machine over private types, tested through the real model.
 
-use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::path::Path;
 use std::time::Instant;
 
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
-use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
-use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+mod process;
+mod raw;
+
+pub use raw::{raw_decode_bench, RawDecodeBench};
+
+use process::{flash_attention_policy, llama_backend, load_model};
+
 use super::batch::{plan_step, SlotView, StepPlan};
 use super::{
     Backend, BackendError, BackendInfo, BackendStats, FinishReason, Generation, GenerationRequest,
-    Side,
 };
 use crate::backend::sampler::{Sampler, StopMatcher, StopState};
 use crate::chat::ChatMessage;
+use crate::chat::Side;
 use crate::rng::SessionRng;
 
 /// Default context tokens per sequence.
@@ -94,50 +101,6 @@ enum Phase {
     /// `(slot, tokens)`: the prompt chunk of one sequence still reading its
     /// prompt.
     Prefill(usize, usize),
-}
-
-/// llama.cpp's `llama_flash_attn_type`: 0 disabled, 1 enabled.
-fn flash_attention_policy(config: &LlamaConfig) -> i32 {
-    i32::from(config.flash_attention)
-}
-
-/// llama.cpp may be initialised once per process.
-fn llama_backend() -> Result<&'static LlamaBackend, BackendError> {
-    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
-    BACKEND
-        .get_or_init(|| {
-            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
-            LlamaBackend::init().map_err(|e| e.to_string())
-        })
-        .as_ref()
-        .map_err(|e| BackendError::Engine(format!("cannot initialise llama.cpp: {e}")))
-}
-
-/// A context borrows its model; models are loaded once per (file, offload)
-/// and kept for the process so contexts can be `'static`.
-fn load_model(path: &Path, gpu_layers: u32) -> Result<&'static LlamaModel, BackendError> {
-    static MODELS: OnceLock<Mutex<HashMap<(PathBuf, u32), &'static LlamaModel>>> = OnceLock::new();
-    let backend = llama_backend()?;
-    let key = (
-        path.canonicalize().unwrap_or_else(|_| path.to_path_buf()),
-        gpu_layers,
-    );
-    let mut models = MODELS
-        .get_or_init(|| Mutex::new(HashMap::new()))
-        .lock()
-        .map_err(|_| BackendError::Engine("model cache poisoned".into()))?;
-    if let Some(m) = models.get(&key) {
-        return Ok(m);
-    }
-    let params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers);
-    let model =
-        LlamaModel::load_from_file(backend, path, &params).map_err(|e| BackendError::Load {
-            path: path.display().to_string(),
-            message: format!("{e} (is it a complete GGUF file of a supported architecture?)"),
-        })?;
-    let model: &'static LlamaModel = Box::leak(Box::new(model));
-    models.insert(key, model);
-    Ok(model)
 }
 
 /// A request being prefetched or decoded in a slot.
@@ -794,117 +757,4 @@ impl LlamaEngine {
     pub fn config(&self) -> &LlamaConfig {
         &self.config
     }
-}
-
-/// Throughput of llama.cpp alone on this model and machine: the ceiling the
-/// real loop is measured against.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct RawDecodeBench {
-    /// Sequences decoding together.
-    pub sequences: usize,
-    /// Prompt (prefill) tokens per second.
-    pub prompt_tokens_per_second: f64,
-    /// Decode tokens per second, all sequences together.
-    pub decode_tokens_per_second: f64,
-}
-
-/// Decode `steps` tokens on each of `sequences` sequences in lockstep, each
-/// holding a `prompt_tokens`-token context, with logits for every sequence
-/// at every step (as the real loop needs). No sampling work beyond feeding
-/// back a fixed token: this is the engine's own ceiling. The prompt is
-/// prefilled once, in calls of the step budget (that sets the prompt rate),
-/// and its KV copied to the other sequences, so a deep context costs one
-/// prefill, not one per sequence.
-pub fn raw_decode_bench(
-    model_path: &Path,
-    sequences: usize,
-    prompt_tokens: usize,
-    steps: usize,
-    config: &LlamaConfig,
-) -> Result<RawDecodeBench, BackendError> {
-    let backend = llama_backend()?;
-    let model = load_model(model_path, config.gpu_layers)?;
-    // The same context shape as the engine would make for this many
-    // conversations, so the two numbers compare like with like.
-    let n_seq = (2 * sequences + PREFIX_SEQUENCES).min(MAX_SEQUENCES);
-    let ctx_per_seq = config
-        .context_per_sequence
-        .min(model.n_ctx_train().max(256)) as usize;
-    let threads = if config.threads == 0 {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1) as i32
-    } else {
-        config.threads as i32
-    };
-    let budget = (config.step_token_budget as usize).max(2 * sequences + 1);
-    let params = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new((ctx_per_seq * n_seq) as u32))
-        .with_n_batch(budget as u32)
-        .with_n_ubatch(budget.min(512) as u32)
-        .with_n_seq_max(n_seq as u32)
-        .with_n_threads(threads)
-        .with_n_threads_batch(threads)
-        .with_kv_unified(false)
-        .with_flash_attention_policy(flash_attention_policy(config));
-    let mut ctx = model
-        .new_context(backend, params)
-        .map_err(|e| BackendError::Engine(format!("context: {e}")))?;
-    // Room for the steps after the prompt, inside one sequence's context.
-    let prompt_len = prompt_tokens
-        .max(1)
-        .min(ctx_per_seq.saturating_sub(steps + 1).max(1));
-    let prompt: Vec<LlamaToken> = model
-        .vocab()
-        .tokenize(
-            b"The quick brown fox jumps over the lazy dog. ",
-            false,
-            false,
-        )
-        .into_iter()
-        .cycle()
-        .take(prompt_len)
-        .collect();
-    let mut batch = LlamaBatch::new(budget.max(sequences), 1);
-    let t0 = Instant::now();
-    for (chunk_at, chunk) in prompt.chunks(budget).enumerate() {
-        batch.clear();
-        for (i, t) in chunk.iter().enumerate() {
-            let p = chunk_at * budget + i;
-            batch
-                .add(*t, p as i32, &[0], p + 1 == prompt.len())
-                .map_err(|e| BackendError::Engine(format!("batch: {e}")))?;
-        }
-        ctx.decode(&mut batch)
-            .map_err(|e| BackendError::Engine(format!("decode: {e}")))?;
-    }
-    let prefill = t0.elapsed().as_secs_f64();
-    for s in 1..sequences {
-        ctx.copy_kv_cache_seq(0, s as i32, None, None)
-            .map_err(|e| BackendError::Engine(format!("kv copy: {e}")))?;
-    }
-    let tok = prompt[0];
-    let mut step_batch = |step: usize, ctx: &mut LlamaContext| -> Result<(), BackendError> {
-        batch.clear();
-        for s in 0..sequences {
-            batch
-                .add(tok, (prompt.len() + step) as i32, &[s as i32], true)
-                .map_err(|e| BackendError::Engine(format!("batch: {e}")))?;
-        }
-        ctx.decode(&mut batch)
-            .map_err(|e| BackendError::Engine(format!("decode: {e}")))
-    };
-    // The first step applies the copies and sizes llama.cpp's buffers: not
-    // timed.
-    step_batch(0, &mut ctx)?;
-    let t1 = Instant::now();
-    for step in 1..=steps {
-        step_batch(step, &mut ctx)?;
-    }
-    let decode = t1.elapsed().as_secs_f64();
-    Ok(RawDecodeBench {
-        sequences,
-        prompt_tokens_per_second: prompt.len() as f64 / prefill.max(1e-9),
-        decode_tokens_per_second: (steps * sequences) as f64 / decode.max(1e-9),
-    })
 }
