@@ -15,6 +15,7 @@ use super::intent::{
 };
 use super::lexicon::{sentiment, TopicLabeller};
 use super::loaders::Corpus;
+use super::recovery::latent_recovery;
 use super::report::{
     DistributionComparison, DiversityStats, EvalReport, IntentReport, LengthStats, SessionFidelity,
     SideTurns, TurnValues,
@@ -660,6 +661,7 @@ pub fn evaluate_with(
         genre_labels,
         intent_labels,
     };
+    let latent_recovery = latent_recovery(sim, cfg.discriminator.folds, n_boot, cfg.seed)?;
     let latent_coverage = cfg.declared_latents.as_ref().map(|d| {
         let sessions: Vec<&serde_json::Value> = sim.dialogues.iter().map(|d| &d.latents).collect();
         latent_coverage(d, &sessions)
@@ -704,6 +706,7 @@ pub fn evaluate_with(
         diversity_real: diversity(&real_texts, cfg),
         diversity_sim: diversity(&sim_texts, cfg),
         latent_coverage,
+        latent_recovery,
         session_fidelity: session_fidelity(sim, &cfg.topics),
         frechet,
         embedding_spread,

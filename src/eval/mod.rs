@@ -16,6 +16,7 @@ pub mod intent;
 pub mod lexicon;
 pub mod loaders;
 pub mod logreg;
+pub mod recovery;
 pub mod report;
 pub mod run;
 pub mod stats;

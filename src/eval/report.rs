@@ -193,6 +193,10 @@ pub struct EvalReport {
     pub diversity_sim: DiversityStats,
     /// Coverage of declared latents.
     pub latent_coverage: Option<LatentCoverage>,
+    /// Per session variable, how well its value is recovered from the
+    /// seeker's turns (k-fold classifier against the majority rate).
+    #[serde(default)]
+    pub latent_recovery: Vec<super::recovery::LatentRecovery>,
     /// Genre and target latents shown in the text.
     #[serde(default)]
     pub session_fidelity: Option<SessionFidelity>,
@@ -301,6 +305,21 @@ impl EvalReport {
                     ),
                 );
             }
+        }
+        for l in &self.latent_recovery {
+            row(
+                &mut o,
+                &format!("latent `{}` recovered (acc.)", l.variable),
+                "",
+                &f(l.accuracy.value),
+                &format!(
+                    "[{:.3}, {:.3}] vs majority {:.3}{}",
+                    l.accuracy.lo,
+                    l.accuracy.hi,
+                    l.majority,
+                    if l.recoverable { "" } else { " NOT RECOVERED" }
+                ),
+            );
         }
         if let Some(i) = &self.intents {
             row(

@@ -204,6 +204,36 @@ fn full_report_of_a_simulated_run_against_iard() {
     let pairs = cov["pair_coverage"].as_f64().expect("pairs");
     assert!(pairs > 0.0 && pairs < 1.0, "{pairs}");
 
+    // Latent recovery: every variable measured has its majority rate as
+    // counted here, and an accuracy inside its own interval.
+    for l in r["latent_recovery"].as_array().expect("latent recovery") {
+        let var = l["variable"].as_str().expect("name");
+        let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+        for line in std::fs::read_to_string(&sim).expect("sim").lines() {
+            let rec: Value = serde_json::from_str(line).expect("record");
+            let v = &rec["latents"][var];
+            *counts.entry(v.to_string()).or_default() += 1;
+        }
+        let n: usize = counts.values().sum();
+        if l["classes"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|x| x == "low"))
+        {
+            continue; // a number binned at its median
+        }
+        let majority = *counts.values().max().expect("a value") as f64 / n as f64;
+        assert!(
+            (l["majority"].as_f64().expect("majority") - majority).abs() < 1e-9,
+            "{l}"
+        );
+        let acc = &l["accuracy"];
+        assert!(
+            acc["lo"].as_f64() <= acc["value"].as_f64()
+                && acc["value"].as_f64() <= acc["hi"].as_f64(),
+            "{l}"
+        );
+    }
+
     let page = std::fs::read_to_string(&html).expect("html written");
     assert!(!page.contains("<script"), "report must work offline");
     for id in ["intent-bars", "turn-length-hist", "roc-turn", "confusion"] {
