@@ -184,32 +184,35 @@ fn handle(
     let now = c.current.fetch_add(1, Ordering::SeqCst) + 1;
     c.max_concurrent.fetch_max(now, Ordering::SeqCst);
     c.auth.lock().unwrap().push(auth);
-    let result = (|| {
+    // The answer is decided while the request counts as in flight; the
+    // count drops before it is written, so a client that sends its next
+    // request on reading it is never counted twice.
+    let reply = (|| -> Option<(u16, String)> {
         let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         c.bodies.lock().unwrap().push(req.clone());
         match mode {
-            Mode::Garbage => return respond(&mut out, 200, "<html>502 Bad Gateway</html>"),
+            Mode::Garbage => return Some((200, "<html>502 Bad Gateway</html>".into())),
             Mode::BadRequest => {
-                return respond(
-                    &mut out,
+                return Some((
                     400,
-                    r#"{"error":{"message":"'messages' must be a list","type":"invalid_request_error"}}"#,
-                )
+                    r#"{"error":{"message":"'messages' must be a list","type":"invalid_request_error"}}"#
+                        .into(),
+                ))
             }
             Mode::Unavailable(k) if n <= k => {
-                return respond(&mut out, 503, r#"{"error":"loading model"}"#)
+                return Some((503, r#"{"error":"loading model"}"#.into()))
             }
             Mode::Slow(d) => std::thread::sleep(d),
             _ => {}
         }
         // A killed server answers nothing more.
         if stop.load(Ordering::SeqCst) {
-            return Ok(());
+            return None;
         }
         if let Some(k) = die_after {
             if c.served.load(Ordering::SeqCst) >= k {
                 stop.store(true, Ordering::SeqCst);
-                return Ok(());
+                return None;
             }
         }
         let prompt = if chat {
@@ -226,11 +229,13 @@ fn handle(
         };
         let text = if system.contains("recommend") && !system.contains("You are a person") {
             format!(
-                "You might enjoy Heat (1995), a crime thriller. [{:04x}]",
+                "#{:04x} You might enjoy Heat (1995), a crime thriller.",
                 h & 0xffff
             )
         } else {
-            format!("{} [{:04x}]", USER_LINES[(h % 6) as usize], h & 0xffff)
+            // The tag first: a seeker turn is cut after a sentence end
+            // (`[length]`), and the role guard rejects bracketed notes.
+            format!("#{:04x} {}", h & 0xffff, USER_LINES[(h % 6) as usize])
         };
         let max = req["max_tokens"].as_u64().unwrap_or(16);
         let words = text.split_whitespace().count() as u64;
@@ -250,10 +255,13 @@ fn handle(
                       "total_tokens": key.len() / 4 + words as usize},
         });
         c.served.fetch_add(1, Ordering::SeqCst);
-        respond(&mut out, 200, &resp.to_string())
+        Some((200, resp.to_string()))
     })();
     c.current.fetch_sub(1, Ordering::SeqCst);
-    result
+    match reply {
+        Some((status, text)) => respond(&mut out, status, &text),
+        None => Ok(()),
+    }
 }
 
 fn respond(out: &mut TcpStream, status: u16, body: &str) -> std::io::Result<()> {
