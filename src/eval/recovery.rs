@@ -76,22 +76,13 @@ pub fn latent_recovery(
     n_boot: usize,
     seed: u64,
 ) -> Result<Vec<LatentRecovery>, IntentError> {
-    let dialogues: Vec<_> = sim
+    // Dialogues with seeker turns, each with its seeker turns joined.
+    let (dialogues, texts): (Vec<_>, Vec<String>) = sim
         .dialogues
         .iter()
-        .filter(|d| d.turns.iter().any(|t| t.seeker))
-        .collect();
-    let texts: Vec<String> = dialogues
-        .iter()
-        .map(|d| {
-            d.turns
-                .iter()
-                .filter(|t| t.seeker)
-                .map(|t| t.text.as_str())
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .collect();
+        .zip(sim.seeker_conversations())
+        .filter(|(d, _)| d.turns.iter().any(|t| t.seeker))
+        .unzip();
     let Some(first) = dialogues.first().and_then(|d| d.latents.as_object()) else {
         return Ok(Vec::new());
     };
