@@ -19,11 +19,9 @@
 //! Why ~760 lines: the engine's slot state, batch building and step are one
 //! state machine over private types, tested through the real model.
 
-use std::num::NonZeroU32;
 use std::path::Path;
 use std::time::Instant;
 
-use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
@@ -36,7 +34,7 @@ mod raw;
 
 pub use raw::{raw_decode_bench, RawDecodeBench};
 
-use process::{flash_attention_policy, llama_backend, load_model};
+use process::{context_params, llama_backend, load_model};
 
 use super::batch::{plan_step, SlotView, StepPlan};
 use super::{
@@ -202,23 +200,8 @@ impl LlamaEngine {
             )));
         }
         let n_ctx = ctx_per_seq as usize * n_seq;
-        let threads = if config.threads == 0 {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1) as i32
-        } else {
-            config.threads as i32
-        };
         let budget = (config.step_token_budget as usize).max(n_slots + 1);
-        let params = LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(n_ctx as u32))
-            .with_n_batch(budget as u32)
-            .with_n_ubatch(budget.min(512) as u32)
-            .with_n_seq_max(n_seq as u32)
-            .with_n_threads(threads)
-            .with_n_threads_batch(threads)
-            .with_kv_unified(false)
-            .with_flash_attention_policy(flash_attention_policy(config));
+        let params = context_params(config, n_ctx, n_seq, budget);
         let ctx = model.new_context(backend, params).map_err(|e| {
             BackendError::Engine(format!("cannot create context of {n_ctx} tokens: {e}"))
         })?;

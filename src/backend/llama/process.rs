@@ -9,6 +9,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
+use std::num::NonZeroU32;
+
+use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
@@ -61,4 +64,32 @@ pub(super) fn load_model(
     let model: &'static LlamaModel = Box::leak(Box::new(model));
     models.insert(key, model);
     Ok(model)
+}
+
+/// The context parameters the engine and the raw ceiling share: `n_ctx`
+/// tokens over `n_seq` sequences, calls of up to `budget` tokens, the
+/// configured threads (0: all cores), per-sequence KV (`kv_unified` off:
+/// a sequence's numbers do not depend on its neighbours).
+pub(super) fn context_params(
+    config: &LlamaConfig,
+    n_ctx: usize,
+    n_seq: usize,
+    budget: usize,
+) -> LlamaContextParams {
+    let threads = if config.threads == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1) as i32
+    } else {
+        config.threads as i32
+    };
+    LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(n_ctx as u32))
+        .with_n_batch(budget as u32)
+        .with_n_ubatch(budget.min(512) as u32)
+        .with_n_seq_max(n_seq as u32)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads)
+        .with_kv_unified(false)
+        .with_flash_attention_policy(flash_attention_policy(config))
 }

@@ -2,17 +2,15 @@
 //! with the engine's context shape, which `bench` holds the real loop
 //! against.
 
-use std::num::NonZeroU32;
 use std::path::Path;
 use std::time::Instant;
 
-use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
 use serde::Serialize;
 
-use super::process::{flash_attention_policy, llama_backend, load_model};
+use super::process::{context_params, llama_backend, load_model};
 use super::{LlamaConfig, MAX_SEQUENCES, PREFIX_SEQUENCES};
 use crate::backend::BackendError;
 
@@ -50,23 +48,8 @@ pub fn raw_decode_bench(
     let ctx_per_seq = config
         .context_per_sequence
         .min(model.n_ctx_train().max(256)) as usize;
-    let threads = if config.threads == 0 {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1) as i32
-    } else {
-        config.threads as i32
-    };
     let budget = (config.step_token_budget as usize).max(2 * sequences + 1);
-    let params = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new((ctx_per_seq * n_seq) as u32))
-        .with_n_batch(budget as u32)
-        .with_n_ubatch(budget.min(512) as u32)
-        .with_n_seq_max(n_seq as u32)
-        .with_n_threads(threads)
-        .with_n_threads_batch(threads)
-        .with_kv_unified(false)
-        .with_flash_attention_policy(flash_attention_policy(config));
+    let params = context_params(config, ctx_per_seq * n_seq, n_seq, budget);
     let mut ctx = model
         .new_context(backend, params)
         .map_err(|e| BackendError::Engine(format!("context: {e}")))?;
