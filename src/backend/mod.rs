@@ -25,8 +25,9 @@ pub struct GenerationRequest {
     pub conversation: u64,
     /// The side it generates for.
     pub side: Side,
-    /// The chat so far, from the generating side's point of view.
-    pub messages: Vec<ChatMessage>,
+    /// What the model continues: the chat so far from the generating
+    /// side's point of view, or a plain-text transcript.
+    pub prompt: Prompt,
     /// Sampling options.
     pub sampling: SamplingParams,
     /// Seed of this generation's sampling stream.
@@ -35,6 +36,36 @@ pub struct GenerationRequest {
     /// candidates). Engines ignore it; the conversation keeps it so later
     /// prompts repeat it and stay append-only.
     pub note: String,
+}
+
+/// What a generation continues.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Prompt {
+    /// A chat, rendered by the engine's chat template with the reply's
+    /// message opened.
+    Chat(Vec<ChatMessage>),
+    /// Plain text, continued as it is: no chat template, so base models
+    /// (which have none, or were never tuned to one) can be used.
+    Text(String),
+}
+
+impl Prompt {
+    /// The chat messages, when it is a chat.
+    pub fn messages(&self) -> Option<&[ChatMessage]> {
+        match self {
+            Prompt::Chat(m) => Some(m),
+            Prompt::Text(_) => None,
+        }
+    }
+
+    /// Every character the model reads, for size estimates: message
+    /// contents, or the text.
+    pub fn contents(&self) -> Vec<&str> {
+        match self {
+            Prompt::Chat(m) => m.iter().map(|m| m.content.as_str()).collect(),
+            Prompt::Text(t) => vec![t.as_str()],
+        }
+    }
 }
 
 /// Why a generation stopped.
@@ -177,14 +208,11 @@ pub trait Backend {
     fn max_conversations(&self) -> usize;
     /// Tell the backend what prompts will look like, so it can compute the
     /// part they share once (returns the shared prefix length in tokens).
-    fn prepare_shared_prefix(
-        &mut self,
-        _examples: &[Vec<ChatMessage>],
-    ) -> Result<usize, BackendError> {
+    fn prepare_shared_prefix(&mut self, _examples: &[Prompt]) -> Result<usize, BackendError> {
         Ok(0)
     }
-    /// Prompt length in tokens of `messages` (for sizing checks).
-    fn count_prompt_tokens(&self, messages: &[ChatMessage]) -> Result<usize, BackendError>;
+    /// Prompt length in tokens (for sizing checks).
+    fn count_prompt_tokens(&self, prompt: &Prompt) -> Result<usize, BackendError>;
     /// Start a request.
     fn submit(&mut self, request: GenerationRequest) -> Result<(), BackendError>;
     /// Advance every request in flight; returns the ones that finished.

@@ -16,8 +16,9 @@ use rand::Rng;
 
 use super::{
     Backend, BackendError, BackendInfo, BackendStats, FinishReason, Generation, GenerationRequest,
+    Prompt,
 };
-use crate::chat::{ChatMessage, Side};
+use crate::chat::Side;
 use crate::rng::SessionRng;
 
 /// Words the default script draws from.
@@ -110,11 +111,12 @@ impl ScriptedBackend {
 }
 
 /// Prompt length in "tokens": words of every message plus four for each
-/// message's framing.
-fn words(messages: &[ChatMessage]) -> usize {
-    messages
+/// message's framing (a text prompt is one message).
+fn words(prompt: &Prompt) -> usize {
+    prompt
+        .contents()
         .iter()
-        .map(|m| m.content.split_whitespace().count() + 4)
+        .map(|c| c.split_whitespace().count() + 4)
         .sum()
 }
 
@@ -127,15 +129,15 @@ impl Backend for ScriptedBackend {
         self.capacity
     }
 
-    fn count_prompt_tokens(&self, messages: &[ChatMessage]) -> Result<usize, BackendError> {
-        Ok(words(messages))
+    fn count_prompt_tokens(&self, prompt: &Prompt) -> Result<usize, BackendError> {
+        Ok(words(prompt))
     }
 
     fn submit(&mut self, request: GenerationRequest) -> Result<(), BackendError> {
         if self.queue.len() >= 2 * self.capacity {
             return Err(BackendError::Full(self.queue.len()));
         }
-        let prompt = words(&request.messages);
+        let prompt = words(&request.prompt);
         if prompt > self.info.context_per_sequence as usize {
             return Err(BackendError::PromptTooLong {
                 tokens: prompt,
@@ -157,7 +159,7 @@ impl Backend for ScriptedBackend {
             };
             let text = self.text(&req);
             let completion = text.split_whitespace().count() as u32;
-            let prompt = words(&req.messages) as u32;
+            let prompt = words(&req.prompt) as u32;
             self.stats.prompt_tokens_evaluated += u64::from(prompt);
             self.stats.tokens_generated += u64::from(completion);
             out.push(Generation {

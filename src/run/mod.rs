@@ -25,8 +25,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::backend::Backend;
-use crate::chat::{ChatMessage, Side};
+use crate::backend::{Backend, Prompt};
+use crate::chat::Side;
 use crate::error::Error;
 use crate::latent::{draw_session, TurnPlanner};
 use crate::output::{OutputFormat, OutputWriter, RecordSink};
@@ -179,6 +179,9 @@ fn start_session<'a>(
     if let Some(script) = script {
         conv = conv.with_replay(script);
     }
+    if let Some(pool) = &prep.pool {
+        conv = conv.with_pool(pool, &prep.prefix_candidates)?;
+    }
     let next = conv.user_turn()?;
     Ok((conv, next))
 }
@@ -201,10 +204,10 @@ fn warm_up(
             if user_note.is_empty() {
                 user_note = req.note;
             }
-            examples_user.push(req.messages);
+            examples_user.push(req.prompt);
         }
     }
-    let asst_example = |text: &str| -> Result<(Vec<ChatMessage>, String), Error> {
+    let asst_example = |text: &str| -> Result<(Prompt, String), Error> {
         let mut h: Vec<HistoryTurn<'_>> = scenario
             .conversation
             .opening
@@ -213,19 +216,22 @@ fn warm_up(
                 side: Side::Assistant,
                 text: t,
                 note: None,
+                tag: None,
             })
             .collect();
         h.push(HistoryTurn {
             side: Side::User,
             text,
             note: None,
+            tag: None,
         });
         let cands: Vec<&CatalogItem> = prep
             .catalog
             .as_ref()
             .map(|c| c.items().iter().take(cfg.candidates).collect())
             .unwrap_or_default();
-        Ok(assistant_messages(scenario, &h, &cands, 0)?)
+        let (messages, note) = assistant_messages(scenario, &h, &cands, 0)?;
+        Ok((Prompt::Chat(messages), note))
     };
     let (first_asst, asst_note) = asst_example("Hi there.")?;
     let asst_examples = vec![first_asst, asst_example("Hello!")?.0];

@@ -9,12 +9,16 @@ use std::path::{Path, PathBuf};
 
 use crate::backend::llama::LlamaEngine;
 use crate::backend::openai::OpenAiBackend;
-use crate::backend::Backend;
+use crate::backend::{Backend, Prompt};
 use crate::chat::{ChatMessage, ChatRole, Side};
+use crate::corpus::load_dialogues;
+use crate::corpus::pool::Pool;
 use crate::error::Error;
 use crate::latent::{find_item, LatentError};
 use crate::models;
+use crate::rng::{stream_rng, Stream};
 use crate::scenario::catalog::Catalog;
+use crate::scenario::UserPrompt;
 use crate::scenario::{Pins, Scenario, SessionVar};
 use crate::session::replay::{load_replay, Replay};
 
@@ -92,6 +96,12 @@ pub struct Prepared {
     pub sampling: crate::scenario::SidesSampling,
     /// The dialogues to replay (`--replay`).
     pub replay: Option<Replay>,
+    /// The scenario's real dialogues (`[pool]`, or `--pool`).
+    pub pool: Option<Pool>,
+    /// Pool dialogues a transcript prefix shows, in order of preference
+    /// (drawn once per run, so sessions share the prefix; one spare for a
+    /// session replaying one of them).
+    pub prefix_candidates: Vec<usize>,
 }
 
 /// Load and validate the run's inputs (no model involved).
@@ -142,13 +152,71 @@ pub fn prepare(cfg: &SimulateConfig) -> Result<Prepared, Error> {
         .validate()
         .map_err(|e| Error::Config(format!("assistant sampling: {e}")))?;
     let replay = cfg.replay.as_deref().map(load_replay).transpose()?;
+    let pool = load_pool(cfg, &scenario)?;
+    let prefix_candidates = match (&pool, scenario.user_prompt) {
+        (Some(pool), UserPrompt::Transcript) => {
+            let spec = &scenario.transcript;
+            let mut rng = stream_rng(cfg.seed, Stream::TranscriptPrefix);
+            let drawn =
+                pool.draw_dialogues(spec.dialogues + 1, spec.max_dialogue_words, None, &mut rng);
+            if drawn.len() < spec.dialogues {
+                return Err(Error::Config(format!(
+                    "{}: transcript.dialogues: expected at most the {} pool dialogues of at most {} words and 4 turns",
+                    scenario.dir.join("scenario.toml").display(),
+                    drawn.len(),
+                    spec.max_dialogue_words
+                )));
+            }
+            drawn
+        }
+        _ => Vec::new(),
+    };
     Ok(Prepared {
         scenario,
         pins,
         catalog,
         sampling,
         replay,
+        pool,
+        prefix_candidates,
     })
+}
+
+/// The scenario's pool, from `--pool` when given: a corpus that cannot be
+/// read is named with the field (or flag) that gave it.
+fn load_pool(cfg: &SimulateConfig, scenario: &Scenario) -> Result<Option<Pool>, Error> {
+    let Some(spec) = &scenario.pool else {
+        if cfg.pool.is_empty() {
+            return Ok(None);
+        }
+        return Err(Error::Config(format!(
+            "--pool: the scenario {} has no [pool] to replace",
+            scenario.name
+        )));
+    };
+    let (paths, field) = if cfg.pool.is_empty() {
+        (&spec.corpora, "pool.corpora")
+    } else {
+        (&cfg.pool, "--pool")
+    };
+    let mut pool = Pool::default();
+    for (i, path) in paths.iter().enumerate() {
+        let (kind, dialogues) = load_dialogues(path).map_err(|e| {
+            let origin = if cfg.pool.is_empty() {
+                format!(
+                    "{}: {field}[{i}]",
+                    scenario.dir.join("scenario.toml").display()
+                )
+            } else {
+                field.to_string()
+            };
+            Error::Config(format!(
+                "{origin}: expected a readable IARD .json or INSPIRED .tsv corpus ({e}); give one with --pool PATH"
+            ))
+        })?;
+        pool.extend(kind, dialogues);
+    }
+    Ok(Some(pool))
 }
 
 /// The sessions this run (or shard) is responsible for, in order.
@@ -186,16 +254,18 @@ pub(crate) fn shard_of(total: u64, shard: Option<(u64, u64)>) -> Result<Vec<u64>
 pub(crate) fn check_context(
     prep: &Prepared,
     backend: &dyn Backend,
-    (first_user, user_note): (&[ChatMessage], &str),
-    (first_assistant, assistant_note): (&[ChatMessage], &str),
+    (first_user, user_note): (&Prompt, &str),
+    (first_assistant, assistant_note): (&Prompt, &str),
 ) -> Result<(), Error> {
     let turns = prep.scenario.conversation.max_user_turns as usize;
-    let empty = backend.count_prompt_tokens(&[ChatMessage::new(ChatRole::User, "")])?;
+    let empty =
+        backend.count_prompt_tokens(&Prompt::Chat(vec![ChatMessage::new(ChatRole::User, "")]))?;
     let note_tokens = |note: &str| -> Result<usize, Error> {
         if note.is_empty() {
             return Ok(0);
         }
-        let n = backend.count_prompt_tokens(&[ChatMessage::new(ChatRole::User, note)])?;
+        let n = backend
+            .count_prompt_tokens(&Prompt::Chat(vec![ChatMessage::new(ChatRole::User, note)]))?;
         Ok(n.saturating_sub(empty))
     };
     // Per exchange: both messages plus the chat template's framing.

@@ -325,8 +325,8 @@ mod tests {
         let Next::Generate(first) = conv.user_turn().expect("turn") else {
             panic!("expected a generation")
         };
+        let first = first.prompt.messages().expect("a chat prompt");
         assert!(first
-            .messages
             .iter()
             .any(|m| m.content.contains("What do you like?")));
         let Next::Generate(second) = conv
@@ -335,7 +335,8 @@ mod tests {
         else {
             panic!("expected a second generation")
         };
-        let all: String = second.messages.iter().map(|m| m.content.as_str()).collect();
+        let second = second.prompt.messages().expect("a chat prompt");
+        let all: String = second.iter().map(|m| m.content.as_str()).collect();
         assert!(
             all.contains("REAL-ONE") && all.contains("REPLY-ONE"),
             "{all}"
@@ -345,8 +346,8 @@ mod tests {
             "the generated turn leaked into the history"
         );
         assert_eq!(
-            &second.messages[..first.messages.len()],
-            &first.messages[..],
+            &second[..first.len()],
+            first,
             "the prompt only grows at its end"
         );
         let Next::Done(end) = conv

@@ -8,7 +8,7 @@
 //! [`crate::session::replay::ReplaySystem`].
 
 use crate::backend::sampler::SamplingParams;
-use crate::backend::GenerationRequest;
+use crate::backend::{GenerationRequest, Prompt};
 use crate::chat::Side;
 use crate::prompt::{assistant_messages, HistoryTurn};
 use crate::scenario::catalog::Catalog;
@@ -125,7 +125,7 @@ impl System for LlmRecommender<'_> {
         Ok(SystemAction::Generate(GenerationRequest {
             conversation: turn.conversation,
             side: Side::Assistant,
-            messages,
+            prompt: Prompt::Chat(messages),
             sampling: self.sampling.clone(),
             seed: turn.seed,
             note,

@@ -39,9 +39,9 @@ use process::{context_params, llama_backend, load_model};
 use super::batch::{plan_step, SlotView, StepPlan};
 use super::{
     Backend, BackendError, BackendInfo, BackendStats, FinishReason, Generation, GenerationRequest,
+    Prompt,
 };
 use crate::backend::sampler::{Sampler, StopMatcher, StopState};
-use crate::chat::ChatMessage;
 use crate::chat::Side;
 use crate::rng::SessionRng;
 
@@ -140,7 +140,8 @@ struct SharedPrefix {
 pub struct LlamaEngine {
     model: &'static LlamaModel,
     ctx: LlamaContext<'static>,
-    template: ChatTemplate,
+    /// `None`: the model has no chat template; only text prompts run.
+    template: Option<ChatTemplate>,
     info: BackendInfo,
     config: LlamaConfig,
     max_conversations: usize,
@@ -206,17 +207,11 @@ impl LlamaEngine {
             BackendError::Engine(format!("cannot create context of {n_ctx} tokens: {e}"))
         })?;
 
+        // A base model may have no template: it can still continue text
+        // prompts; a chat prompt then fails with a clear error.
         let template = match &config.chat_template {
-            Some(src) => jinja_template(model, src.clone())?,
-            None => match model.chat_template(None) {
-                Ok(t) => ChatTemplate::Native(t),
-                Err(_) => {
-                    return Err(BackendError::Load {
-                        path: model_path.display().to_string(),
-                        message: "the model has no chat template (tokenizer.chat_template); give one with chat_template in models.toml".into(),
-                    })
-                }
-            },
+            Some(src) => Some(jinja_template(model, src.clone())?),
+            None => model.chat_template(None).ok().map(ChatTemplate::Native),
         };
 
         let head_dim = model.n_embd() as u64 / u64::from(model.n_head().max(1));
@@ -261,10 +256,20 @@ impl LlamaEngine {
         })
     }
 
-    /// Render messages with the chat template, ending with the opening of an
-    /// assistant message.
-    pub fn render(&self, messages: &[ChatMessage]) -> Result<String, BackendError> {
-        match &self.template {
+    /// The text the model reads: a chat rendered with the chat template
+    /// (ending with the opening of an assistant message), or the text.
+    pub fn render(&self, prompt: &Prompt) -> Result<String, BackendError> {
+        let messages = match prompt {
+            Prompt::Text(text) => return Ok(text.clone()),
+            Prompt::Chat(messages) => messages,
+        };
+        let Some(template) = &self.template else {
+            return Err(BackendError::Config(format!(
+                "model {}: it has no chat template (tokenizer.chat_template), so it cannot run chat prompts; give one with chat_template in models.toml, or use the scenario's user_prompt = \"transcript\"",
+                self.info.model
+            )));
+        };
+        match template {
             ChatTemplate::Native(t) => {
                 let msgs = messages
                     .iter()
@@ -404,10 +409,7 @@ impl Backend for LlamaEngine {
         self.max_conversations
     }
 
-    fn prepare_shared_prefix(
-        &mut self,
-        examples: &[Vec<ChatMessage>],
-    ) -> Result<usize, BackendError> {
+    fn prepare_shared_prefix(&mut self, examples: &[Prompt]) -> Result<usize, BackendError> {
         if examples.len() < 2 || self.prefixes.len() >= PREFIX_SEQUENCES {
             return Ok(0);
         }
@@ -435,12 +437,12 @@ impl Backend for LlamaEngine {
         Ok(len)
     }
 
-    fn count_prompt_tokens(&self, messages: &[ChatMessage]) -> Result<usize, BackendError> {
-        Ok(self.tokenize(&self.render(messages)?).len())
+    fn count_prompt_tokens(&self, prompt: &Prompt) -> Result<usize, BackendError> {
+        Ok(self.tokenize(&self.render(prompt)?).len())
     }
 
     fn submit(&mut self, req: GenerationRequest) -> Result<(), BackendError> {
-        let rendered = self.render(&req.messages)?;
+        let rendered = self.render(&req.prompt)?;
         let prompt = self.tokenize(&rendered);
         let Some(slot) = self.find_slot(req.conversation, req.side) else {
             return Err(BackendError::Full(self.in_flight()));

@@ -37,6 +37,7 @@ use serde_json::{json, Value};
 
 use super::{
     Backend, BackendError, BackendInfo, BackendStats, FinishReason, Generation, GenerationRequest,
+    Prompt,
 };
 use crate::chat::ChatMessage;
 
@@ -451,11 +452,13 @@ impl Shared {
             "seed": req.seed & 0x7fff_ffff,
             "stream": false,
         });
-        match &self.template {
-            Some(env) => body["prompt"] = json!(render_prompt(env, &req.messages)?),
-            None => {
-                body["messages"] = req
-                    .messages
+        match (&req.prompt, &self.template) {
+            (Prompt::Text(text), _) => body["prompt"] = json!(text),
+            (Prompt::Chat(messages), Some(env)) => {
+                body["prompt"] = json!(render_prompt(env, messages)?)
+            }
+            (Prompt::Chat(messages), None) => {
+                body["messages"] = messages
                     .iter()
                     .map(|m| json!({"role": m.role.as_str(), "content": m.content}))
                     .collect();
@@ -475,15 +478,17 @@ impl Shared {
         Ok(body)
     }
 
-    fn path(&self) -> &'static str {
-        match self.cfg.endpoint {
-            ApiEndpoint::Chat => "chat/completions",
-            ApiEndpoint::Completions => "completions",
+    /// A text prompt always goes to the raw completions endpoint: a chat
+    /// endpoint would wrap it in the server's chat template.
+    fn path(&self, prompt: &Prompt) -> &'static str {
+        match (self.cfg.endpoint, prompt) {
+            (ApiEndpoint::Chat, Prompt::Chat(_)) => "chat/completions",
+            (ApiEndpoint::Completions, _) | (_, Prompt::Text(_)) => "completions",
         }
     }
 
-    fn attempt(&self, ep: &Endpoint, body: &str) -> Attempt {
-        let url = format!("{}/{}", ep.base, self.path());
+    fn attempt(&self, ep: &Endpoint, path: &str, body: &str) -> Attempt {
+        let url = format!("{}/{path}", ep.base);
         let req = self
             .auth(self.agent.post(&url))
             .header("Content-Type", "application/json");
@@ -565,10 +570,11 @@ impl Shared {
                 std::thread::sleep(self.backoff(attempt - 1));
             }
             let ep = self.pick();
-            match self.attempt(ep, &body) {
+            let path = self.path(&req.prompt);
+            match self.attempt(ep, path, &body) {
                 Attempt::Done(v) => {
                     ep.mark_alive();
-                    let url = format!("{}/{}", ep.base, self.path());
+                    let url = format!("{}/{path}", ep.base);
                     return parse_completion(&v, req, &url).map_err(BackendError::Protocol);
                 }
                 Attempt::Fatal(msg) => return Err(BackendError::Protocol(msg)),
@@ -708,10 +714,10 @@ impl Backend for OpenAiBackend {
         usize::MAX
     }
 
-    fn count_prompt_tokens(&self, messages: &[ChatMessage]) -> Result<usize, BackendError> {
+    fn count_prompt_tokens(&self, prompt: &Prompt) -> Result<usize, BackendError> {
         // No tokenizer here: about 4 bytes a token in English, plus the
         // template's framing per message. Only the sizing check uses it.
-        Ok(messages.iter().map(|m| m.content.len() / 4 + 6).sum())
+        Ok(prompt.contents().iter().map(|c| c.len() / 4 + 6).sum())
     }
 
     fn submit(&mut self, request: GenerationRequest) -> Result<(), BackendError> {
@@ -770,10 +776,10 @@ mod tests {
         GenerationRequest {
             conversation: 4,
             side: Side::User,
-            messages: vec![
+            prompt: Prompt::Chat(vec![
                 ChatMessage::new(ChatRole::System, "sys"),
                 ChatMessage::new(ChatRole::User, "hi"),
-            ],
+            ]),
             sampling: SamplingParams {
                 stop: vec!["\n\n".into()],
                 ..SamplingParams::default()
@@ -860,6 +866,16 @@ mod tests {
         );
         assert_eq!(body["stop"], json!(["\n\n"]));
         assert_eq!(body["model"], "m");
+        assert_eq!(shared.path(&request().prompt), "chat/completions");
+        // A transcript goes out as it is, to the raw endpoint.
+        let text = GenerationRequest {
+            prompt: Prompt::Text("Seeker: hi\nRecommender:".into()),
+            ..request()
+        };
+        let body = shared.body(&text).unwrap();
+        assert_eq!(body["prompt"], json!("Seeker: hi\nRecommender:"));
+        assert!(body.get("messages").is_none(), "{body}");
+        assert_eq!(shared.path(&text.prompt), "completions");
     }
 
     #[test]
@@ -873,7 +889,7 @@ mod tests {
         )
         .unwrap();
         let env = load_template(&path).unwrap();
-        let p = render_prompt(&env, &request().messages).unwrap();
+        let p = render_prompt(&env, request().prompt.messages().unwrap_or_default()).unwrap();
         assert_eq!(
             p,
             "<|im_start|>system\nsys<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
