@@ -12,13 +12,20 @@
 //! about three prompt tokens computed per generated token). An instruction
 //! still steers one turn: it sits on the message that turn answers. The
 //! assistant's per-turn note (retrieved candidates) is kept the same way.
+//!
+//! In transcript prompting (`user_prompt = "transcript"`) the simulator sees
+//! no chat at all: real dialogues from the pool as labelled lines, then the
+//! session's profile line and its own conversation, ending on an open
+//! seeker line. That prompt too only grows at its end.
 
 use serde_json::json;
 
 use crate::chat::{ChatMessage, ChatRole, Side};
-use crate::latent::{SessionLatents, TurnLatents};
+use crate::corpus::pool::PoolDialogue;
+use crate::corpus::Speaker;
+use crate::latent::{primary_intent, SessionLatents, TurnLatents};
 use crate::scenario::catalog::CatalogItem;
-use crate::scenario::{template, Scenario, ScenarioError};
+use crate::scenario::{template, Scenario, ScenarioError, TranscriptSpec};
 
 /// A message of the conversation as it happened.
 pub struct HistoryTurn<'a> {
@@ -29,6 +36,8 @@ pub struct HistoryTurn<'a> {
     /// The note its speaker saw on the message before it (the turn
     /// instruction for a user turn, the candidates for an assistant turn).
     pub note: Option<&'a str>,
+    /// A user turn's value of the transcript's tag variable.
+    pub tag: Option<&'a str>,
 }
 
 fn scenario_ctx(s: &Scenario) -> serde_json::Value {
@@ -62,14 +71,115 @@ pub fn user_system_prompt(
         .to_string())
 }
 
+/// The session's profile line of a transcript prompt (empty when the
+/// scenario has no `user_profile` template).
+pub fn user_profile(
+    scenario: &Scenario,
+    latents: &SessionLatents,
+) -> Result<String, ScenarioError> {
+    let ctx = json!({
+        "scenario": scenario_ctx(scenario),
+        "session": latents.values,
+        "text": latents.text,
+    });
+    Ok(one_line(&scenario.render(template::USER_PROFILE, &ctx)?))
+}
+
+/// Text on one line: a line break inside a turn would end it early (the
+/// transcript's turns end at a newline).
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn seeker_line_label(spec: &TranscriptSpec, tag: Option<&str>) -> String {
+    match tag {
+        Some(t) => format!("{} ({t}):", spec.seeker_label.trim()),
+        None => format!("{}:", spec.seeker_label.trim()),
+    }
+}
+
+/// The session's transcript prefix: the header, the real dialogues (seeker
+/// lines tagged with their labels' value of the tag variable, when the
+/// scenario declares one) and the session's profile line. Sessions that
+/// show the same dialogues share all of it up to the profile, so an engine
+/// computes that part once.
+pub fn transcript_prefix(
+    scenario: &Scenario,
+    dialogues: &[&PoolDialogue],
+    profile: &str,
+) -> String {
+    let spec = &scenario.transcript;
+    let tag_values = spec
+        .tag
+        .as_ref()
+        .and_then(|t| scenario.turn_var(t))
+        .map(|v| v.values.as_slice());
+    let mut out = String::new();
+    if !spec.header.trim().is_empty() {
+        out.push_str(spec.header.trim());
+        out.push_str("\n\n");
+    }
+    for d in dialogues {
+        for t in &d.turns {
+            let label = match t.speaker {
+                Speaker::Seeker => seeker_line_label(
+                    spec,
+                    tag_values.and_then(|values| primary_intent(&t.labels, values)),
+                ),
+                Speaker::Recommender => format!("{}:", spec.system_label.trim()),
+            };
+            out.push_str(&label);
+            out.push(' ');
+            out.push_str(&one_line(&t.text));
+            out.push('\n');
+        }
+        out.push('\n');
+    }
+    if !profile.is_empty() {
+        out.push_str(profile);
+        out.push('\n');
+    }
+    out
+}
+
+/// The simulator's next turn as a transcript: `prefix` (from
+/// [`transcript_prefix`]), the conversation so far as labelled lines, and
+/// the open seeker line, tagged with the turn's value of the tag variable.
+pub fn user_transcript(
+    scenario: &Scenario,
+    prefix: &str,
+    history: &[HistoryTurn<'_>],
+    turn: &TurnLatents,
+) -> String {
+    let spec = &scenario.transcript;
+    let tag = spec.tag.as_ref().and_then(|t| turn.values.get(t));
+    let mut out = prefix.to_string();
+    for t in history {
+        let label = match t.side {
+            Side::User => seeker_line_label(spec, t.tag),
+            Side::Assistant => format!("{}:", spec.system_label.trim()),
+        };
+        out.push_str(&label);
+        out.push(' ');
+        out.push_str(&one_line(t.text));
+        out.push('\n');
+    }
+    // No space after the colon: the model's first token carries it, as in
+    // every line above.
+    out.push_str(&seeker_line_label(spec, tag.map(String::as_str)));
+    out
+}
+
 /// Messages for the simulator's next turn, and the instruction added for
 /// it (the caller keeps it with the turn so later prompts repeat it).
+/// `exemplars`: real seeker turns of the turn's intent, for the `user_turn`
+/// template.
 pub fn user_messages(
     scenario: &Scenario,
     system_prompt: &str,
     latents: &SessionLatents,
     history: &[HistoryTurn<'_>],
-    turn: &TurnLatents,
+    (turn, exemplars): (&TurnLatents, &[&str]),
     turn_index: u32,
 ) -> Result<(Vec<ChatMessage>, String), ScenarioError> {
     let last_assistant = history
@@ -87,6 +197,7 @@ pub fn user_messages(
             "turn_text": turn.text,
             "turn_index": turn_index,
             "assistant_message": last_assistant,
+            "exemplars": exemplars,
         }),
     )?;
     let mut msgs = vec![ChatMessage::new(ChatRole::System, system_prompt)];

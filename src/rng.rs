@@ -44,6 +44,11 @@ pub enum Stream {
     /// Token sampling of user turn `n`'s `k`-th resample (`k` ≥ 1), after
     /// the role guard rejected the draw before it.
     UserResample(u32, u8),
+    /// The exemplars shown at user turn `n`.
+    Exemplars(u32),
+    /// The real dialogues of the transcript prefix: a run-level draw (seed
+    /// it with the run seed), so sessions share the prefix.
+    TranscriptPrefix,
 }
 
 impl Stream {
@@ -55,6 +60,8 @@ impl Stream {
             Stream::SystemSampling(n) => (4 << 32) | u64::from(n),
             Stream::TurnLength(n) => (5 << 32) | u64::from(n),
             Stream::UserResample(n, k) => (6 << 40) | (u64::from(k) << 32) | u64::from(n),
+            Stream::Exemplars(n) => (7 << 32) | u64::from(n),
+            Stream::TranscriptPrefix => 8,
         }
     }
 }

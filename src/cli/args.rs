@@ -127,6 +127,10 @@ pub struct SimulateArgs {
     /// first N dialogues.
     #[arg(long, value_name = "PATH")]
     pub replay: Option<PathBuf>,
+    /// Real corpus (IARD .json, INSPIRED dialogs.tsv) replacing the
+    /// scenario's [pool] corpora; repeat for several.
+    #[arg(long, value_name = "PATH")]
+    pub pool: Vec<PathBuf>,
     /// Sampling temperature (both sides).
     #[arg(long)]
     pub temperature: Option<f32>,

@@ -121,6 +121,7 @@ fn simulate(a: SimulateArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         shard: a.shard,
         resume: a.resume,
         replay: a.replay,
+        pool: a.pool,
         ..a.model.config(&a.engine, quiet)
     };
     let interrupt = Arc::new(AtomicBool::new(false));

@@ -12,6 +12,7 @@
 
 pub mod iard;
 pub mod inspired;
+pub mod pool;
 
 pub use iard::load_iard;
 pub use inspired::{

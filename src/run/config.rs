@@ -168,6 +168,9 @@ pub struct SimulateConfig {
     /// real history and recorded beside the real turn. `sessions` caps the
     /// dialogues replayed; `max_user_turns` does not apply.
     pub replay: Option<PathBuf>,
+    /// Corpus files replacing the scenario's `[pool] corpora` (empty: the
+    /// scenario's).
+    pub pool: Vec<PathBuf>,
 }
 
 impl Default for SimulateConfig {
@@ -195,6 +198,7 @@ impl Default for SimulateConfig {
             shard: None,
             resume: false,
             replay: None,
+            pool: Vec::new(),
         }
     }
 }

@@ -308,6 +308,89 @@ impl Scenario {
                     &format!("a number from 0 to 8 (got {})", g.max_resamples),
                 ));
             }
+            if g.copy && file.pool.is_none() {
+                return Err(invalid(
+                    "guard.copy".into(),
+                    "a [pool] of real dialogues to compare with (or copy = false)",
+                ));
+            }
+        }
+        let pool = match &file.pool {
+            Some(p) => {
+                if p.corpora.is_empty() {
+                    return Err(invalid(
+                        "pool.corpora".into(),
+                        "at least one corpus path (IARD .json or INSPIRED dialogs.tsv)",
+                    ));
+                }
+                if p.exemplars > 16 {
+                    return Err(invalid(
+                        "pool.exemplars".into(),
+                        &format!("a number from 0 to 16 (got {})", p.exemplars),
+                    ));
+                }
+                for (i, c) in p.corpora.iter().enumerate() {
+                    crate::corpus::CorpusKind::of_path(Path::new(c)).map_err(|_| {
+                        invalid(
+                            format!("pool.corpora[{i}]"),
+                            &format!("an IARD .json or INSPIRED .tsv file (got \"{c}\")"),
+                        )
+                    })?;
+                }
+                Some(PoolSpec {
+                    corpora: p.corpora.iter().map(|c| dir.join(c)).collect(),
+                    exemplars: p.exemplars,
+                })
+            }
+            None => None,
+        };
+        let transcript = file.transcript.clone().unwrap_or_default();
+        if file.user_prompt == UserPrompt::Transcript && pool.is_none() {
+            return Err(invalid(
+                "user_prompt".into(),
+                "\"chat\", or a [pool] of real dialogues for \"transcript\" to show",
+            ));
+        }
+        if file.transcript.is_some() {
+            let t = &transcript;
+            if !(1..=16).contains(&t.dialogues) {
+                return Err(invalid(
+                    "transcript.dialogues".into(),
+                    &format!("a number from 1 to 16 (got {})", t.dialogues),
+                ));
+            }
+            if t.max_dialogue_words < 10 {
+                return Err(invalid(
+                    "transcript.max_dialogue_words".into(),
+                    &format!("at least 10 words (got {})", t.max_dialogue_words),
+                ));
+            }
+            for (field, label) in [
+                ("transcript.seeker_label", &t.seeker_label),
+                ("transcript.system_label", &t.system_label),
+            ] {
+                if label.trim().is_empty() || label.contains('\n') || label.contains(':') {
+                    return Err(invalid(
+                        field.into(),
+                        "a non-empty one-line label without a colon",
+                    ));
+                }
+            }
+            if t.seeker_label.trim() == t.system_label.trim() {
+                return Err(invalid(
+                    "transcript.system_label".into(),
+                    "a label other than the seeker's",
+                ));
+            }
+            if let Some(tag) = &t.tag {
+                if !turn.iter().any(|v| &v.name == tag) {
+                    let names: Vec<&str> = turn.iter().map(|v| v.name.as_str()).collect();
+                    return Err(invalid(
+                        "transcript.tag".into(),
+                        &format!("a declared turn variable: {}", names.join(", ")),
+                    ));
+                }
+            }
         }
 
         // Templates: strict undefined, and every variable a template names
@@ -327,6 +410,7 @@ impl Scenario {
                 template::ASSISTANT_TURN,
                 file.templates.assistant_turn.as_ref(),
             ),
+            (template::USER_PROFILE, file.templates.user_profile.as_ref()),
         ];
         for (tname, rel) in files {
             let source = match rel {
@@ -434,6 +518,9 @@ impl Scenario {
             replay_inspired: file.replay.inspired,
             length,
             guard: file.guard,
+            user_prompt: file.user_prompt,
+            transcript,
+            pool,
             templates: env,
         })
     }
@@ -497,7 +584,7 @@ fn validate_markov(
 /// Roots each template may use, besides loop variables it declares itself.
 fn allowed_roots(tname: &str) -> &'static [&'static str] {
     match tname {
-        template::USER_SYSTEM => &["scenario", "session", "text"],
+        template::USER_SYSTEM | template::USER_PROFILE => &["scenario", "session", "text"],
         template::USER_TURN => &[
             "scenario",
             "session",
@@ -506,6 +593,7 @@ fn allowed_roots(tname: &str) -> &'static [&'static str] {
             "turn_text",
             "turn_index",
             "assistant_message",
+            "exemplars",
         ],
         template::ASSISTANT_SYSTEM => &["scenario"],
         _ => &["scenario", "user_message", "candidates", "turn_index"],

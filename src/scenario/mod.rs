@@ -107,6 +107,114 @@ struct ScenarioFile {
     /// The role guard: resample seeker turns that do not read as a seeker
     /// (absent: off).
     guard: Option<GuardSpec>,
+    /// How the seeker simulator is prompted.
+    #[serde(default)]
+    user_prompt: UserPrompt,
+    /// Transcript prompting's layout (`user_prompt = "transcript"`; absent:
+    /// the defaults).
+    transcript: Option<TranscriptSpec>,
+    /// Real dialogues for the transcript prefix, the exemplars and the copy
+    /// guard (absent: none).
+    pool: Option<PoolFileSpec>,
+}
+
+/// How the seeker simulator is prompted.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum UserPrompt {
+    /// A persona system message and a per-turn instruction, through the
+    /// model's chat template.
+    #[default]
+    Chat,
+    /// No chat template: real dialogues from the pool as a plain-text
+    /// transcript, then the session's profile line and its own conversation,
+    /// continued on the seeker's line (works with base models).
+    Transcript,
+}
+
+/// `[transcript]`: the plain-text prompt of `user_prompt = "transcript"`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TranscriptSpec {
+    /// First line of the prompt, above the real dialogues (empty: none).
+    #[serde(default)]
+    pub header: String,
+    /// Label opening the seeker's lines.
+    #[serde(default = "default_seeker_label")]
+    pub seeker_label: String,
+    /// Label opening the system's lines.
+    #[serde(default = "default_system_label")]
+    pub system_label: String,
+    /// Real dialogues from the pool shown before the session's own (1 to 16).
+    #[serde(default = "default_transcript_dialogues")]
+    pub dialogues: usize,
+    /// Only pool dialogues of at most this many words are shown, so the
+    /// prefix leaves the context to the conversation.
+    #[serde(default = "default_max_dialogue_words")]
+    pub max_dialogue_words: usize,
+    /// A turn variable whose value follows the seeker's label in every
+    /// seeker line (`Seeker (REJ):`): the real dialogues show their labels,
+    /// so the model learns in context what each value reads like, and the
+    /// session's turns show the drawn value. Absent: no tag.
+    pub tag: Option<String>,
+}
+
+impl Default for TranscriptSpec {
+    fn default() -> Self {
+        TranscriptSpec {
+            header: String::new(),
+            seeker_label: default_seeker_label(),
+            system_label: default_system_label(),
+            dialogues: default_transcript_dialogues(),
+            max_dialogue_words: default_max_dialogue_words(),
+            tag: None,
+        }
+    }
+}
+
+fn default_seeker_label() -> String {
+    "Seeker".into()
+}
+
+fn default_system_label() -> String {
+    "Recommender".into()
+}
+
+/// Default real dialogues before the session's own.
+pub const DEFAULT_TRANSCRIPT_DIALOGUES: usize = 4;
+
+fn default_transcript_dialogues() -> usize {
+    DEFAULT_TRANSCRIPT_DIALOGUES
+}
+
+/// Default longest pool dialogue shown in a transcript prefix, in words.
+pub const DEFAULT_MAX_DIALOGUE_WORDS: usize = 250;
+
+fn default_max_dialogue_words() -> usize {
+    DEFAULT_MAX_DIALOGUE_WORDS
+}
+
+/// `[pool]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PoolFileSpec {
+    /// Real corpora (IARD `.json`, INSPIRED `dialogs.tsv`), relative to the
+    /// scenario directory; `simulate --pool` replaces them.
+    corpora: Vec<String>,
+    /// Real seeker turns of the turn's intent given to the `user_turn`
+    /// template as `exemplars` (chat prompting; 0: none).
+    #[serde(default)]
+    exemplars: usize,
+}
+
+/// The pool of real dialogues a scenario declares (loaded by the run, so
+/// `--pool` can replace the paths).
+#[derive(Clone, Debug)]
+pub struct PoolSpec {
+    /// Corpus files, resolved against the scenario directory.
+    pub corpora: Vec<PathBuf>,
+    /// Exemplars per chat-mode turn instruction.
+    pub exemplars: usize,
 }
 
 /// `[guard]`: see [`crate::session::guard`] for what is rejected.
@@ -117,6 +225,11 @@ pub struct GuardSpec {
     /// is kept whatever it is.
     #[serde(default = "default_max_resamples")]
     pub max_resamples: u8,
+    /// The copy guard: also reject a turn sharing a word 8-gram with a
+    /// seeker turn of the `[pool]` or with the real turn being replayed
+    /// (needs `[pool]`).
+    #[serde(default)]
+    pub copy: bool,
 }
 
 /// Default most resamples of one turn.
@@ -239,6 +352,9 @@ struct TemplateFiles {
     assistant_system: String,
     /// Per-turn note for the assistant (e.g. retrieved candidates).
     assistant_turn: Option<String>,
+    /// The session's profile line in transcript prompting, above its own
+    /// conversation (absent: none).
+    user_profile: Option<String>,
 }
 
 /// How conversations run and end.
@@ -568,6 +684,12 @@ pub struct Scenario {
     pub length: Option<LengthModel>,
     /// The role guard, when declared.
     pub guard: Option<GuardSpec>,
+    /// How the seeker simulator is prompted.
+    pub user_prompt: UserPrompt,
+    /// Transcript layout (defaults when not declared).
+    pub transcript: TranscriptSpec,
+    /// Real dialogues the run loads, when declared.
+    pub pool: Option<PoolSpec>,
     templates: Environment<'static>,
 }
 
@@ -581,6 +703,8 @@ pub mod template {
     pub const ASSISTANT_SYSTEM: &str = "assistant_system";
     /// Assistant per-turn note.
     pub const ASSISTANT_TURN: &str = "assistant_turn";
+    /// The session's profile line (transcript prompting).
+    pub const USER_PROFILE: &str = "user_profile";
 }
 
 /// Resolve a scenario given by name (a directory under `prompts/`) or path.

@@ -16,13 +16,17 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::backend::sampler::SamplingParams;
-use crate::backend::{FinishReason, Generation, GenerationRequest};
+use crate::backend::{FinishReason, Generation, GenerationRequest, Prompt};
 use crate::chat::Side;
+use crate::corpus::pool::{Excluded, Pool, COPY_NGRAM};
 use crate::latent::{SessionLatents, TurnDecision, TurnLatents, TurnPlanner};
-use crate::prompt::{user_messages, user_system_prompt, HistoryTurn};
+use crate::prompt::{
+    transcript_prefix, user_messages, user_profile, user_system_prompt, user_transcript,
+    HistoryTurn,
+};
 use crate::rng::{stream_rng, stream_seed, Stream};
 use crate::scenario::catalog::Catalog;
-use crate::scenario::{Scenario, LENGTH_VAR};
+use crate::scenario::{Scenario, UserPrompt, LENGTH_VAR};
 use crate::session::guard;
 use crate::session::record::{ConversationRecord, EndReason, RunIdentity, TurnRecord};
 use crate::session::replay::ReplayScript;
@@ -84,6 +88,11 @@ pub struct Conversation<'a> {
     /// What the guard rejected, by reason, and how many turns it kept
     /// after its last resample.
     guard: GuardCounts,
+    /// Real dialogues for exemplars and the copy guard.
+    pool: Option<&'a Pool>,
+    /// Transcript prompting: the session's prefix (real dialogues and its
+    /// profile line).
+    transcript: Option<String>,
 }
 
 /// What the role guard did in one conversation.
@@ -129,7 +138,38 @@ impl<'a> Conversation<'a> {
             user_request: None,
             resamples: 0,
             guard: GuardCounts::default(),
+            pool: None,
+            transcript: None,
         })
+    }
+
+    /// The dialogue this conversation replays, which the pool must not show.
+    fn excluded(&self) -> Excluded<'a> {
+        self.replay
+            .map(|s| (s.source.corpus, s.source.dialogue_id.as_str()))
+    }
+
+    /// Use the scenario's `pool` (after [`Conversation::with_replay`]): its
+    /// exemplars and copy guard and, in transcript prompting, the first
+    /// `dialogues` of `prefix_candidates` that are not the replayed one.
+    pub fn with_pool(
+        mut self,
+        pool: &'a Pool,
+        prefix_candidates: &[usize],
+    ) -> Result<Self, SystemError> {
+        self.pool = Some(pool);
+        if self.scenario.user_prompt == UserPrompt::Transcript {
+            let excluded = self.excluded();
+            let shown: Vec<_> = prefix_candidates
+                .iter()
+                .map(|&i| pool.dialogue(i))
+                .filter(|d| excluded.is_none_or(|(kind, id)| d.corpus != kind || d.id != id))
+                .take(self.scenario.transcript.dialogues)
+                .collect();
+            let profile = user_profile(self.scenario, &self.latents)?;
+            self.transcript = Some(transcript_prefix(self.scenario, &shown, &profile));
+        }
+        Ok(self)
     }
 
     /// Replay `script`: its opening (the recommender's words before the
@@ -146,6 +186,7 @@ impl<'a> Conversation<'a> {
     }
 
     fn history(&self) -> Vec<HistoryTurn<'_>> {
+        let tag = self.scenario.transcript.tag.as_ref();
         self.turns
             .iter()
             .map(|t| HistoryTurn {
@@ -153,6 +194,7 @@ impl<'a> Conversation<'a> {
                 // Teacher forcing: a replayed turn shows what was really said.
                 text: t.real.as_ref().map_or(t.text.as_str(), |r| r.text.as_str()),
                 note: t.note.as_deref(),
+                tag: tag.and_then(|v| t.latents.get(v)).map(String::as_str),
             })
             .collect()
     }
@@ -192,21 +234,35 @@ impl<'a> Conversation<'a> {
                         sampling.max_tokens = length.budget(words, sampling.max_tokens);
                     }
                 }
-                let (messages, note) = user_messages(
-                    self.scenario,
-                    &self.user_system,
-                    &self.latents,
-                    &self.history(),
-                    &turn,
-                    self.user_turns,
-                )?;
+                let (prompt, note) = match &self.transcript {
+                    Some(prefix) => {
+                        // A turn is one line of the transcript.
+                        if !sampling.stop.iter().any(|s| s == "\n") {
+                            sampling.stop.push("\n".into());
+                        }
+                        let text = user_transcript(self.scenario, prefix, &self.history(), &turn);
+                        (Prompt::Text(text), String::new())
+                    }
+                    None => {
+                        let exemplars = self.exemplars(&turn);
+                        let (messages, note) = user_messages(
+                            self.scenario,
+                            &self.user_system,
+                            &self.latents,
+                            &self.history(),
+                            (&turn, &exemplars),
+                            self.user_turns,
+                        )?;
+                        (Prompt::Chat(messages), note)
+                    }
+                };
                 self.current = Some(turn);
                 self.pending_note = Some(note.clone()).filter(|n| !n.is_empty());
                 self.resamples = 0;
                 let request = GenerationRequest {
                     conversation: self.index,
                     side: Side::User,
-                    messages,
+                    prompt,
                     sampling,
                     seed: stream_seed(self.session_seed, Stream::UserSampling(self.user_turns)),
                     note,
@@ -306,6 +362,21 @@ impl<'a> Conversation<'a> {
         }
     }
 
+    /// Real seeker turns of the turn's intent for its instruction, drawn
+    /// from the turn's own stream (none without a pool or `exemplars`).
+    fn exemplars(&self, turn: &TurnLatents) -> Vec<&'a str> {
+        let (Some(pool), Some(spec), Some(intent)) =
+            (self.pool, self.scenario.pool.as_ref(), turn.intent())
+        else {
+            return Vec::new();
+        };
+        if spec.exemplars == 0 {
+            return Vec::new();
+        }
+        let mut rng = stream_rng(self.session_seed, Stream::Exemplars(self.user_turns));
+        pool.draw_exemplars(intent, spec.exemplars, self.excluded(), &mut rng)
+    }
+
     /// The role guard on a generated user turn: a request for a new draw
     /// (from the turn's next resample stream) when the text is rejected and
     /// resamples remain; `None` keeps the text.
@@ -323,7 +394,8 @@ impl<'a> Conversation<'a> {
             .rev()
             .find(|t| t.role == Side::User)
             .map(|t| t.text.as_str());
-        let rejection = guard::check(text, system_before, own_before)?;
+        let rejection = guard::check(text, system_before, own_before)
+            .or_else(|| self.copies(text).then_some(guard::Rejection::Copy))?;
         *self.guard.rejected.entry(rejection.name()).or_default() += 1;
         if self.resamples >= max {
             self.guard.kept_rejected += 1;
@@ -336,6 +408,19 @@ impl<'a> Conversation<'a> {
             Stream::UserResample(self.user_turns, self.resamples),
         );
         Some(request)
+    }
+
+    /// The copy guard: whether `text` shares a word 8-gram with a seeker
+    /// turn of the pool or with the real turn it stands for.
+    fn copies(&self, text: &str) -> bool {
+        if !self.scenario.guard.as_ref().is_some_and(|g| g.copy) {
+            return false;
+        }
+        let real = self
+            .replay
+            .and_then(|s| s.seeker_turns.get(self.user_turns as usize));
+        self.pool.is_some_and(|p| p.copies(text))
+            || real.is_some_and(|r| guard::shares_ngram(text, &r.text, COPY_NGRAM))
     }
 
     /// What the role guard did so far.

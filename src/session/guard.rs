@@ -15,7 +15,11 @@
 //! - **recommender**: opens the way the recommender speaks: offering
 //!   recommendations (`I recommend`, `I'd suggest`, `You might enjoy`,
 //!   `Here are some ...`) or speaking as an assistant (`As an AI`,
-//!   `How can I help`).
+//!   `How can I help`);
+//! - **copy** (`copy = true`): shares a word 8-gram with a real seeker turn
+//!   of the scenario's `[pool]` or with the real turn being replayed: the
+//!   simulator pasting the real text it was shown
+//!   ([`crate::corpus::pool::Pool::copies`]).
 //!
 //! Invariant: the guard only reads texts; what happens on a rejection (a
 //! new draw from the session's stream, at most `max_resamples`) is the
@@ -36,6 +40,9 @@ pub enum Rejection {
     Note,
     /// Speaks as the recommender or an assistant.
     Recommender,
+    /// A word 8-gram of a real seeker turn of the pool, or of the real turn
+    /// being replayed (the copy guard, `[guard] copy = true`).
+    Copy,
 }
 
 impl Rejection {
@@ -47,6 +54,7 @@ impl Rejection {
             Rejection::Repeat => "repeat",
             Rejection::Note => "note",
             Rejection::Recommender => "recommender",
+            Rejection::Copy => "copy",
         }
     }
 }

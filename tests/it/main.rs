@@ -15,4 +15,5 @@ mod replay;
 mod scripted;
 mod shard_resume;
 mod simulate;
+mod transcript;
 mod util;

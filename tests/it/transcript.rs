@@ -1,0 +1,367 @@
+//! Transcript prompting, the pool and the copy guard: what the simulator is
+//! shown (scripted backend, so every prompt can be read) and what real
+//! models write from it.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use usersim::backend::scripted::{Script, ScriptedBackend};
+use usersim::backend::{GenerationRequest, Prompt};
+use usersim::chat::Side;
+use usersim::corpus::load_dialogues;
+use usersim::corpus::pool::Pool;
+use usersim::output::read_records;
+use usersim::run::{prepare, prepared_sessions, simulate_with_backend, NoProgress, SimulateConfig};
+
+use crate::util::*;
+
+fn iard() -> PathBuf {
+    shared_data().join("iard/iard.json")
+}
+
+/// `prompts/movies` switched to transcript prompting on the IARD pool,
+/// seeker lines tagged with their intent, the copy guard on.
+pub fn transcript_scenario(dir: &Path) -> PathBuf {
+    scenario_copy(dir, |name, t| {
+        if name != "scenario.toml" {
+            return t;
+        }
+        let mut t = strip_sections(&t, &["[pool]", "[transcript]"])
+            .replace("\nuser_prompt = \"chat\"", "")
+            .replace("\nuser_prompt = \"transcript\"", "");
+        t = t.replacen(
+            "catalog = \"catalog.csv\"\n",
+            "catalog = \"catalog.csv\"\nuser_prompt = \"transcript\"\n",
+            1,
+        );
+        if !t.contains("copy = true") {
+            t = t.replacen("max_resamples = 2\n", "max_resamples = 2\ncopy = true\n", 1);
+        }
+        format!(
+            "{t}\n[pool]\ncorpora = [{:?}]\n\n[transcript]\nheader = \"Chats between a Seeker and a Recommender.\"\ndialogues = 3\ntag = \"intent\"\n",
+            iard().display().to_string()
+        )
+    })
+}
+
+/// `toml` without the named sections (each up to the next blank-line
+/// separated `[` or `# ----` header).
+fn strip_sections(toml: &str, names: &[&str]) -> String {
+    let mut out = Vec::new();
+    let mut skipping = false;
+    for line in toml.lines() {
+        if line.starts_with('[') || line.starts_with("# ----") {
+            skipping = names.iter().any(|n| line.trim() == *n);
+        }
+        if !skipping {
+            out.push(line);
+        }
+    }
+    out.join("\n") + "\n"
+}
+
+fn replay_config(dir: &Path, scenario: PathBuf, sessions: u64) -> SimulateConfig {
+    SimulateConfig {
+        output: dir.join("out.jsonl"),
+        sessions,
+        parallel: 3,
+        seed: 5,
+        scenario_dir: scenario,
+        replay: Some(iard()),
+        ..SimulateConfig::default()
+    }
+}
+
+fn run_scripted(cfg: &SimulateConfig, script: Script) -> usersim::run::RunSummary {
+    let prep = prepare(cfg).unwrap_or_else(|e| panic!("{e}"));
+    let sessions = prepared_sessions(cfg, &prep).unwrap();
+    let mut backend = ScriptedBackend::new(cfg.parallel).with_script(script);
+    simulate_with_backend(
+        cfg,
+        &prep,
+        &mut backend,
+        &sessions,
+        &NoProgress,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn recording(
+    seen: Rc<RefCell<Vec<GenerationRequest>>>,
+    mut answer: impl FnMut(&GenerationRequest) -> String + 'static,
+) -> Script {
+    Box::new(move |req| {
+        seen.borrow_mut().push(req.clone());
+        answer(req)
+    })
+}
+
+#[test]
+fn transcript_prompts_show_real_dialogues_but_never_the_replayed_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = replay_config(dir.path(), transcript_scenario(dir.path()), 6);
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    run_scripted(&cfg, recording(seen.clone(), |_| "ok sounds good".into()));
+    let (_, real) = load_dialogues(&iard()).unwrap();
+    let recs = read_records(&cfg.output).unwrap();
+    assert_eq!(recs.len(), 6);
+    let seen = seen.borrow();
+    let user: Vec<&GenerationRequest> = seen.iter().filter(|r| r.side == Side::User).collect();
+    assert!(user.len() > 20, "{}", user.len());
+    let mut prefixes = std::collections::BTreeSet::new();
+    for r in &recs {
+        let id = &r.replay.as_ref().expect("a replay").dialogue_id;
+        let own: Vec<&GenerationRequest> = user
+            .iter()
+            .copied()
+            .filter(|q| q.conversation == r.session_index)
+            .collect();
+        let texts: Vec<&str> = own
+            .iter()
+            .map(|q| match &q.prompt {
+                Prompt::Text(t) => t.as_str(),
+                Prompt::Chat(_) => panic!("a chat prompt in transcript mode"),
+            })
+            .collect();
+        // Append-only: every prompt starts with the one before it.
+        for w in texts.windows(2) {
+            let stem = w[0].rsplit_once('\n').map_or(w[0], |(head, _)| head);
+            assert!(w[1].starts_with(stem), "prompt changed in the middle");
+        }
+        let first = texts[0];
+        assert!(first.starts_with("Chats between a Seeker and a Recommender.\n\n"));
+        // The prefix's real dialogues: three, each of real lines, none of
+        // them the dialogue being replayed.
+        let prefix = first.split("\n(Next conversation").next().unwrap();
+        prefixes.insert(prefix.to_string());
+        let replayed = real
+            .iter()
+            .find(|d| &d.id == id)
+            .expect("replayed dialogue");
+        for t in replayed
+            .turns()
+            .iter()
+            .filter(|t| t.text.split_whitespace().count() >= 6)
+        {
+            assert!(
+                !prefix.contains(&t.text),
+                "dialogue {id} is replayed and shown: {:?}",
+                t.text
+            );
+        }
+        let shown = real
+            .iter()
+            .filter(|d| {
+                d.turns()
+                    .iter()
+                    .all(|t| prefix.contains(&format!(" {}\n", t.text)))
+            })
+            .count();
+        assert_eq!(shown, 3, "dialogue {id}");
+        // Each prompt ends on the open seeker line, tagged with the intent
+        // the record holds for that turn.
+        let turns: Vec<_> = r.turns.iter().filter(|t| t.role == Side::User).collect();
+        assert_eq!(turns.len(), texts.len());
+        for (t, p) in turns.iter().zip(&texts) {
+            let want = format!("\nSeeker ({}):", t.latents["intent"]);
+            assert!(
+                p.ends_with(&want),
+                "{:?} should end with {want:?}",
+                &p[p.len() - 40..]
+            );
+        }
+        // A turn is a line: the request stops at a newline.
+        assert!(own
+            .iter()
+            .all(|q| q.sampling.stop.iter().any(|s| s == "\n")));
+        assert!(own.iter().all(|q| q.note.is_empty()));
+    }
+    // Sessions share the run's prefix unless they replay one of its
+    // dialogues.
+    assert!(prefixes.len() <= 2, "{}", prefixes.len());
+}
+
+#[test]
+fn the_copy_guard_draws_again_a_turn_that_pastes_real_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = replay_config(dir.path(), transcript_scenario(dir.path()), 4);
+    let pool = Pool::load(&[iard()]).unwrap();
+    let (_, real) = load_dialogues(&iard()).unwrap();
+    // A pool seeker turn of 9 words or more with no sentence end before
+    // its last word, so the length cut keeps it whole (the replayed
+    // dialogues are the first four in id order; take it from far after).
+    let pasted = real[150..]
+        .iter()
+        .flat_map(|d| d.turns())
+        .find(|t| {
+            let w: Vec<&str> = t.text.split_whitespace().collect();
+            w.len() >= 9
+                && w[..w.len() - 1]
+                    .iter()
+                    .all(|x| !x.ends_with(['.', '!', '?']))
+                && t.speaker == usersim::corpus::Speaker::Seeker
+        })
+        .expect("a long seeker turn")
+        .text;
+    assert!(pool.copies(&pasted));
+    let seeds = Rc::new(RefCell::new(
+        std::collections::HashMap::<(u64, String), u32>::new(),
+    ));
+    let paste = pasted.clone();
+    let summary = run_scripted(
+        &cfg,
+        Box::new(move |req| {
+            if req.side == Side::Assistant {
+                return "unused".into();
+            }
+            let key = (req.conversation, format!("{:?}", prompt_end(&req.prompt)));
+            let mut seen = seeds.borrow_mut();
+            let n = seen.entry(key).or_default();
+            *n += 1;
+            // The first draw of every turn pastes a real turn; a resample
+            // writes its own words.
+            if *n == 1 {
+                format!("well {paste}")
+            } else {
+                format!("my own words number {n}")
+            }
+        }),
+    );
+    let recs = read_records(&cfg.output).unwrap();
+    let user_turns: usize = recs
+        .iter()
+        .map(|r| r.turns.iter().filter(|t| t.role == Side::User).count())
+        .sum();
+    assert!(user_turns > 5);
+    assert_eq!(
+        summary.guard_rejections.get("copy"),
+        Some(&(user_turns as u64))
+    );
+    for r in &recs {
+        for t in r.turns.iter().filter(|t| t.role == Side::User) {
+            assert!(
+                !pool.copies(&t.text),
+                "a pasted turn was kept: {:?}",
+                t.text
+            );
+            assert!(t.text.starts_with("my own words"), "{:?}", t.text);
+        }
+    }
+    // Off: the same run without `copy = true` keeps the pasted turns.
+    let off = transcript_scenario(&dir.path().join("off"));
+    let toml = std::fs::read_to_string(off.join("scenario.toml")).unwrap();
+    assert!(toml.contains("copy = true\n"));
+    std::fs::write(off.join("scenario.toml"), toml.replace("copy = true\n", "")).unwrap();
+    let cfg_off = SimulateConfig {
+        output: dir.path().join("off.jsonl"),
+        ..replay_config(dir.path(), off, 4)
+    };
+    let paste = pasted.clone();
+    let summary = run_scripted(&cfg_off, Box::new(move |_| format!("well {paste}")));
+    assert_eq!(summary.guard_rejections.get("copy"), None);
+    let kept = read_records(&cfg_off.output).unwrap();
+    assert!(kept
+        .iter()
+        .flat_map(|r| r.turns.iter())
+        .filter(|t| t.role == Side::User)
+        .all(|t| pool.copies(&t.text)));
+}
+
+/// The last line of a prompt (which turn it asks for).
+fn prompt_end(p: &Prompt) -> String {
+    match p {
+        Prompt::Text(t) => t.len().to_string(),
+        Prompt::Chat(m) => m.len().to_string(),
+    }
+}
+
+#[test]
+fn chat_prompts_show_exemplars_of_the_turns_intent() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = scenario_copy(dir.path(), |name, t| match name {
+        "scenario.toml" => format!(
+            "{}\n[pool]\ncorpora = [{:?}]\nexemplars = 2\n",
+            strip_sections(&t, &["[pool]", "[transcript]"])
+                .replace("user_prompt = \"transcript\"\n", ""),
+            iard().display().to_string()
+        ),
+        "user_turn.j2" => format!(
+            "{}\n{{% for e in exemplars %}}\nEXEMPLAR: {{{{ e }}}}\n{{% endfor %}}",
+            t.trim_end()
+        ),
+        _ => t,
+    });
+    let cfg = replay_config(dir.path(), scenario, 3);
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    run_scripted(&cfg, recording(seen.clone(), |_| "sure".into()));
+    let pool_real = load_dialogues(&iard()).unwrap().1;
+    let recs = read_records(&cfg.output).unwrap();
+    let mut shown = 0;
+    for q in seen.borrow().iter().filter(|q| q.side == Side::User) {
+        let r = recs
+            .iter()
+            .find(|r| r.session_index == q.conversation)
+            .unwrap();
+        let id = &r.replay.as_ref().unwrap().dialogue_id;
+        let lines: Vec<&str> = q
+            .note
+            .lines()
+            .filter_map(|l| l.strip_prefix("EXEMPLAR: "))
+            .collect();
+        assert!(lines.len() <= 2);
+        for e in lines {
+            shown += 1;
+            // A real seeker turn, never one of the replayed dialogue.
+            let from: Vec<&str> = pool_real
+                .iter()
+                .filter(|d| d.turns().iter().any(|t| t.text == e))
+                .map(|d| d.id.as_str())
+                .collect();
+            assert!(!from.is_empty(), "not a real turn: {e:?}");
+            assert!(
+                from.iter().any(|d| d != id),
+                "{e:?} only in the replayed {id}"
+            );
+        }
+    }
+    assert!(shown > 10, "{shown}");
+}
+
+#[test]
+fn transcript_mode_on_the_default_model_writes_one_line_seeker_turns() {
+    let _heavy = heavy();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = small_config(dir.path(), "t.jsonl");
+    cfg.scenario_dir = transcript_scenario(dir.path());
+    cfg.replay = Some(iard());
+    cfg.sessions = 3;
+    cfg.parallel = 3;
+    cfg.llama.context_per_sequence = 2048;
+    let summary = run(&cfg);
+    let recs = read_records(&cfg.output).unwrap();
+    assert_eq!(recs.len(), 3);
+    assert!(
+        summary.shared_prefix_tokens[0] > 100,
+        "{:?}",
+        summary.shared_prefix_tokens
+    );
+    let mut words = 0;
+    let mut turns = 0;
+    for r in &recs {
+        for t in r.turns.iter().filter(|t| t.role == Side::User) {
+            turns += 1;
+            words += t.text.split_whitespace().count();
+            assert!(!t.text.contains('\n'), "{:?}", t.text);
+            assert!(!t.text.contains("Recommender:"), "{:?}", t.text);
+        }
+    }
+    assert!(turns >= 6);
+    assert!(
+        words > turns,
+        "mostly empty turns: {words} words in {turns}"
+    );
+}
