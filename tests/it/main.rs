@@ -10,6 +10,7 @@ mod eval;
 mod fit;
 mod guard;
 mod llama_server;
+mod models_gemma;
 mod openai;
 mod replay;
 mod scripted;
