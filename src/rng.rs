@@ -49,6 +49,10 @@ pub enum Stream {
     /// The real dialogues of the transcript prefix: a run-level draw (seed
     /// it with the run seed), so sessions share the prefix.
     TranscriptPrefix,
+    /// The real seeker whose typing rates the session takes (`[style]`).
+    Style,
+    /// Which style rules user turn `n` shows.
+    TurnStyle(u32),
 }
 
 impl Stream {
@@ -62,6 +66,8 @@ impl Stream {
             Stream::UserResample(n, k) => (6 << 40) | (u64::from(k) << 32) | u64::from(n),
             Stream::Exemplars(n) => (7 << 32) | u64::from(n),
             Stream::TranscriptPrefix => 8,
+            Stream::Style => 9,
+            Stream::TurnStyle(n) => (10 << 32) | u64::from(n),
         }
     }
 }

@@ -30,8 +30,9 @@ pub struct Cli {
 pub enum Command {
     /// Simulate conversations and write them, labelled, as JSONL.
     Simulate(Box<SimulateArgs>),
-    /// Fit a scenario's intent markov chain and per-intent turn lengths on
-    /// real IARD dialogues (alias: fit-intents).
+    /// Fit a scenario's intent markov chain, per-intent turn lengths and
+    /// real seekers' typing rates on real IARD dialogues (alias:
+    /// fit-intents).
     #[command(alias = "fit-intents")]
     Fit(FitArgs),
     /// Measure throughput: the real loop against llama.cpp's own ceiling.

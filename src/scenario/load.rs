@@ -344,6 +344,10 @@ impl Scenario {
             }
             None => None,
         };
+        let style = match &file.style {
+            Some(spec) => load_style(dir, &path, spec, &session, &mut hasher)?,
+            None => Vec::new(),
+        };
         let transcript = file.transcript.clone().unwrap_or_default();
         if file.user_prompt == UserPrompt::Transcript && pool.is_none() {
             return Err(invalid(
@@ -521,6 +525,7 @@ impl Scenario {
             user_prompt: file.user_prompt,
             transcript,
             pool,
+            style,
             templates: env,
         })
     }
@@ -661,6 +666,55 @@ fn check_template(
 // ---------------------------------------------------------------------------
 // Pins (`--set`)
 // ---------------------------------------------------------------------------
+
+/// `[style]`: the fitted file's `seeker_style` rates, each checked.
+fn load_style(
+    dir: &Path,
+    scenario_path: &Path,
+    spec: &StyleSpec,
+    session: &[SessionVar],
+    hasher: &mut Sha256,
+) -> Result<Vec<crate::session::style::StyleRates>> {
+    if session.iter().any(|v| v.name() == STYLE_VAR) {
+        return Err(ScenarioError::Invalid {
+            path: scenario_path.to_path_buf(),
+            field: format!("session \"{STYLE_VAR}\""),
+            expected: format!("a name other than `{STYLE_VAR}` (reserved for the [style] latent)"),
+        });
+    }
+    let fpath = dir.join(&spec.fitted_file);
+    let text = read(&fpath)?;
+    hasher.update(spec.fitted_file.as_bytes());
+    hasher.update(b"\0");
+    hasher.update(text.as_bytes());
+    let fitted: FittedTables = parse_toml(&fpath, &text)?;
+    if fitted.seeker_style.is_empty() {
+        return Err(ScenarioError::Invalid {
+            path: fpath,
+            field: "seeker_style".into(),
+            expected:
+                "a list of [lower_first, bare_end, ellipsis] rates (written by `usersim fit`)"
+                    .into(),
+        });
+    }
+    let mut out = Vec::with_capacity(fitted.seeker_style.len());
+    for (i, r) in fitted.seeker_style.iter().enumerate() {
+        let rates = crate::session::style::StyleRates {
+            lower_first: r[0],
+            bare_end: r[1],
+            ellipsis: r[2],
+        };
+        if !rates.is_valid() {
+            return Err(ScenarioError::Invalid {
+                path: fpath,
+                field: format!("seeker_style[{i}]"),
+                expected: format!("three rates from 0 to 1, not {r:?}"),
+            });
+        }
+        out.push(rates);
+    }
+    Ok(out)
+}
 
 /// `[length]`: the fitted file's `[lengths.<value>]` tables, each checked,
 /// as one distribution per value with enough turns and one pooled.

@@ -116,7 +116,22 @@ struct ScenarioFile {
     /// Real dialogues for the transcript prefix, the exemplars and the copy
     /// guard (absent: none).
     pool: Option<PoolFileSpec>,
+    /// Surface style: seeded rewrites in a real seeker's typing rates
+    /// (absent: off).
+    style: Option<StyleSpec>,
 }
+
+/// `[style]`: see [`crate::session::style`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StyleSpec {
+    /// File written by `usersim fit` holding `seeker_style` (one real
+    /// seeker's rates each), relative to the scenario directory.
+    fitted_file: String,
+}
+
+/// The session latent holding the drawn typing rates (`latents.style`).
+pub const STYLE_VAR: &str = "style";
 
 /// How the seeker simulator is prompted.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -290,6 +305,10 @@ pub struct FittedTables {
     /// word counts as strings, as TOML keys are).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub lengths: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Per real seeker, their typing rates `[lower_first, bare_end,
+    /// ellipsis]` ([`crate::session::style::StyleRates`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seeker_style: Vec<[f64; 3]>,
 }
 
 /// `[replay]`: per corpus, survey answers that set session variables.
@@ -690,6 +709,9 @@ pub struct Scenario {
     pub transcript: TranscriptSpec,
     /// Real dialogues the run loads, when declared.
     pub pool: Option<PoolSpec>,
+    /// Real seekers' typing rates a session draws from (`[style]`; empty:
+    /// off).
+    pub style: Vec<crate::session::style::StyleRates>,
     templates: Environment<'static>,
 }
 

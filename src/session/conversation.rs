@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 
+use rand::Rng;
 use serde_json::Value;
 
 use crate::backend::sampler::SamplingParams;
@@ -26,19 +27,26 @@ use crate::prompt::{
 };
 use crate::rng::{stream_rng, stream_seed, Stream};
 use crate::scenario::catalog::Catalog;
-use crate::scenario::{Scenario, UserPrompt, LENGTH_VAR};
+use crate::scenario::{Scenario, UserPrompt, LENGTH_VAR, STYLE_VAR};
 use crate::session::guard;
 use crate::session::record::{ConversationRecord, EndReason, RunIdentity, TurnRecord};
 use crate::session::replay::ReplayScript;
+use crate::session::style::{restyle, StyleRates};
 use crate::session::system::{System, SystemAction, SystemError, SystemTurn};
 
 /// `text` cut at the first sentence end (`.`, `!`, `?`, closing quotes or
 /// brackets after it allowed) that comes at or after its `words`-th word;
 /// the whole text when no sentence ends there. A turn aiming at a length
 /// stops where a person would, not in the middle of a sentence.
-pub fn cut_to_length(text: &str, words: u32) -> &str {
+///
+/// `truncated`: the generation ran out of tokens, so its last sentence is
+/// unfinished. Then, when no sentence ends at or past the target, the text
+/// is cut back to its last sentence end, if it has one: a complete short
+/// turn reads as a person's, a sentence broken off mid-word does not.
+pub fn cut_to_length(text: &str, words: u32, truncated: bool) -> &str {
     let mut count = 0u32;
     let mut offset = 0;
+    let mut last_end = None;
     for token in text.split_inclusive(char::is_whitespace) {
         offset += token.len();
         let word = token.trim_end();
@@ -47,11 +55,17 @@ pub fn cut_to_length(text: &str, words: u32) -> &str {
         }
         count += 1;
         let bare = word.trim_end_matches(['"', '\'', ')', ']', '”', '’']);
-        if count >= words && bare.ends_with(['.', '!', '?']) {
-            return text[..offset].trim_end();
+        if bare.ends_with(['.', '!', '?']) {
+            if count >= words {
+                return text[..offset].trim_end();
+            }
+            last_end = Some(offset);
         }
     }
-    text
+    match last_end {
+        Some(end) if truncated => text[..end].trim_end(),
+        _ => text,
+    }
 }
 
 /// What a conversation needs next.
@@ -93,6 +107,8 @@ pub struct Conversation<'a> {
     /// Transcript prompting: the session's prefix (real dialogues and its
     /// profile line).
     transcript: Option<String>,
+    /// The real seeker's typing rates the session draws (`[style]`).
+    style: Option<StyleRates>,
 }
 
 /// What the role guard did in one conversation.
@@ -115,6 +131,16 @@ impl<'a> Conversation<'a> {
         latents: SessionLatents,
         user_sampling: SamplingParams,
     ) -> Result<Self, SystemError> {
+        let mut latents = latents;
+        let style = (!scenario.style.is_empty()).then(|| {
+            let mut rng = stream_rng(session_seed, Stream::Style);
+            let rates = scenario.style[rng.random_range(0..scenario.style.len())];
+            latents.values.insert(
+                STYLE_VAR.to_string(),
+                serde_json::to_value(rates).unwrap_or_default(),
+            );
+            rates
+        });
         let user_system = user_system_prompt(scenario, &latents)?;
         let mut turns = Vec::new();
         if let Some(opening) = &scenario.conversation.opening {
@@ -140,6 +166,7 @@ impl<'a> Conversation<'a> {
             guard: GuardCounts::default(),
             pool: None,
             transcript: None,
+            style,
         })
     }
 
@@ -291,10 +318,16 @@ impl<'a> Conversation<'a> {
                     .get(LENGTH_VAR)
                     .and_then(|w| w.parse::<u32>().ok())
                     .filter(|_| self.scenario.length.as_ref().is_some_and(|l| l.enforce));
-                let text = match target {
-                    Some(words) => cut_to_length(&g.text, words).to_string(),
+                let mut text = match target {
+                    Some(words) => {
+                        cut_to_length(&g.text, words, g.finish == FinishReason::Length).to_string()
+                    }
                     None => g.text,
                 };
+                if let Some(rates) = &self.style {
+                    let mut rng = stream_rng(self.session_seed, Stream::TurnStyle(self.user_turns));
+                    text = restyle(&text, rates, &mut rng);
+                }
                 if !context_full {
                     if let Some(again) = self.guard_resample(&text) {
                         self.current = Some(turn);
@@ -493,16 +526,32 @@ mod tests {
     #[test]
     fn cuts_at_the_first_sentence_end_past_the_target() {
         let t = "Hi there. I want a horror movie. Something from the 80s, maybe?";
-        assert_eq!(cut_to_length(t, 1), "Hi there.");
-        assert_eq!(cut_to_length(t, 2), "Hi there.");
-        assert_eq!(cut_to_length(t, 3), "Hi there. I want a horror movie.");
-        assert_eq!(cut_to_length(t, 8), t);
-        assert_eq!(cut_to_length(t, 40), t, "no sentence end past the target");
+        for truncated in [false, true] {
+            assert_eq!(cut_to_length(t, 1, truncated), "Hi there.");
+            assert_eq!(cut_to_length(t, 2, truncated), "Hi there.");
+            assert_eq!(
+                cut_to_length(t, 3, truncated),
+                "Hi there. I want a horror movie."
+            );
+            assert_eq!(cut_to_length(t, 8, truncated), t);
+            assert_eq!(cut_to_length(t, 40, truncated), t, "ends on a sentence");
+            assert_eq!(
+                cut_to_length("He said \"great!\" and left", 2, truncated),
+                "He said \"great!\""
+            );
+            assert_eq!(cut_to_length("", 3, truncated), "");
+        }
+        let broken = "I like horror. Something from the 80s with a";
+        assert_eq!(cut_to_length(broken, 5, false), broken);
         assert_eq!(
-            cut_to_length("He said \"great!\" and left", 2),
-            "He said \"great!\""
+            cut_to_length(broken, 5, true),
+            "I like horror.",
+            "an unfinished sentence goes when the budget ran out"
         );
-        assert_eq!(cut_to_length("no end here at all", 2), "no end here at all");
-        assert_eq!(cut_to_length("", 3), "");
+        assert_eq!(
+            cut_to_length("no end here at all", 2, true),
+            "no end here at all",
+            "nothing to cut back to"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! One conversation: [`conversation`] is its state machine (whose turn,
 //! which latents, when it ends), [`guard`] the role guard on its seeker
-//! turns, [`system`] the other side it talks to,
+//! turns, [`style`] the seeded typing-style rewrite of them, [`system`]
+//! the other side it talks to,
 //! [`replay`] the real dialogues a session can follow instead, and
 //! [`record`] what a finished session writes.
 //!
@@ -11,4 +12,5 @@ pub mod conversation;
 pub mod guard;
 pub mod record;
 pub mod replay;
+pub mod style;
 pub mod system;

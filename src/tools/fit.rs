@@ -1,7 +1,9 @@
 //! `usersim fit` (also `fit-intents`): estimate, from real dialogues, the
 //! intent markov chain of a scenario, so simulated users open, move and stop
 //! the way real seekers do, and each intent's distribution of seeker-turn
-//! lengths in words (the scenario's `[length]` latent).
+//! lengths in words (the scenario's `[length]` latent), and every real
+//! seeker's typing rates (the scenario's `[style]`,
+//! [`crate::session::style`]).
 //!
 //! Lengths are counted on [`crate::corpus::Dialogue::turns`] (a speaker's
 //! consecutive utterances merged, as replay and eval count turns), each
@@ -20,6 +22,7 @@ use serde::Serialize;
 use crate::corpus::{load_iard, CorpusError, Dialogue, Speaker, IARD_SEEKER_INTENTS};
 use crate::latent::primary_intent;
 use crate::scenario::{FittedTables, MarkovTable, END_STATE};
+use crate::session::style::StyleRates;
 
 /// Options of `fit-intents`.
 #[derive(Clone, Debug)]
@@ -67,6 +70,8 @@ pub struct FittedIntents {
     pub turns: TurnCountStats,
     /// Per intent, how many seeker turns had each length in words.
     pub lengths: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Per real seeker (dialogue), their typing rates, rounded.
+    pub style: Vec<StyleRates>,
 }
 
 fn round(x: f64, decimals: u32) -> f64 {
@@ -92,8 +97,17 @@ pub fn fit(dialogues: &[Dialogue], cfg: &FitIntentsConfig) -> FittedIntents {
     let mut counts = Vec::new();
     let mut lengths: BTreeMap<String, BTreeMap<u32, u64>> = BTreeMap::new();
     let declared: Vec<String> = IARD_SEEKER_INTENTS.iter().map(|s| s.to_string()).collect();
+    let mut style = Vec::new();
     for d in dialogues {
-        for t in d.turns().iter().filter(|t| t.speaker == Speaker::Seeker) {
+        let turns = d.turns();
+        let seeker_texts = turns
+            .iter()
+            .filter(|t| t.speaker == Speaker::Seeker)
+            .map(|t| t.text.as_str());
+        if let Some(r) = StyleRates::measure(seeker_texts) {
+            style.push(r.rounded());
+        }
+        for t in turns.iter().filter(|t| t.speaker == Speaker::Seeker) {
             let words = t.text.split_whitespace().count() as u32;
             if let Some(intent) = primary_intent(&t.labels, &declared).filter(|_| words > 0) {
                 *lengths
@@ -173,6 +187,7 @@ pub fn fit(dialogues: &[Dialogue], cfg: &FitIntentsConfig) -> FittedIntents {
                 (intent, c)
             })
             .collect(),
+        style,
     }
 }
 
@@ -188,6 +203,11 @@ pub fn to_toml(f: &FittedIntents, source: &str) -> String {
         first: f.table.first.clone(),
         transitions: f.table.transitions.clone(),
         lengths: f.lengths.clone(),
+        seeker_style: f
+            .style
+            .iter()
+            .map(|r| [r.lower_first, r.bare_end, r.ellipsis])
+            .collect(),
     };
     let body = toml::to_string(&tables).unwrap_or_default();
     let turns: u64 = f.lengths.values().flat_map(|c| c.values()).sum();
@@ -195,7 +215,8 @@ pub fn to_toml(f: &FittedIntents, source: &str) -> String {
         "# Intent markov chain and seeker-turn lengths fitted by `usersim fit` on {source}\n\
          # {} dialogues; seeker turns: min {}, median {}, mean {}, p95 {}, max {}.\n\
          # [lengths.<intent>]: words -> number of the {turns} merged seeker turns of that length.\n\
-         # Use it from a scenario with: markov_file = \"<this file>\" and [length] fitted_file = \"<this file>\"\n\n{body}",
+         # seeker_style: per real seeker, the share of their turns that start in lower case, end without . ! or ?, and join with \"...\".\n\
+         # Use it from a scenario with: markov_file = \"<this file>\", [length] fitted_file = \"<this file>\" and [style] fitted_file = \"<this file>\"\n\n{body}",
         f.turns.dialogues, f.turns.min, f.turns.median, f.turns.mean, f.turns.p95, f.turns.max
     )
 }

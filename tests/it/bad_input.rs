@@ -268,3 +268,150 @@ fn malformed_length_sections() {
         expect_input_error(dir.path(), &["-s", scenario.to_str().unwrap()], &needles);
     }
 }
+
+#[test]
+fn malformed_transcript_pool_and_style_sections() {
+    let dir = tempfile::tempdir().unwrap();
+    let iard = shared_data().join("iard/iard.json");
+    let pool = format!("[pool]\ncorpora = [{:?}]\n", iard.display().to_string());
+    // The movies scenario with `top` among its top-level keys and `tail`
+    // (where `{POOL}` is a valid pool) at its end; `style` replaces the
+    // fitted file's text.
+    let variant = |top: &str, tail: &str, style: Option<&str>| {
+        let sub = tempfile::tempdir_in(dir.path()).unwrap().keep();
+        let (top, tail) = (top.to_string(), tail.replace("{POOL}", &pool));
+        let dir = scenario_copy(&sub, move |n, t| match n {
+            "scenario.toml" => {
+                let t = strip_pool_sections(&t).replacen(
+                    "catalog = \"catalog.csv\"\n",
+                    &format!("catalog = \"catalog.csv\"\n{top}\n"),
+                    1,
+                );
+                format!("{t}\n{tail}\n")
+            }
+            _ => t,
+        });
+        if let Some(body) = style {
+            std::fs::write(dir.join("style.toml"), body).unwrap();
+        }
+        dir
+    };
+    let transcript = |tail: &str| variant("user_prompt = \"transcript\"", tail, None);
+    let style = |body: &str| variant("", "[style]\nfitted_file = \"style.toml\"\n", Some(body));
+    // Valid: the pool alone (chat prompting), and transcript prompting on it.
+    for ok in [variant("", "{POOL}", None), transcript("{POOL}")] {
+        usersim::scenario::Scenario::load(&ok).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let cases: Vec<(PathBuf, Vec<&str>)> = vec![
+        (
+            transcript(""),
+            vec!["scenario.toml", "user_prompt", "[pool]"],
+        ),
+        (
+            variant("user_prompt = \"prose\"", "{POOL}", None),
+            vec!["scenario.toml", "user_prompt"],
+        ),
+        (
+            transcript("[pool]\ncorpora = [\"dialogs.csv\"]\n"),
+            vec![
+                "scenario.toml",
+                "pool.corpora[0]",
+                "IARD .json or INSPIRED .tsv",
+            ],
+        ),
+        (
+            transcript("[pool]\ncorpora = []\n"),
+            vec!["scenario.toml", "pool.corpora", "at least one corpus"],
+        ),
+        (
+            transcript("{POOL}exemplars = 40\n"),
+            vec!["scenario.toml", "pool.exemplars", "0 to 16"],
+        ),
+        (
+            transcript("{POOL}\n[transcript]\ndialogues = 0\n"),
+            vec!["scenario.toml", "transcript.dialogues", "1 to 16"],
+        ),
+        (
+            transcript("{POOL}\n[transcript]\ntag = \"mood\"\n"),
+            vec![
+                "scenario.toml",
+                "transcript.tag",
+                "a declared turn variable: intent",
+            ],
+        ),
+        (
+            transcript("{POOL}\n[transcript]\nseeker_label = \"A: B\"\n"),
+            vec![
+                "scenario.toml",
+                "transcript.seeker_label",
+                "without a colon",
+            ],
+        ),
+        (
+            transcript("{POOL}\n[transcript]\nsystem_label = \"Seeker\"\n"),
+            vec![
+                "scenario.toml",
+                "transcript.system_label",
+                "other than the seeker",
+            ],
+        ),
+        (
+            transcript("{POOL}\n[transcript]\nmax_dialogue_words = 20\ndialogues = 16\n"),
+            vec!["scenario.toml", "transcript.dialogues", "at most the"],
+        ),
+        (
+            transcript("[pool]\ncorpora = [\"/nonexistent/iard.json\"]\n"),
+            vec![
+                "scenario.toml",
+                "pool.corpora[0]",
+                "/nonexistent/iard.json",
+                "--pool",
+            ],
+        ),
+        (
+            transcript("{POOL}\n[transcript]\nnope = 1\n"),
+            vec!["scenario.toml", "nope"],
+        ),
+        (
+            variant("", "[guard]\ncopy = true\n", None),
+            vec!["scenario.toml", "guard.copy", "[pool]"],
+        ),
+        (
+            style("first = {}\ntransitions = {}\n"),
+            vec!["style.toml", "seeker_style", "usersim fit"],
+        ),
+        (
+            style("first = {}\ntransitions = {}\nseeker_style = [[0.1, 1.5, 0.0]]\n"),
+            vec!["style.toml", "seeker_style[0]", "from 0 to 1"],
+        ),
+    ];
+    for (i, (scenario, needles)) in cases.into_iter().enumerate() {
+        eprintln!("case {i}: {needles:?}");
+        expect_input_error(dir.path(), &["-s", scenario.to_str().unwrap()], &needles);
+    }
+    // A --pool that cannot be read is named by the flag.
+    let ok = transcript("{POOL}");
+    expect_input_error(
+        dir.path(),
+        &["-s", ok.to_str().unwrap(), "--pool", "/nonexistent/d.tsv"],
+        &["--pool", "/nonexistent/d.tsv"],
+    );
+}
+
+/// `toml` without the movies scenario's `user_prompt`, `[pool]`,
+/// `[transcript]`, `[style]`, `[guard]` (whichever of them it has), so a
+/// case adds exactly its own.
+fn strip_pool_sections(toml: &str) -> String {
+    let mut out = Vec::new();
+    let mut skipping = false;
+    for line in toml.lines() {
+        if line.starts_with('[') || line.starts_with("# ----") {
+            skipping = ["[pool]", "[transcript]", "[style]", "[guard]"].contains(&line.trim());
+        }
+        if skipping || line.starts_with("user_prompt") {
+            continue;
+        }
+        out.push(line);
+    }
+    out.join("\n") + "\n"
+}

@@ -42,7 +42,7 @@ use super::{
     Prompt,
 };
 use crate::backend::sampler::{Sampler, StopMatcher, StopState};
-use crate::chat::Side;
+use crate::chat::{ChatMessage, ChatRole, Side};
 use crate::rng::SessionRng;
 
 /// Default context tokens per sequence.
@@ -140,7 +140,8 @@ struct SharedPrefix {
 pub struct LlamaEngine {
     model: &'static LlamaModel,
     ctx: LlamaContext<'static>,
-    /// `None`: the model has no chat template; only text prompts run.
+    /// `None`: the model has no chat template; chats are rendered as plain
+    /// labelled paragraphs ([`plain_chat`]).
     template: Option<ChatTemplate>,
     info: BackendInfo,
     config: LlamaConfig,
@@ -207,8 +208,8 @@ impl LlamaEngine {
             BackendError::Engine(format!("cannot create context of {n_ctx} tokens: {e}"))
         })?;
 
-        // A base model may have no template: it can still continue text
-        // prompts; a chat prompt then fails with a clear error.
+        // A base model may have no template: text prompts need none, and
+        // chats fall back to plain labelled paragraphs.
         let template = match &config.chat_template {
             Some(src) => Some(jinja_template(model, src.clone())?),
             None => model.chat_template(None).ok().map(ChatTemplate::Native),
@@ -264,10 +265,7 @@ impl LlamaEngine {
             Prompt::Chat(messages) => messages,
         };
         let Some(template) = &self.template else {
-            return Err(BackendError::Config(format!(
-                "model {}: it has no chat template (tokenizer.chat_template), so it cannot run chat prompts; give one with chat_template in models.toml, or use the scenario's user_prompt = \"transcript\"",
-                self.info.model
-            )));
+            return Ok(plain_chat(messages));
         };
         match template {
             ChatTemplate::Native(t) => {
@@ -380,6 +378,26 @@ impl LlamaEngine {
             finish,
         }
     }
+}
+
+/// A chat as plain labelled paragraphs, ending on an open `Assistant:`
+/// line: how a model without a chat template (a base model) reads a chat
+/// prompt, e.g. the built-in recommender's in a free run.
+fn plain_chat(messages: &[ChatMessage]) -> String {
+    let mut out = String::new();
+    for m in messages {
+        let label = match m.role {
+            ChatRole::System => "System",
+            ChatRole::User => "User",
+            ChatRole::Assistant => "Assistant",
+        };
+        out.push_str(label);
+        out.push_str(": ");
+        out.push_str(m.content.trim());
+        out.push_str("\n\n");
+    }
+    out.push_str("Assistant:");
+    out
 }
 
 fn jinja_template(model: &LlamaModel, src: String) -> Result<ChatTemplate, BackendError> {
