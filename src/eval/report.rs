@@ -3,7 +3,7 @@
 //! hand-written SVG plots ([`EvalReport::render_html`]; no scripts, no
 //! external resources). Every plot is an `<svg class="plot" id="...">`.
 //!
-//! Why one file of ~740 lines: the report types and their three renderings (table, JSON, HTML with inline SVG) change together.
+//! Why one file of ~840 lines: the report types and their three renderings (table, JSON, HTML with inline SVG) change together.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -179,6 +179,14 @@ pub struct EvalReport {
     pub copy_rate: f64,
     /// Turn-level real-vs-simulated discriminator.
     pub turn_discriminator: Option<DiscriminatorResult>,
+    /// Context-aware discriminator ("context AUC"): each seeker turn with
+    /// the system turn just before it (empty if none), as TF-IDF blocks
+    /// `turn:` and `ctx:`, pair features `pair:` (word overlap, shared
+    /// 6-gram, length share, cosine of their embeddings) and both
+    /// embeddings; same protocol as `turn_discriminator`. Above it when the
+    /// simulator answers its context unlike people (ignores or parrots it).
+    #[serde(default)]
+    pub context_discriminator: Option<DiscriminatorResult>,
     /// Conversation-level discriminator.
     pub conversation_discriminator: Option<DiscriminatorResult>,
     /// Intent analysis.
@@ -284,6 +292,7 @@ impl EvalReport {
         );
         for (name, d) in [
             ("turn", &self.turn_discriminator),
+            ("context", &self.context_discriminator),
             ("conversation", &self.conversation_discriminator),
         ] {
             if let Some(d) = d {
@@ -458,6 +467,15 @@ impl EvalReport {
                 .collect();
             let _ = writeln!(o, "most 'simulated' turn features: {}", top.join(", "));
         }
+        if let Some(d) = &self.context_discriminator {
+            let top: Vec<String> = d
+                .top_simulated
+                .iter()
+                .take(10)
+                .map(|(n, w)| format!("{n} ({w:.2})"))
+                .collect();
+            let _ = writeln!(o, "most 'simulated' context features: {}", top.join(", "));
+        }
         for w in &self.warnings {
             let _ = writeln!(o, "warning: {w}");
         }
@@ -493,20 +511,25 @@ impl EvalReport {
         h.push_str(&histogram("turn-length-hist", &self.turn_lengths));
         h.push_str("<h2>Seeker turns per dialogue</h2>\n");
         h.push_str(&histogram("dialogue-length-hist", &self.dialogue_lengths));
-        for (id, name, d) in [
-            ("roc-turn", "turn", &self.turn_discriminator),
+        for (id, heading, d) in [
+            (
+                "roc-turn",
+                "ROC of the turn-level discriminator (turn AUC",
+                &self.turn_discriminator,
+            ),
+            (
+                "roc-context",
+                "ROC of the context-aware discriminator: seeker turn with the system turn before it (context AUC",
+                &self.context_discriminator,
+            ),
             (
                 "roc-conversation",
-                "conversation",
+                "ROC of the conversation-level discriminator (AUC",
                 &self.conversation_discriminator,
             ),
         ] {
             if let Some(d) = d {
-                let _ = writeln!(
-                    h,
-                    "<h2>ROC of the {name}-level discriminator (AUC {:.3})</h2>",
-                    d.auc.value
-                );
+                let _ = writeln!(h, "<h2>{heading} {:.3})</h2>", d.auc.value);
                 h.push_str(&roc(id, &d.roc));
                 h.push_str("<table><tr><th>most simulated</th><th>coef</th><th>most real</th><th>coef</th></tr>\n");
                 for k in 0..d.top_simulated.len().max(d.top_real.len()) {
