@@ -1,7 +1,7 @@
 //! Top-level evaluation: [`evaluate`] compares a real and a simulated
 //! [`Corpus`] and fills an [`EvalReport`].
 //!
-//! Why one file of ~860 lines: it is the list of measures `eval` reports, each a short function over the same inputs; about a quarter is tests on real IARD.
+//! Why one file of ~1180 lines: it is the list of measures `eval` reports, each a short function over the same inputs; about a third is tests, end to end on real IARD and on synthetic dialogues.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -14,6 +14,7 @@ use super::intent::{
     cross_validate_intents, fidelity_hits, label_fidelity, transfer_macro_f1, IntentClassifier,
     IntentConfig, IntentError,
 };
+use super::lengths::{intent_lengths, TOP_INTENTS};
 use super::lexicon::{sentiment, TopicLabeller};
 use super::loaders::Corpus;
 use super::recovery::latent_recovery;
@@ -754,6 +755,7 @@ pub fn evaluate_with(
         context_discriminator,
         conversation_discriminator,
         intents,
+        intent_lengths: intent_lengths(real, sim, &cfg.intent.labels, TOP_INTENTS),
         sentiment,
         topics,
         diversity_real: diversity(&real_texts, cfg),
@@ -859,6 +861,12 @@ mod tests {
         assert!(td.auc.value > 0.4 && td.auc.value < 0.6, "{:?}", td.auc);
         let cd = r.context_discriminator.as_ref().unwrap();
         assert!(cd.auc.value > 0.4 && cd.auc.value < 0.6, "{:?}", cd.auc);
+        // Real people against real people: every listed intent's length
+        // within 20%.
+        assert_eq!(r.intent_lengths.len(), super::super::lengths::TOP_INTENTS);
+        for l in &r.intent_lengths {
+            assert!(l.within_20_percent, "{l:?}");
+        }
         let it = r.intents.as_ref().unwrap();
         assert!(it.predicted.js < 0.05, "{}", it.predicted.js);
         let fid = it.fidelity.as_ref().unwrap();
@@ -935,6 +943,8 @@ mod tests {
                 && html.contains("id=\"confusion\"")
                 && html.contains("id=\"turn-length-hist\"")
         );
+        assert!(html.contains("<table id=\"intent-lengths\">"));
+        assert!(txt.contains("words per turn, intent "));
         assert!(!html.contains("<script"));
         assert!(serde_json::to_string(&r)
             .unwrap()

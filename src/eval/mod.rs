@@ -6,7 +6,7 @@
 //! [`evaluate`], which runs the discriminators ([`discriminator`] over
 //! [`features`] + [`logreg`], turn by turn; [`context`] with the system turn
 //! before each), per-group [`conditional`] realism, the classifier ensemble
-//! ([`intent`], [`lexicon`]), [`diversity`] and
+//! ([`intent`], [`lexicon`]), per-intent turn [`lengths`], [`diversity`] and
 //! the distances of [`stats`]; [`report`]
 //! renders the result as a table, JSON or a self-contained HTML page.
 pub mod conditional;
@@ -16,6 +16,7 @@ pub mod diversity;
 pub mod evaluate;
 pub mod features;
 pub mod intent;
+pub mod lengths;
 pub mod lexicon;
 pub mod loaders;
 pub mod logreg;

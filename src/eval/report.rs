@@ -3,7 +3,7 @@
 //! hand-written SVG plots ([`EvalReport::render_html`]; no scripts, no
 //! external resources). Every plot is an `<svg class="plot" id="...">`.
 //!
-//! Why one file of ~840 lines: the report types and their three renderings (table, JSON, HTML with inline SVG) change together.
+//! Why one file of ~870 lines: the report types and their three renderings (table, JSON, HTML with inline SVG) change together.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::discriminator::DiscriminatorResult;
 use super::diversity::LatentCoverage;
 use super::intent::{IntentCvResult, LabelFidelity};
+use super::lengths::IntentLength;
 
 /// Two categorical distributions on aligned labels and their distances.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -191,6 +192,11 @@ pub struct EvalReport {
     pub conversation_discriminator: Option<DiscriminatorResult>,
     /// Intent analysis.
     pub intents: Option<IntentReport>,
+    /// Words per seeker turn for the intents most frequent among the real
+    /// labelled turns, real vs simulated (empty when the real set has no
+    /// intent labels).
+    #[serde(default)]
+    pub intent_lengths: Vec<IntentLength>,
     /// Sentiment (pos/neu/neg) distributions.
     pub sentiment: DistributionComparison,
     /// Genre mention distributions.
@@ -268,6 +274,25 @@ impl EvalReport {
             &f(tl.sim_mean),
             &format!("W1 {:.3}", tl.wasserstein),
         );
+        for l in &self.intent_lengths {
+            row(
+                &mut o,
+                &format!("  words per turn, intent {}", l.intent),
+                &f(l.real_mean_words),
+                &l.sim_mean_words.map_or_else(|| "-".to_string(), f),
+                &format!(
+                    "ratio {} {} n={}/{}",
+                    l.ratio.map_or_else(|| "-".to_string(), f),
+                    if l.within_20_percent {
+                        "within ±20%"
+                    } else {
+                        "OFF BY >20%"
+                    },
+                    l.real_turns,
+                    l.sim_turns
+                ),
+            );
+        }
         row(
             &mut o,
             "echo rate (6-gram of system turn)",
@@ -509,6 +534,9 @@ impl EvalReport {
         h.push_str(&grouped_bars("topic-bars", &self.topics));
         h.push_str("<h2>Words per seeker turn</h2>\n");
         h.push_str(&histogram("turn-length-hist", &self.turn_lengths));
+        if !self.intent_lengths.is_empty() {
+            h.push_str(&intent_length_table(&self.intent_lengths));
+        }
         h.push_str("<h2>Seeker turns per dialogue</h2>\n");
         h.push_str(&histogram("dialogue-length-hist", &self.dialogue_lengths));
         for (id, heading, d) in [
@@ -551,6 +579,31 @@ impl EvalReport {
         h.push_str("</body></html>\n");
         h
     }
+}
+
+/// Words per turn by intent as an HTML table.
+fn intent_length_table(rows: &[IntentLength]) -> String {
+    let mut h = String::from(
+        "<h3>Words per seeker turn by intent (the most frequent real intents)</h3>\n\
+         <table id=\"intent-lengths\"><tr><th>intent</th><th>real turns</th><th>real mean</th>\
+         <th>simulated turns</th><th>simulated mean</th><th>ratio</th><th>within ±20%</th></tr>\n",
+    );
+    let cell = |v: Option<f64>, d: usize| v.map_or_else(|| "-".to_string(), |x| format!("{x:.d$}"));
+    for l in rows {
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&l.intent),
+            l.real_turns,
+            l.real_mean_words,
+            l.sim_turns,
+            cell(l.sim_mean_words, 2),
+            cell(l.ratio, 3),
+            if l.within_20_percent { "yes" } else { "no" }
+        );
+    }
+    h.push_str("</table>\n");
+    h
 }
 
 const REAL: &str = "#1f77b4";
