@@ -3,8 +3,8 @@
 //! The turn-only discriminator ([`super::discriminator::discriminate`]) sees
 //! a seeker turn alone, so a simulator that ignores what the recommender just
 //! said, or pastes it back, can pass it. [`discriminate_in_context`] sees the
-//! pair (system turn just before, seeker turn), as
-//! [`super::loaders::Corpus::seeker_turns_in_context`] gives it:
+//! pair (system turn just before, seeker turn), as [`turns_in_context`]
+//! gives it:
 //!
 //! * TF-IDF of the seeker turn (features named `turn:…`) and, fitted
 //!   separately, of the system turn (`ctx:…`), in disjoint index blocks so
@@ -32,9 +32,43 @@ use super::discriminator::{
     DiscriminatorResult, Encoder,
 };
 use super::features::{SparseVec, TfidfVectorizer};
-use super::loaders::TurnInContext;
+use super::loaders::{Corpus, EvalTurn};
 use crate::embed::cosine;
 use crate::session::guard;
+
+/// A seeker turn with the system turn just before it: the example of the
+/// context-aware discriminator.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TurnInContext {
+    /// The system (recommender) turn just before the seeker turn; empty when
+    /// the seeker speaks first or the turn before is the seeker's own.
+    pub context: String,
+    /// The seeker turn.
+    pub turn: String,
+}
+
+/// A corpus's seeker turns in order (as [`Corpus::seeker_turns`], so they
+/// line up with its turn embeddings), each with the system turn just
+/// before it.
+pub fn turns_in_context(c: &Corpus) -> Vec<TurnInContext> {
+    let in_context = |(before, t): (Option<&EvalTurn>, &EvalTurn)| TurnInContext {
+        context: before
+            .filter(|b| !b.seeker)
+            .map_or_else(String::new, |b| b.text.clone()),
+        turn: t.text.clone(),
+    };
+    c.dialogues
+        .iter()
+        .flat_map(|d| {
+            // each turn beside the one before it (none before the first)
+            std::iter::once(None)
+                .chain(d.turns.iter().map(Some))
+                .zip(&d.turns)
+                .filter(|(_, t)| t.seeker)
+                .map(in_context)
+        })
+        .collect()
+}
 
 /// Names of the pair features, in the order [`pair_features`] returns them.
 pub const PAIR_FEATURES: [&str; 5] = [
@@ -292,6 +326,43 @@ mod tests {
             n_bootstrap: 50,
             ..DiscriminatorConfig::default()
         }
+    }
+
+    #[test]
+    fn each_seeker_turn_gets_the_system_turn_just_before_it() {
+        use crate::eval::loaders::EvalDialogue;
+        let turn = |seeker: bool, text: &str| EvalTurn {
+            seeker,
+            text: text.into(),
+            intents: Vec::new(),
+        };
+        let dialogue = |turns: Vec<EvalTurn>| EvalDialogue {
+            id: "d".into(),
+            turns,
+            latents: serde_json::Value::Null,
+            profile: Default::default(),
+        };
+        let c = Corpus {
+            dialogues: vec![
+                dialogue(vec![
+                    turn(true, "hi"),
+                    turn(false, "what do you like?"),
+                    turn(true, "comedies"),
+                    turn(true, "and you?"),
+                ]),
+                dialogue(vec![turn(false, "hello"), turn(true, "hey")]),
+            ],
+        };
+        // Speaking first or right after itself, the seeker has no context.
+        assert_eq!(
+            turns_in_context(&c),
+            [
+                pair("", "hi"),
+                pair("what do you like?", "comedies"),
+                pair("", "and you?"),
+                pair("hello", "hey"),
+            ]
+        );
     }
 
     #[test]

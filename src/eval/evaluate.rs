@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::context::{discriminate_in_context, PairEmbeddings};
+use super::context::{discriminate_in_context, turns_in_context, PairEmbeddings};
 use super::discriminator::{discriminate, DensePair, DiscriminatorConfig, DiscriminatorError};
 use super::diversity::{distinct_n, latent_coverage, self_bleu};
 use super::intent::{
@@ -474,7 +474,7 @@ pub struct EvalEmbeddings<'a> {
     /// One per seeker turn, `(real, sim)`.
     pub turns: DensePair<'a>,
     /// One per seeker turn's context (the system turn before it, see
-    /// [`Corpus::seeker_turns_in_context`]), an empty vector where there is
+    /// [`turns_in_context`]), an empty vector where there is
     /// none, `(real, sim)`. `None`: the context discriminator uses the
     /// turns' embeddings only.
     pub contexts: Option<DensePair<'a>>,
@@ -560,8 +560,8 @@ pub fn evaluate_with(
             )
         });
         match discriminate_in_context(
-            &real.seeker_turns_in_context(),
-            &sim.seeker_turns_in_context(),
+            &turns_in_context(real),
+            &turns_in_context(sim),
             pair_embeddings,
             &cfg.discriminator,
         ) {

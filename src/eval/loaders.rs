@@ -94,17 +94,6 @@ pub struct EvalDialogue {
     pub profile: BTreeMap<String, Value>,
 }
 
-/// A seeker turn with the system turn just before it: the example of the
-/// context-aware discriminator.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct TurnInContext {
-    /// The system (recommender) turn just before the seeker turn; empty when
-    /// the seeker speaks first or the turn before is the seeker's own.
-    pub context: String,
-    /// The seeker turn.
-    pub turn: String,
-}
-
 /// A set of dialogues.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Corpus {
@@ -136,28 +125,6 @@ impl Corpus {
         self.dialogues
             .iter()
             .flat_map(|d| d.turns.iter().filter(|t| t.seeker))
-    }
-
-    /// Seeker turns in order (as [`Self::seeker_turns`]), each with the
-    /// system turn just before it.
-    pub fn seeker_turns_in_context(&self) -> Vec<TurnInContext> {
-        let mut out = Vec::new();
-        for d in &self.dialogues {
-            for (k, t) in d.turns.iter().enumerate() {
-                if !t.seeker {
-                    continue;
-                }
-                let context = match k.checked_sub(1).map(|j| &d.turns[j]) {
-                    Some(before) if !before.seeker => before.text.clone(),
-                    _ => String::new(),
-                };
-                out.push(TurnInContext {
-                    context,
-                    turn: t.text.clone(),
-                });
-            }
-        }
-        out
     }
 
     /// One text per dialogue: its seeker turns joined by newlines.
@@ -526,18 +493,6 @@ pub(crate) mod tests {
         assert_eq!(d.turns[0].intents, vec!["OTH", "IQU"]);
         assert!(d.turns[0].seeker && !d.turns[1].seeker);
         assert_eq!(d.turns[1].text, "Yes, how about It ?");
-        // Each seeker turn with the recommender turn before it; the first
-        // speaks first.
-        let in_context = c.seeker_turns_in_context();
-        assert_eq!(in_context.len(), c.n_seeker_turns());
-        let first = c.dialogues.iter().position(|d| d.id == "474").unwrap();
-        let before: usize = c.dialogues[..first]
-            .iter()
-            .map(|d| d.turns.iter().filter(|t| t.seeker).count())
-            .sum();
-        assert_eq!(in_context[before].context, "");
-        assert_eq!(in_context[before + 1].context, "Yes, how about It ?");
-        assert_eq!(in_context[before + 1].turn, d.turns[2].text);
         // Turns alternate speakers, as in replay.
         assert!(c
             .dialogues

@@ -26,7 +26,8 @@ pub mod run;
 pub mod stats;
 pub mod text;
 
+pub use context::TurnInContext;
 pub use evaluate::{evaluate, evaluate_with, EvalConfig, EvalEmbeddings, EvalError};
-pub use loaders::{load_auto, Corpus, EvalDialogue, EvalTurn, TurnInContext};
+pub use loaders::{load_auto, Corpus, EvalDialogue, EvalTurn};
 pub use report::EvalReport;
 pub use run::{run_eval, EvalRun, EvalRunConfig, EvalRunError};

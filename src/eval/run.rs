@@ -128,7 +128,7 @@ fn embed_set(
     cache: &Path,
 ) -> Result<SetEmbeddings, EmbedError> {
     let turns = embed_cached(embedder, &corpus.seeker_texts(), cache)?;
-    let in_context = corpus.seeker_turns_in_context();
+    let in_context = super::context::turns_in_context(corpus);
     let said: Vec<String> = in_context
         .iter()
         .filter(|t| !t.context.trim().is_empty())
