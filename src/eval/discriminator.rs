@@ -114,7 +114,8 @@ fn thin_roc(pts: Vec<(f64, f64)>, max: usize) -> Vec<(f64, f64)> {
     out
 }
 
-fn l2(v: &[f32]) -> Vec<f32> {
+/// `v` scaled to unit length (unchanged if all zero).
+pub(crate) fn l2(v: &[f32]) -> Vec<f32> {
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     if n > 0.0 {
         v.iter().map(|x| x / n).collect()
@@ -126,97 +127,117 @@ fn l2(v: &[f32]) -> Vec<f32> {
 /// Dense vectors (one per text) of the real and the simulated set.
 pub type DensePair<'a> = (&'a [Vec<f32>], &'a [Vec<f32>]);
 
-/// Trains and cross-validates a real (label 0) vs simulated (label 1)
-/// classifier. `dense`, if given, holds one embedding per text of `real` and
-/// `sim` respectively.
-pub fn discriminate<S: AsRef<str>>(
-    real: &[S],
-    sim: &[S],
-    dense: Option<DensePair<'_>>,
+/// Features of the examples of one cross-validation fold, fitted on that
+/// fold's training examples only (so no test text shapes the vocabulary).
+pub(crate) trait Encoder {
+    /// Number of features: the model's input dimension.
+    fn n_features(&self) -> usize;
+    /// Feature vector of example `i`.
+    fn encode(&self, i: usize) -> SparseVec;
+    /// Name of feature `j` for the coefficient listing; `None` for unnamed
+    /// (embedding) dimensions, which are not listed.
+    fn feature_name(&self, j: usize) -> Option<String>;
+}
+
+/// A class-balanced sample: `n` real and `n` simulated example indices,
+/// each list increasing.
+pub(crate) struct Balanced {
+    /// Examples per class.
+    pub n: usize,
+    /// Indices into the real examples.
+    pub real: Vec<usize>,
+    /// Indices into the simulated examples.
+    pub sim: Vec<usize>,
+}
+
+/// Seeded downsampling of both classes to the smaller one (and to
+/// `max_per_class`); fails when a class has fewer examples than folds.
+pub(crate) fn balance(
+    n_real: usize,
+    n_sim: usize,
     cfg: &DiscriminatorConfig,
-) -> Result<DiscriminatorResult, DiscriminatorError> {
+) -> Result<Balanced, DiscriminatorError> {
     let need = cfg.folds.max(2);
-    if real.len() < need || sim.len() < need {
+    if n_real < need || n_sim < need {
         return Err(DiscriminatorError::TooFew {
             need,
-            real: real.len(),
-            sim: sim.len(),
+            real: n_real,
+            sim: n_sim,
         });
     }
-    let dim = match dense {
-        Some((dr, ds)) => {
-            if dr.len() != real.len() || ds.len() != sim.len() {
-                return Err(DiscriminatorError::Embeddings(format!(
-                    "{} real / {} simulated embeddings for {} / {} texts",
-                    dr.len(),
-                    ds.len(),
-                    real.len(),
-                    sim.len()
-                )));
-            }
-            let d = dr.first().or(ds.first()).map_or(0, Vec::len);
-            if dr.iter().chain(ds).any(|v| v.len() != d) {
-                return Err(DiscriminatorError::Embeddings(
-                    "embeddings of different lengths".into(),
-                ));
-            }
-            Some(d)
-        }
-        None => None,
-    };
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let mut n = real.len().min(sim.len());
+    let mut n = n_real.min(n_sim);
     if let Some(m) = cfg.max_per_class {
         n = n.min(m.max(need));
     }
-    let mut ri: Vec<usize> = (0..real.len()).collect();
-    let mut si: Vec<usize> = (0..sim.len()).collect();
+    let mut ri: Vec<usize> = (0..n_real).collect();
+    let mut si: Vec<usize> = (0..n_sim).collect();
     ri.shuffle(&mut rng);
     si.shuffle(&mut rng);
     ri.truncate(n);
     si.truncate(n);
     ri.sort_unstable();
     si.sort_unstable();
-    // examples: (text, label, dense)
-    let mut texts: Vec<&str> = Vec::with_capacity(2 * n);
-    let mut labels: Vec<bool> = Vec::with_capacity(2 * n);
-    let mut dvecs: Vec<Option<&Vec<f32>>> = Vec::with_capacity(2 * n);
-    for &i in &ri {
-        texts.push(real[i].as_ref());
-        labels.push(false);
-        dvecs.push(dense.map(|d| &d.0[i]));
+    Ok(Balanced {
+        n,
+        real: ri,
+        sim: si,
+    })
+}
+
+/// Checks that `vectors` holds one embedding per example, all of one
+/// length, and returns that length.
+pub(crate) fn dense_dim(
+    what: &str,
+    vectors: (&[Vec<f32>], &[Vec<f32>]),
+    examples: (usize, usize),
+) -> Result<usize, DiscriminatorError> {
+    let (dr, ds) = vectors;
+    if dr.len() != examples.0 || ds.len() != examples.1 {
+        return Err(DiscriminatorError::Embeddings(format!(
+            "{} real / {} simulated {what} embeddings for {} / {} examples",
+            dr.len(),
+            ds.len(),
+            examples.0,
+            examples.1
+        )));
     }
-    for &i in &si {
-        texts.push(sim[i].as_ref());
-        labels.push(true);
-        dvecs.push(dense.map(|d| &d.1[i]));
+    let d = dr.first().or(ds.first()).map_or(0, Vec::len);
+    if dr.iter().chain(ds).any(|v| v.len() != d) {
+        return Err(DiscriminatorError::Embeddings(format!(
+            "{what} embeddings of different lengths"
+        )));
     }
-    let featurize = |vec: &TfidfVectorizer, idx: &[usize]| -> Vec<SparseVec> {
-        idx.iter()
-            .map(|&i| {
-                let mut x = vec.transform(texts[i]);
-                if let Some(dv) = dvecs[i] {
-                    x.append_dense(vec.n_features() as u32, &l2(dv), cfg.dense_scale);
-                }
-                x
-            })
-            .collect()
-    };
-    let folds = stratified_kfold(&labels, cfg.folds, cfg.seed ^ 0x9e37_79b9);
-    let mut scores = vec![0.0; texts.len()];
+    Ok(d)
+}
+
+/// The protocol every discriminator shares: stratified k-fold logistic
+/// regression over examples labelled real (`false`) or simulated (`true`),
+/// features fitted per fold by `fit` on the fold's training indices;
+/// out-of-fold accuracy and ROC AUC with bootstrap 95% intervals; a final
+/// model on every example for the listing of the most telling features.
+pub(crate) fn cross_validate<E: Encoder>(
+    labels: &[bool],
+    n_per_class: usize,
+    used_dense: bool,
+    cfg: &DiscriminatorConfig,
+    fit: impl Fn(&[usize]) -> Result<E, DiscriminatorError>,
+) -> Result<DiscriminatorResult, DiscriminatorError> {
+    let n_examples = labels.len();
+    let folds = stratified_kfold(labels, cfg.folds, cfg.seed ^ 0x9e37_79b9);
+    let mut scores = vec![0.0; n_examples];
     for k in 0..cfg.folds {
-        let train: Vec<usize> = (0..texts.len()).filter(|&i| folds[i] != k).collect();
-        let test: Vec<usize> = (0..texts.len()).filter(|&i| folds[i] == k).collect();
+        let train: Vec<usize> = (0..n_examples).filter(|&i| folds[i] != k).collect();
+        let test: Vec<usize> = (0..n_examples).filter(|&i| folds[i] == k).collect();
         if test.is_empty() {
             continue;
         }
-        let tr_texts: Vec<&str> = train.iter().map(|&i| texts[i]).collect();
-        let vec = TfidfVectorizer::fit(&tr_texts, &cfg.tfidf)?;
-        let xtr = featurize(&vec, &train);
+        let enc = fit(&train)?;
+        let xtr: Vec<SparseVec> = train.iter().map(|&i| enc.encode(i)).collect();
         let ytr: Vec<bool> = train.iter().map(|&i| labels[i]).collect();
-        let model = LogReg::fit(&xtr, &ytr, vec.n_features() + dim.unwrap_or(0), &cfg.logreg)?;
-        for (x, &i) in featurize(&vec, &test).iter().zip(&test) {
-            scores[i] = model.predict_proba(x);
+        let model = LogReg::fit(&xtr, &ytr, enc.n_features(), &cfg.logreg)?;
+        for &i in &test {
+            scores[i] = model.predict_proba(&enc.encode(i));
         }
     }
     let auc_of = |ix: &[usize]| -> Option<f64> {
@@ -233,53 +254,117 @@ pub fn discriminate<S: AsRef<str>>(
         )
     };
     let auc = bootstrap_ci(
-        texts.len(),
+        n_examples,
         cfg.n_bootstrap,
         cfg.seed.wrapping_add(1),
         auc_of,
     )
-    .ok_or(stats::StatsError::OneClass { pos: n, neg: n })?;
+    .ok_or(stats::StatsError::OneClass {
+        pos: n_per_class,
+        neg: n_per_class,
+    })?;
     let accuracy = bootstrap_ci(
-        texts.len(),
+        n_examples,
         cfg.n_bootstrap,
         cfg.seed.wrapping_add(2),
         acc_of,
     )
     .ok_or(stats::StatsError::Empty("discriminator predictions"))?;
-    let roc = thin_roc(roc_curve(&scores, &labels), 200);
+    let roc = thin_roc(roc_curve(&scores, labels), 200);
     // final model on everything for the coefficient listing
-    let all: Vec<usize> = (0..texts.len()).collect();
-    let vec = TfidfVectorizer::fit(&texts, &cfg.tfidf)?;
-    let x = featurize(&vec, &all);
-    let model = LogReg::fit(
-        &x,
-        &labels,
-        vec.n_features() + dim.unwrap_or(0),
-        &cfg.logreg,
-    )?;
-    let nf = vec.n_features();
-    let mut coefs: Vec<(usize, f64)> = model.weights[..nf].iter().copied().enumerate().collect();
-    coefs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    let name = |i: usize| vec.feature_name(i).unwrap_or("?").to_string();
-    let top_simulated = coefs
+    let all: Vec<usize> = (0..n_examples).collect();
+    let enc = fit(&all)?;
+    let x: Vec<SparseVec> = all.iter().map(|&i| enc.encode(i)).collect();
+    let model = LogReg::fit(&x, labels, enc.n_features(), &cfg.logreg)?;
+    let mut coefs: Vec<(String, f64)> = model
+        .weights
         .iter()
-        .take(cfg.top_k)
-        .map(|&(i, w)| (name(i), w))
+        .enumerate()
+        .filter_map(|(j, &w)| enc.feature_name(j).map(|name| (name, w)))
         .collect();
-    let top_real = coefs
-        .iter()
-        .rev()
-        .take(cfg.top_k)
-        .map(|&(i, w)| (name(i), w))
-        .collect();
+    // stable sort: equal weights keep feature order
+    coefs.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let top_simulated = coefs.iter().take(cfg.top_k).cloned().collect();
+    let top_real = coefs.iter().rev().take(cfg.top_k).cloned().collect();
     Ok(DiscriminatorResult {
-        n_per_class: n,
+        n_per_class,
         accuracy,
         auc,
         roc,
         top_simulated,
         top_real,
-        used_dense: dim.is_some(),
+        used_dense,
+    })
+}
+
+/// Features of single texts: TF-IDF fitted on the training texts, then the
+/// text's embedding (L2-normalised, scaled) if there is one.
+struct TextEncoder<'a> {
+    vectorizer: TfidfVectorizer,
+    texts: &'a [&'a str],
+    dense: &'a [Option<&'a Vec<f32>>],
+    dense_dim: usize,
+    dense_scale: f32,
+}
+
+impl Encoder for TextEncoder<'_> {
+    fn n_features(&self) -> usize {
+        self.vectorizer.n_features() + self.dense_dim
+    }
+
+    fn encode(&self, i: usize) -> SparseVec {
+        let mut x = self.vectorizer.transform(self.texts[i]);
+        if let Some(dv) = self.dense[i] {
+            x.append_dense(
+                self.vectorizer.n_features() as u32,
+                &l2(dv),
+                self.dense_scale,
+            );
+        }
+        x
+    }
+
+    fn feature_name(&self, j: usize) -> Option<String> {
+        self.vectorizer.feature_name(j).map(str::to_string)
+    }
+}
+
+/// Trains and cross-validates a real (label 0) vs simulated (label 1)
+/// classifier. `dense`, if given, holds one embedding per text of `real` and
+/// `sim` respectively.
+pub fn discriminate<S: AsRef<str>>(
+    real: &[S],
+    sim: &[S],
+    dense: Option<DensePair<'_>>,
+    cfg: &DiscriminatorConfig,
+) -> Result<DiscriminatorResult, DiscriminatorError> {
+    let sample = balance(real.len(), sim.len(), cfg)?;
+    let dim = dense
+        .map(|d| dense_dim("text", d, (real.len(), sim.len())))
+        .transpose()?;
+    // examples: real ones first, then simulated ones
+    let mut texts: Vec<&str> = Vec::with_capacity(2 * sample.n);
+    let mut labels: Vec<bool> = Vec::with_capacity(2 * sample.n);
+    let mut dvecs: Vec<Option<&Vec<f32>>> = Vec::with_capacity(2 * sample.n);
+    for &i in &sample.real {
+        texts.push(real[i].as_ref());
+        labels.push(false);
+        dvecs.push(dense.map(|d| &d.0[i]));
+    }
+    for &i in &sample.sim {
+        texts.push(sim[i].as_ref());
+        labels.push(true);
+        dvecs.push(dense.map(|d| &d.1[i]));
+    }
+    cross_validate(&labels, sample.n, dim.is_some(), cfg, |train| {
+        let tr_texts: Vec<&str> = train.iter().map(|&i| texts[i]).collect();
+        Ok(TextEncoder {
+            vectorizer: TfidfVectorizer::fit(&tr_texts, &cfg.tfidf)?,
+            texts: &texts,
+            dense: &dvecs,
+            dense_dim: dim.unwrap_or(0),
+            dense_scale: cfg.dense_scale,
+        })
     })
 }
 

@@ -1,18 +1,20 @@
 //! Top-level evaluation: [`evaluate`] compares a real and a simulated
 //! [`Corpus`] and fills an [`EvalReport`].
 //!
-//! Why one file of ~860 lines: it is the list of measures `eval` reports, each a short function over the same inputs; about a quarter is tests on real IARD.
+//! Why one file of ~1180 lines: it is the list of measures `eval` reports, each a short function over the same inputs; about a third is tests, end to end on real IARD and on synthetic dialogues.
 
 use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::context::{discriminate_in_context, turns_in_context, PairEmbeddings};
 use super::discriminator::{discriminate, DensePair, DiscriminatorConfig, DiscriminatorError};
 use super::diversity::{distinct_n, latent_coverage, self_bleu};
 use super::intent::{
     cross_validate_intents, fidelity_hits, label_fidelity, transfer_macro_f1, IntentClassifier,
     IntentConfig, IntentError,
 };
+use super::lengths::{intent_lengths, TOP_INTENTS};
 use super::lexicon::{sentiment, TopicLabeller};
 use super::loaders::Corpus;
 use super::recovery::latent_recovery;
@@ -54,6 +56,9 @@ pub struct EvalConfig {
     pub discriminator: DiscriminatorConfig,
     /// Also discriminate whole conversations (seeker turns joined).
     pub conversation_discriminator: bool,
+    /// Also discriminate seeker turns in their context (the system turn
+    /// before each).
+    pub context_discriminator: bool,
     /// Intent classifier settings.
     pub intent: IntentConfig,
     /// Run the intent part (needs labelled seeker turns in the intent corpus).
@@ -75,6 +80,7 @@ impl Default for EvalConfig {
         Self {
             discriminator: DiscriminatorConfig::default(),
             conversation_discriminator: true,
+            context_discriminator: true,
             intent: IntentConfig::default(),
             intents: true,
             self_bleu_max_texts: 200,
@@ -462,14 +468,36 @@ fn mean_pairwise_distance(v: &[Vec<f32>], seed: u64) -> f64 {
     }
 }
 
+/// Sentence embeddings of both sides, in corpus order.
+#[derive(Clone, Copy, Debug)]
+pub struct EvalEmbeddings<'a> {
+    /// One per seeker turn, `(real, sim)`.
+    pub turns: DensePair<'a>,
+    /// One per seeker turn's context (the system turn before it, see
+    /// [`turns_in_context`]), an empty vector where there is
+    /// none, `(real, sim)`. `None`: the context discriminator uses the
+    /// turns' embeddings only.
+    pub contexts: Option<DensePair<'a>>,
+}
+
+impl<'a> EvalEmbeddings<'a> {
+    /// Embeddings of the seeker turns only.
+    pub fn turns_only(real: &'a [Vec<f32>], sim: &'a [Vec<f32>]) -> Self {
+        Self {
+            turns: (real, sim),
+            contexts: None,
+        }
+    }
+}
+
 /// Evaluates `sim` against `real`; the intent classifier is trained on the
-/// labelled seeker turns of `real`. `embeddings` are optional per-seeker-turn
-/// embeddings `(real, sim)` in corpus order.
+/// labelled seeker turns of `real`. `embeddings` are optional embeddings of
+/// both sides' seeker turns (and their contexts) in corpus order.
 pub fn evaluate(
     real: &Corpus,
     sim: &Corpus,
     cfg: &EvalConfig,
-    embeddings: Option<DensePair<'_>>,
+    embeddings: Option<EvalEmbeddings<'_>>,
 ) -> Result<EvalReport, EvalError> {
     evaluate_with(real, sim, Some(real), cfg, embeddings)
 }
@@ -481,8 +509,9 @@ pub fn evaluate_with(
     sim: &Corpus,
     intent_corpus: Option<&Corpus>,
     cfg: &EvalConfig,
-    embeddings: Option<DensePair<'_>>,
+    all_embeddings: Option<EvalEmbeddings<'_>>,
 ) -> Result<EvalReport, EvalError> {
+    let embeddings = all_embeddings.map(|e| e.turns);
     let real_texts = real.seeker_texts();
     let sim_texts = sim.seeker_texts();
     if real_texts.is_empty() {
@@ -522,6 +551,30 @@ pub fn evaluate_with(
             }
             Err(e) => return Err(e.into()),
         };
+    let context_discriminator = if cfg.context_discriminator {
+        let pair_embeddings = all_embeddings.map(|e| {
+            let side = |turns, contexts| PairEmbeddings { turns, contexts };
+            (
+                side(e.turns.0, e.contexts.map(|c| c.0)),
+                side(e.turns.1, e.contexts.map(|c| c.1)),
+            )
+        });
+        match discriminate_in_context(
+            &turns_in_context(real),
+            &turns_in_context(sim),
+            pair_embeddings,
+            &cfg.discriminator,
+        ) {
+            Ok(r) => Some(r),
+            Err(DiscriminatorError::TooFew { .. }) => {
+                warnings.push("too few seeker turns for the context discriminator".into());
+                None
+            }
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        None
+    };
     let conversation_discriminator = if cfg.conversation_discriminator {
         match discriminate(
             &real.seeker_conversations(),
@@ -699,8 +752,10 @@ pub fn evaluate_with(
         echo_rate,
         copy_rate: copied as f64 / sim_texts.len().max(1) as f64,
         turn_discriminator,
+        context_discriminator,
         conversation_discriminator,
         intents,
+        intent_lengths: intent_lengths(real, sim, &cfg.intent.labels, TOP_INTENTS),
         sentiment,
         topics,
         diversity_real: diversity(&real_texts, cfg),
@@ -804,6 +859,14 @@ mod tests {
         eprintln!("end-to-end {:?}", t0.elapsed());
         let td = r.turn_discriminator.as_ref().unwrap();
         assert!(td.auc.value > 0.4 && td.auc.value < 0.6, "{:?}", td.auc);
+        let cd = r.context_discriminator.as_ref().unwrap();
+        assert!(cd.auc.value > 0.4 && cd.auc.value < 0.6, "{:?}", cd.auc);
+        // Real people against real people: every listed intent's length
+        // within 20%.
+        assert_eq!(r.intent_lengths.len(), super::super::lengths::TOP_INTENTS);
+        for l in &r.intent_lengths {
+            assert!(l.within_20_percent, "{l:?}");
+        }
         let it = r.intents.as_ref().unwrap();
         assert!(it.predicted.js < 0.05, "{}", it.predicted.js);
         let fid = it.fidelity.as_ref().unwrap();
@@ -880,10 +943,173 @@ mod tests {
                 && html.contains("id=\"confusion\"")
                 && html.contains("id=\"turn-length-hist\"")
         );
+        assert!(html.contains("<table id=\"intent-lengths\">"));
+        assert!(txt.contains("words per turn, intent "));
         assert!(!html.contains("<script"));
         assert!(serde_json::to_string(&r)
             .unwrap()
             .contains("turn_discriminator"));
+    }
+
+    /// Synthetic dialogues: each opens with a seeker turn (no context), then
+    /// `exchanges` (system, seeker) pairs. Every text is a sentence of words
+    /// drawn from one vocabulary, so every turn of either speaker comes from
+    /// one distribution; with `copy`, a seeker turn after a system turn
+    /// repeats it instead: the same seeker-turn distribution, another
+    /// relation to the context.
+    fn synthetic(n_dialogues: usize, exchanges: usize, copy: bool, seed: u64) -> Corpus {
+        use super::super::loaders::EvalTurn;
+        use rand::{Rng, SeedableRng};
+        const VOCAB: [&str; 48] = [
+            "movie",
+            "film",
+            "like",
+            "love",
+            "watch",
+            "seen",
+            "good",
+            "great",
+            "funny",
+            "scary",
+            "action",
+            "comedy",
+            "horror",
+            "drama",
+            "old",
+            "new",
+            "classic",
+            "story",
+            "actor",
+            "ending",
+            "plot",
+            "maybe",
+            "really",
+            "not",
+            "yes",
+            "no",
+            "thanks",
+            "sure",
+            "try",
+            "about",
+            "something",
+            "else",
+            "another",
+            "one",
+            "that",
+            "this",
+            "with",
+            "and",
+            "but",
+            "the",
+            "a",
+            "i",
+            "you",
+            "it",
+            "was",
+            "is",
+            "so",
+            "too",
+        ];
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut sentence = || -> String {
+            let n = rng.random_range(5..10);
+            (0..n)
+                .map(|_| VOCAB[rng.random_range(0..VOCAB.len())])
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let turn = |seeker: bool, text: String| EvalTurn {
+            seeker,
+            text,
+            intents: Vec::new(),
+        };
+        let dialogues = (0..n_dialogues)
+            .map(|d| {
+                let mut turns = vec![turn(true, sentence())];
+                for _ in 0..exchanges {
+                    let system = sentence();
+                    let answer = if copy { system.clone() } else { sentence() };
+                    turns.push(turn(false, system));
+                    turns.push(turn(true, answer));
+                }
+                EvalDialogue {
+                    id: d.to_string(),
+                    turns,
+                    latents: serde_json::Value::Null,
+                    profile: Default::default(),
+                }
+            })
+            .collect();
+        Corpus { dialogues }
+    }
+
+    fn discriminators_only() -> EvalConfig {
+        EvalConfig {
+            intents: false,
+            conversation_discriminator: false,
+            discriminator: DiscriminatorConfig {
+                n_bootstrap: 100,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn context_auc_catches_a_seeker_pasting_its_context() {
+        let real = synthetic(60, 4, false, 1);
+        let sim = synthetic(60, 4, true, 2);
+        let r = evaluate(&real, &sim, &discriminators_only(), None).unwrap();
+        let td = r.turn_discriminator.as_ref().expect("turn discriminator");
+        let cd = r
+            .context_discriminator
+            .as_ref()
+            .expect("context discriminator");
+        eprintln!("pasting: turn AUC {:?}, context AUC {:?}", td.auc, cd.auc);
+        // The pasted turns are ordinary sentences: turn by turn, nothing
+        // gives them away; beside their context, all but the first
+        // (context-free) turn of each dialogue do.
+        assert!(td.auc.value < 0.65, "{:?}", td.auc);
+        assert!(cd.auc.value > 0.9, "{:?}", cd.auc);
+        assert!(cd.auc.lo > td.auc.hi, "{:?} vs {:?}", cd.auc, td.auc);
+        assert!(cd.auc.lo <= cd.auc.value && cd.auc.value <= cd.auc.hi);
+        assert!(
+            cd.top_simulated
+                .iter()
+                .take(3)
+                .any(|(n, _)| n.starts_with("pair:")),
+            "{:?}",
+            cd.top_simulated
+        );
+        let txt = r.render_text();
+        assert!(txt.contains("context discriminator AUC"), "{txt}");
+        let html = r.render_html("pasting");
+        assert!(html.contains("id=\"roc-context\"") && html.contains("context AUC"));
+        let json = serde_json::to_value(&r).unwrap();
+        assert!(json["context_discriminator"]["auc"]["value"].is_f64());
+    }
+
+    #[test]
+    fn context_auc_is_chance_for_one_distribution() {
+        let real = synthetic(60, 4, false, 3);
+        let sim = synthetic(60, 4, false, 4);
+        let r = evaluate(&real, &sim, &discriminators_only(), None).unwrap();
+        let td = r.turn_discriminator.as_ref().expect("turn discriminator");
+        let cd = r
+            .context_discriminator
+            .as_ref()
+            .expect("context discriminator");
+        eprintln!("same: turn AUC {:?}, context AUC {:?}", td.auc, cd.auc);
+        assert!(td.auc.value > 0.4 && td.auc.value < 0.6, "{:?}", td.auc);
+        assert!(cd.auc.value > 0.4 && cd.auc.value < 0.6, "{:?}", cd.auc);
+        // Switched off, it is absent, not an error.
+        let off = EvalConfig {
+            context_discriminator: false,
+            ..discriminators_only()
+        };
+        let r = evaluate(&real, &sim, &off, None).unwrap();
+        assert!(r.context_discriminator.is_none());
+        assert!(!r.render_text().contains("context discriminator"));
     }
 
     #[test]
@@ -945,8 +1171,14 @@ mod tests {
         let eb: Vec<Vec<f32>> = (0..b.n_seeker_turns())
             .map(|i| vec![(i % 7) as f32, 1.0])
             .collect();
-        let r = evaluate(&a, &b, &cfg, Some((&ea, &eb))).unwrap();
+        let r = evaluate(&a, &b, &cfg, Some(EvalEmbeddings::turns_only(&ea, &eb))).unwrap();
         assert!(r.frechet.unwrap() < 0.05);
-        assert!(evaluate(&a, &b, &cfg, Some((&ea[1..], &eb))).is_err());
+        assert!(evaluate(
+            &a,
+            &b,
+            &cfg,
+            Some(EvalEmbeddings::turns_only(&ea[1..], &eb))
+        )
+        .is_err());
     }
 }

@@ -55,6 +55,16 @@ impl SparseVec {
             .sqrt()
     }
 
+    /// Appends `other`'s entries at `offset + index` (which must be above
+    /// every current index), values times `scale`: one block of a feature
+    /// vector made of several.
+    pub fn append_sparse(&mut self, offset: u32, other: &SparseVec, scale: f32) {
+        for (&i, &v) in other.idx.iter().zip(&other.val) {
+            self.idx.push(offset + i);
+            self.val.push(v * scale);
+        }
+    }
+
     /// Appends dense values at indices `offset..offset+dense.len()` (which must
     /// be above every current index); zeros are skipped.
     pub fn append_dense(&mut self, offset: u32, dense: &[f32], scale: f32) {

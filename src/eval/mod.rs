@@ -4,15 +4,19 @@
 //! Data flow: [`loaders`] turn any input set into a [`Corpus`] of dialogues
 //! with seeker (user) turns; [`run`] embeds them ([`crate::embed`]) and calls
 //! [`evaluate`], which runs the discriminators ([`discriminator`] over
-//! [`features`] + [`logreg`]), per-group [`conditional`] realism, the classifier ensemble ([`intent`],
-//! [`lexicon`]), [`diversity`] and the distances of [`stats`]; [`report`]
+//! [`features`] + [`logreg`], turn by turn; [`context`] with the system turn
+//! before each), per-group [`conditional`] realism, the classifier ensemble
+//! ([`intent`], [`lexicon`]), per-intent turn [`lengths`], [`diversity`] and
+//! the distances of [`stats`]; [`report`]
 //! renders the result as a table, JSON or a self-contained HTML page.
 pub mod conditional;
+pub mod context;
 pub mod discriminator;
 pub mod diversity;
 pub mod evaluate;
 pub mod features;
 pub mod intent;
+pub mod lengths;
 pub mod lexicon;
 pub mod loaders;
 pub mod logreg;
@@ -22,7 +26,8 @@ pub mod run;
 pub mod stats;
 pub mod text;
 
-pub use evaluate::{evaluate, evaluate_with, EvalConfig, EvalError};
+pub use context::TurnInContext;
+pub use evaluate::{evaluate, evaluate_with, EvalConfig, EvalEmbeddings, EvalError};
 pub use loaders::{load_auto, Corpus, EvalDialogue, EvalTurn};
 pub use report::EvalReport;
 pub use run::{run_eval, EvalRun, EvalRunConfig, EvalRunError};

@@ -3,7 +3,7 @@
 //! hand-written SVG plots ([`EvalReport::render_html`]; no scripts, no
 //! external resources). Every plot is an `<svg class="plot" id="...">`.
 //!
-//! Why one file of ~740 lines: the report types and their three renderings (table, JSON, HTML with inline SVG) change together.
+//! Why one file of ~870 lines: the report types and their three renderings (table, JSON, HTML with inline SVG) change together.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::discriminator::DiscriminatorResult;
 use super::diversity::LatentCoverage;
 use super::intent::{IntentCvResult, LabelFidelity};
+use super::lengths::IntentLength;
 
 /// Two categorical distributions on aligned labels and their distances.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -179,10 +180,23 @@ pub struct EvalReport {
     pub copy_rate: f64,
     /// Turn-level real-vs-simulated discriminator.
     pub turn_discriminator: Option<DiscriminatorResult>,
+    /// Context-aware discriminator ("context AUC"): each seeker turn with
+    /// the system turn just before it (empty if none), as TF-IDF blocks
+    /// `turn:` and `ctx:`, pair features `pair:` (word overlap, shared
+    /// 6-gram, length share, cosine of their embeddings) and both
+    /// embeddings; same protocol as `turn_discriminator`. Above it when the
+    /// simulator answers its context unlike people (ignores or parrots it).
+    #[serde(default)]
+    pub context_discriminator: Option<DiscriminatorResult>,
     /// Conversation-level discriminator.
     pub conversation_discriminator: Option<DiscriminatorResult>,
     /// Intent analysis.
     pub intents: Option<IntentReport>,
+    /// Words per seeker turn for the intents most frequent among the real
+    /// labelled turns, real vs simulated (empty when the real set has no
+    /// intent labels).
+    #[serde(default)]
+    pub intent_lengths: Vec<IntentLength>,
     /// Sentiment (pos/neu/neg) distributions.
     pub sentiment: DistributionComparison,
     /// Genre mention distributions.
@@ -260,6 +274,25 @@ impl EvalReport {
             &f(tl.sim_mean),
             &format!("W1 {:.3}", tl.wasserstein),
         );
+        for l in &self.intent_lengths {
+            row(
+                &mut o,
+                &format!("  words per turn, intent {}", l.intent),
+                &f(l.real_mean_words),
+                &l.sim_mean_words.map_or_else(|| "-".to_string(), f),
+                &format!(
+                    "ratio {} {} n={}/{}",
+                    l.ratio.map_or_else(|| "-".to_string(), f),
+                    if l.within_20_percent {
+                        "within ±20%"
+                    } else {
+                        "OFF BY >20%"
+                    },
+                    l.real_turns,
+                    l.sim_turns
+                ),
+            );
+        }
         row(
             &mut o,
             "echo rate (6-gram of system turn)",
@@ -284,6 +317,7 @@ impl EvalReport {
         );
         for (name, d) in [
             ("turn", &self.turn_discriminator),
+            ("context", &self.context_discriminator),
             ("conversation", &self.conversation_discriminator),
         ] {
             if let Some(d) = d {
@@ -458,6 +492,15 @@ impl EvalReport {
                 .collect();
             let _ = writeln!(o, "most 'simulated' turn features: {}", top.join(", "));
         }
+        if let Some(d) = &self.context_discriminator {
+            let top: Vec<String> = d
+                .top_simulated
+                .iter()
+                .take(10)
+                .map(|(n, w)| format!("{n} ({w:.2})"))
+                .collect();
+            let _ = writeln!(o, "most 'simulated' context features: {}", top.join(", "));
+        }
         for w in &self.warnings {
             let _ = writeln!(o, "warning: {w}");
         }
@@ -491,22 +534,30 @@ impl EvalReport {
         h.push_str(&grouped_bars("topic-bars", &self.topics));
         h.push_str("<h2>Words per seeker turn</h2>\n");
         h.push_str(&histogram("turn-length-hist", &self.turn_lengths));
+        if !self.intent_lengths.is_empty() {
+            h.push_str(&intent_length_table(&self.intent_lengths));
+        }
         h.push_str("<h2>Seeker turns per dialogue</h2>\n");
         h.push_str(&histogram("dialogue-length-hist", &self.dialogue_lengths));
-        for (id, name, d) in [
-            ("roc-turn", "turn", &self.turn_discriminator),
+        for (id, heading, d) in [
+            (
+                "roc-turn",
+                "ROC of the turn-level discriminator (turn AUC",
+                &self.turn_discriminator,
+            ),
+            (
+                "roc-context",
+                "ROC of the context-aware discriminator: seeker turn with the system turn before it (context AUC",
+                &self.context_discriminator,
+            ),
             (
                 "roc-conversation",
-                "conversation",
+                "ROC of the conversation-level discriminator (AUC",
                 &self.conversation_discriminator,
             ),
         ] {
             if let Some(d) = d {
-                let _ = writeln!(
-                    h,
-                    "<h2>ROC of the {name}-level discriminator (AUC {:.3})</h2>",
-                    d.auc.value
-                );
+                let _ = writeln!(h, "<h2>{heading} {:.3})</h2>", d.auc.value);
                 h.push_str(&roc(id, &d.roc));
                 h.push_str("<table><tr><th>most simulated</th><th>coef</th><th>most real</th><th>coef</th></tr>\n");
                 for k in 0..d.top_simulated.len().max(d.top_real.len()) {
@@ -528,6 +579,31 @@ impl EvalReport {
         h.push_str("</body></html>\n");
         h
     }
+}
+
+/// Words per turn by intent as an HTML table.
+fn intent_length_table(rows: &[IntentLength]) -> String {
+    let mut h = String::from(
+        "<h3>Words per seeker turn by intent (the most frequent real intents)</h3>\n\
+         <table id=\"intent-lengths\"><tr><th>intent</th><th>real turns</th><th>real mean</th>\
+         <th>simulated turns</th><th>simulated mean</th><th>ratio</th><th>within ±20%</th></tr>\n",
+    );
+    let cell = |v: Option<f64>, d: usize| v.map_or_else(|| "-".to_string(), |x| format!("{x:.d$}"));
+    for l in rows {
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&l.intent),
+            l.real_turns,
+            l.real_mean_words,
+            l.sim_turns,
+            cell(l.sim_mean_words, 2),
+            cell(l.ratio, 3),
+            if l.within_20_percent { "yes" } else { "no" }
+        );
+    }
+    h.push_str("</table>\n");
+    h
 }
 
 const REAL: &str = "#1f77b4";

@@ -17,7 +17,7 @@ use super::conditional::{
 };
 use super::loaders::{load_auto, Corpus, LoadError};
 use super::report::EvalReport;
-use super::{evaluate_with, EvalConfig, EvalError};
+use super::{evaluate_with, EvalConfig, EvalEmbeddings, EvalError};
 use crate::embed::{embed_cached, EmbedConfig, EmbedError, Embedder};
 
 /// Settings of one `usersim eval` run.
@@ -114,12 +114,38 @@ pub struct EvalRun {
     pub seconds: f64,
 }
 
+/// Embeddings of a set's seeker turns and of their contexts.
+struct SetEmbeddings {
+    turns: Vec<Vec<f32>>,
+    /// One per seeker turn: its context's embedding, empty where it has
+    /// none (an empty text would still get a vector, of nothing said).
+    contexts: Vec<Vec<f32>>,
+}
+
 fn embed_set(
     embedder: &Embedder,
     corpus: &Corpus,
     cache: &Path,
-) -> Result<Vec<Vec<f32>>, EmbedError> {
-    embed_cached(embedder, &corpus.seeker_texts(), cache)
+) -> Result<SetEmbeddings, EmbedError> {
+    let turns = embed_cached(embedder, &corpus.seeker_texts(), cache)?;
+    let in_context = super::context::turns_in_context(corpus);
+    let said: Vec<String> = in_context
+        .iter()
+        .filter(|t| !t.context.trim().is_empty())
+        .map(|t| t.context.clone())
+        .collect();
+    let mut said_vectors = embed_cached(embedder, &said, cache)?.into_iter();
+    let contexts = in_context
+        .iter()
+        .map(|t| {
+            if t.context.trim().is_empty() {
+                Vec::new()
+            } else {
+                said_vectors.next().unwrap_or_default()
+            }
+        })
+        .collect();
+    Ok(SetEmbeddings { turns, contexts })
 }
 
 /// Runs every measure of `cfg`.
@@ -140,7 +166,7 @@ pub fn run_eval(cfg: &EvalRunConfig) -> Result<EvalRun, EvalRunError> {
     );
 
     let embedder = cfg.embed.as_ref().map(Embedder::load).transpose()?;
-    let embedded = |c: &Corpus| -> Result<Option<Vec<Vec<f32>>>, EmbedError> {
+    let embedded = |c: &Corpus| -> Result<Option<SetEmbeddings>, EmbedError> {
         embedder
             .as_ref()
             .map(|e| embed_set(e, c, &cfg.embed_cache))
@@ -150,7 +176,13 @@ pub fn run_eval(cfg: &EvalRunConfig) -> Result<EvalRun, EvalRunError> {
 
     let measure = |path: &Path, set: &Corpus| -> Result<MeasuredSet, EvalRunError> {
         let set_emb = embedded(set)?;
-        let pair = real_emb.as_deref().zip(set_emb.as_deref());
+        let pair = real_emb
+            .as_ref()
+            .zip(set_emb.as_ref())
+            .map(|(r, s)| EvalEmbeddings {
+                turns: (&r.turns, &s.turns),
+                contexts: Some((&r.contexts, &s.contexts)),
+            });
         let report =
             evaluate_with(&real, set, Some(intents), &cfg.eval, pair).map_err(|source| {
                 EvalRunError::Eval {
@@ -229,6 +261,11 @@ fn auc_differences(sim: &EvalReport, base: &EvalReport) -> Vec<(String, super::s
             &base.turn_discriminator,
         ),
         pair(
+            "context discriminator AUC",
+            &sim.context_discriminator,
+            &base.context_discriminator,
+        ),
+        pair(
             "conversation discriminator AUC",
             &sim.conversation_discriminator,
             &base.conversation_discriminator,
@@ -247,6 +284,7 @@ fn headline(r: &EvalReport) -> Vec<(&'static str, Option<f64>)> {
     let intents = r.intents.as_ref();
     vec![
         ("turn discriminator AUC", auc(&r.turn_discriminator)),
+        ("context discriminator AUC", auc(&r.context_discriminator)),
         (
             "conversation discriminator AUC",
             auc(&r.conversation_discriminator),

@@ -132,6 +132,18 @@ fn full_report_of_a_simulated_run_against_iard() {
         Some(20)
     );
 
+    // The context-aware discriminator ran beside it, on the embeddings of
+    // both the turns and the system turns before them.
+    let ctx = &r["context_discriminator"];
+    assert_eq!(ctx["used_dense"], Value::Bool(true), "{ctx}");
+    let (v, lo, hi) = (
+        ctx["auc"]["value"].as_f64().expect("context auc"),
+        ctx["auc"]["lo"].as_f64().expect("lo"),
+        ctx["auc"]["hi"].as_f64().expect("hi"),
+    );
+    eprintln!("context discriminator AUC {v:.3} [{lo:.3}, {hi:.3}]");
+    assert!(lo <= v && v <= hi && lo < hi, "{v} [{lo}, {hi}]");
+
     // Embedding measures ran on the real model: the simulated turns lie
     // further from the real ones than other real people's turns do.
     let frechet = r["frechet"].as_f64().expect("frechet");
@@ -164,6 +176,10 @@ fn full_report_of_a_simulated_run_against_iard() {
         );
         assert!(lo <= v && v <= hi, "{d}");
     }
+    assert!(
+        diffs.iter().any(|d| d[0] == "context discriminator AUC"),
+        "{diffs:?}"
+    );
     let auc_diff = diffs
         .iter()
         .find(|d| d[0] == "turn discriminator AUC")
@@ -236,7 +252,13 @@ fn full_report_of_a_simulated_run_against_iard() {
 
     let page = std::fs::read_to_string(&html).expect("html written");
     assert!(!page.contains("<script"), "report must work offline");
-    for id in ["intent-bars", "turn-length-hist", "roc-turn", "confusion"] {
+    for id in [
+        "intent-bars",
+        "turn-length-hist",
+        "roc-turn",
+        "roc-context",
+        "confusion",
+    ] {
         assert!(page.contains(&format!("id=\"{id}\"")), "plot {id} missing");
     }
     assert!(page.contains("Against baseline"));
