@@ -86,11 +86,26 @@ impl LengthModel {
     /// A target length in words for a turn whose `of` variable is `value`:
     /// one draw from that value's fitted distribution, or the pooled one
     /// when the value has too few fitted turns (or the turn has no value).
-    pub fn draw(&self, value: Option<&str>, rng: &mut SessionRng) -> u32 {
+    ///
+    /// With `scale_by`, the draw is scaled by the factor of the session's
+    /// value (`session`: the session's drawn values), rounded, at least 1.
+    pub fn draw(
+        &self,
+        value: Option<&str>,
+        session: &BTreeMap<String, Value>,
+        rng: &mut SessionRng,
+    ) -> u32 {
         let d = value
             .and_then(|v| self.per_value.get(v))
             .unwrap_or(&self.pooled);
-        d.words[draw_index(&d.probs, rng)]
+        let words = d.words[draw_index(&d.probs, rng)];
+        let factor = self
+            .scale
+            .as_ref()
+            .and_then(|(var, factors)| factors.get(session.get(var)?.as_str()?))
+            .copied()
+            .unwrap_or(1.0);
+        ((f64::from(words) * factor).round() as u32).max(1)
     }
 
     /// The token budget of a turn aiming at `words` words: room for the

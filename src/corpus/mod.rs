@@ -214,6 +214,19 @@ impl Dialogue {
     }
 }
 
+/// Lower-cased words with punctuation trimmed from both ends (apostrophes
+/// kept): what the role guard's and the copy guard's word n-grams are made
+/// of, for generated and real turns alike.
+pub fn words(text: &str) -> Vec<String> {
+    text.split_whitespace()
+        .map(|w| {
+            w.trim_matches(|c: char| !c.is_alphanumeric() && c != '\'')
+                .to_lowercase()
+        })
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
 /// Replaces ReDial mention markup `@123 <Title  (2017)>` by `Title` and
 /// collapses runs of whitespace.
 pub fn strip_mentions(text: &str) -> String {

@@ -16,8 +16,7 @@ use std::path::Path;
 use rand::seq::SliceRandom;
 use rand::Rng;
 
-use super::{load_dialogues, CorpusError, CorpusKind, Dialogue, Speaker, Turn};
-use crate::session::guard::words;
+use super::{load_dialogues, words, CorpusError, CorpusKind, Dialogue, Speaker, Turn};
 
 /// Word n-gram length of the copy test: long enough that ordinary phrases
 /// ("do you have any other suggestions") do not count as copies.

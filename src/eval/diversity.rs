@@ -32,6 +32,30 @@ pub fn distinct_n<S: AsRef<str>>(texts: &[S], n: usize) -> f64 {
     }
 }
 
+/// Samples [`distinct_at_size`] averages over.
+pub const SIZE_MATCHED_SAMPLES: usize = 20;
+
+/// distinct-n of `texts` as if there were only `size` of them: the mean over
+/// seeded samples of `size` texts (all of them when there are no more).
+/// distinct-n falls as a text set grows (common n-grams repeat), so two
+/// sets are compared at the same size.
+pub fn distinct_at_size<S: AsRef<str>>(texts: &[S], size: usize, n: usize, seed: u64) -> f64 {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    if size == 0 || texts.len() <= size {
+        return distinct_n(texts, n);
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut idx: Vec<usize> = (0..texts.len()).collect();
+    let mut total = 0.0;
+    for _ in 0..SIZE_MATCHED_SAMPLES {
+        idx.shuffle(&mut rng);
+        let sample: Vec<&str> = idx[..size].iter().map(|&i| texts[i].as_ref()).collect();
+        total += distinct_n(&sample, n);
+    }
+    total / SIZE_MATCHED_SAMPLES as f64
+}
+
 fn ngram_counts(toks: &[String], n: usize) -> HashMap<&[String], usize> {
     let mut m = HashMap::new();
     if toks.len() >= n {
@@ -227,6 +251,19 @@ pub fn latent_coverage(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn distinct_at_size_matches_a_smaller_set() {
+        let texts: Vec<String> = (0..200)
+            .map(|i| format!("i like movie {}", i % 10))
+            .collect();
+        // All 200: "i like" and "like movie" repeat 200 times.
+        let all = distinct_n(&texts, 2);
+        let at_10 = distinct_at_size(&texts, 10, 2, 1);
+        assert!(at_10 > 2.0 * all, "{at_10} vs {all}");
+        assert_eq!(distinct_at_size(&texts, 500, 2, 1), all);
+        assert_eq!(distinct_at_size(&texts, 10, 2, 1), at_10, "seeded");
+    }
 
     #[test]
     fn distinct_known() {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::context::{discriminate_in_context, turns_in_context, PairEmbeddings};
 use super::discriminator::{discriminate, DensePair, DiscriminatorConfig, DiscriminatorError};
-use super::diversity::{distinct_n, latent_coverage, self_bleu};
+use super::diversity::{distinct_at_size, distinct_n, latent_coverage, self_bleu};
 use super::intent::{
     cross_validate_intents, fidelity_hits, label_fidelity, transfer_macro_f1, IntentClassifier,
     IntentConfig, IntentError,
@@ -759,6 +759,12 @@ pub fn evaluate_with(
         sentiment,
         topics,
         diversity_real: diversity(&real_texts, cfg),
+        diversity_real_at_sim_size: Some(DiversityStats {
+            distinct_1: distinct_at_size(&real_texts, sim_texts.len(), 1, cfg.seed),
+            distinct_2: distinct_at_size(&real_texts, sim_texts.len(), 2, cfg.seed),
+            distinct_3: distinct_at_size(&real_texts, sim_texts.len(), 3, cfg.seed),
+            self_bleu: 0.0,
+        }),
         diversity_sim: diversity(&sim_texts, cfg),
         latent_coverage,
         latent_recovery,

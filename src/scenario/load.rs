@@ -284,6 +284,17 @@ impl Scenario {
                 }
             }
         }
+        if let Some(p) = &conv.patience {
+            if !session
+                .iter()
+                .any(|v| matches!(v, SessionVar::Range { name, integer: true, .. } if name == p))
+            {
+                return Err(invalid(
+                    "conversation.patience".into(),
+                    "the name of an integer range session variable",
+                ));
+            }
+        }
         if let Some(target) = &conv.target {
             if !session
                 .iter()
@@ -299,7 +310,7 @@ impl Scenario {
         let length = file
             .length
             .as_ref()
-            .map(|spec| load_length(dir, &path, spec, &turn, &mut hasher))
+            .map(|spec| load_length(dir, &path, spec, (&turn, &session), &mut hasher))
             .transpose()?;
         if let Some(g) = &file.guard {
             if g.max_resamples > 8 {
@@ -722,7 +733,7 @@ fn load_length(
     dir: &Path,
     scenario_path: &Path,
     spec: &LengthSpec,
-    turn: &[TurnVar],
+    (turn, session): (&[TurnVar], &[SessionVar]),
     hasher: &mut Sha256,
 ) -> Result<LengthModel> {
     let invalid = |path: &Path, field: String, expected: String| ScenarioError::Invalid {
@@ -797,13 +808,73 @@ fn load_length(
             "at least one turn counted".into(),
         ));
     }
+    let scale = match &spec.scale_by {
+        Some(name) => Some(length_scale(scenario_path, &fpath, name, session, &fitted)?),
+        None => None,
+    };
     Ok(LengthModel {
         of: of.name.clone(),
         per_value,
         pooled,
         enforce: spec.enforce,
         tokens_per_word: spec.tokens_per_word,
+        scale,
     })
+}
+
+/// `[length] scale_by`: each value's factor, the mean fitted length ratio
+/// of its band of real seekers (bands cut by the variable's weights, in
+/// declared order, over the ratios sorted ascending).
+fn length_scale(
+    scenario_path: &Path,
+    fpath: &Path,
+    name: &str,
+    session: &[SessionVar],
+    fitted: &FittedTables,
+) -> Result<(String, BTreeMap<String, f64>)> {
+    let c =
+        match session.iter().find(|v| v.name() == name) {
+            Some(SessionVar::Categorical {
+                source: CategoricalSource::Fixed(c),
+                pick: 1,
+                ..
+            }) => c,
+            _ => return Err(ScenarioError::Invalid {
+                path: scenario_path.to_path_buf(),
+                field: "length.scale_by".into(),
+                expected:
+                    "a categorical session variable with fixed weights and one value per session"
+                        .into(),
+            }),
+        };
+    let mut ratios: Vec<f64> = fitted.seeker_length_ratio.clone();
+    if ratios.len() < c.values.len() || ratios.iter().any(|r| !r.is_finite() || *r <= 0.0) {
+        return Err(ScenarioError::Invalid {
+            path: fpath.to_path_buf(),
+            field: "seeker_length_ratio".into(),
+            expected: format!(
+                "at least {} positive ratios, one per real seeker (written by `usersim fit`)",
+                c.values.len()
+            ),
+        });
+    }
+    ratios.sort_by(f64::total_cmp);
+    let n = ratios.len();
+    let mut factors = BTreeMap::new();
+    let mut cumulative = 0.0;
+    let mut start = 0;
+    for (i, (value, p)) in c.values.iter().zip(&c.probs).enumerate() {
+        cumulative += p;
+        let end = if i + 1 == c.values.len() {
+            n
+        } else {
+            ((cumulative * n as f64).round() as usize).clamp(start + 1, n)
+        };
+        let band = &ratios[start.min(n - 1)..end.max(start + 1).min(n)];
+        factors.insert(value.clone(), band.iter().sum::<f64>() / band.len() as f64);
+        start = end;
+    }
+    Ok((name.to_string(), factors))
 }
 
 fn length_distribution(counts: &BTreeMap<u32, u64>) -> LengthDistribution {

@@ -273,6 +273,13 @@ struct LengthSpec {
     /// `ceil(words × this) + 4`, never above the side's `max_tokens`).
     #[serde(default = "default_tokens_per_word")]
     tokens_per_word: f64,
+    /// A categorical session variable (one value per session, declared
+    /// from least to most wordy) that scales every target: the real seekers'
+    /// fitted length ratios (`seeker_length_ratio`) are split into bands by
+    /// the variable's weights, and each value scales by its band's mean
+    /// ratio (the least wordy 40% of real seekers for a value of weight
+    /// 0.4, and so on). Absent: no scaling.
+    scale_by: Option<String>,
 }
 
 fn default_length_of() -> String {
@@ -309,6 +316,10 @@ pub struct FittedTables {
     /// ellipsis]` ([`crate::session::style::StyleRates`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub seeker_style: Vec<[f64; 3]>,
+    /// Per real seeker, the mean of their turns' words ÷ the mean words of
+    /// each turn's intent (`[length] scale_by`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seeker_length_ratio: Vec<f64>,
 }
 
 /// `[replay]`: per corpus, survey answers that set session variables.
@@ -397,6 +408,10 @@ pub struct ConversationSpec {
     /// Text given to the simulator in place of an assistant message when the
     /// user opens the conversation.
     pub user_opening_cue: String,
+    /// Session variable (an integer `range`) holding the seeker's patience:
+    /// after that many user turns without accepting the target the seeker
+    /// leaves (`user_left`), however the turn policy goes on.
+    pub patience: Option<String>,
 }
 
 /// Default most user turns.
@@ -412,6 +427,7 @@ impl Default for ConversationSpec {
             target: None,
             opening: None,
             user_opening_cue: "(The conversation starts. Write your first message.)".into(),
+            patience: None,
         }
     }
 }
@@ -656,6 +672,8 @@ pub struct LengthModel {
     pub enforce: bool,
     /// Tokens per target word of the budget.
     pub tokens_per_word: f64,
+    /// `scale_by`: the session variable and each value's length factor.
+    pub scale: Option<(String, BTreeMap<String, f64>)>,
 }
 
 /// The name templates and records give the drawn length: `turn.length`,

@@ -235,7 +235,13 @@ impl<'a> Conversation<'a> {
             },
             None => {
                 let mut rng = stream_rng(self.session_seed, Stream::TurnLatents(self.user_turns));
-                self.planner.next(self.user_turns, &mut rng)
+                let decision = self.planner.next(self.user_turns, &mut rng);
+                if matches!(decision, TurnDecision::Speak(_)) && self.out_of_patience() {
+                    // Drawn first, so patience on or off leaves every other
+                    // turn's draws as they were.
+                    return Ok(Next::Done(EndReason::UserLeft));
+                }
+                decision
             }
         };
         match decision {
@@ -253,8 +259,11 @@ impl<'a> Conversation<'a> {
                     // every other draw as it was.
                     let mut rng =
                         stream_rng(self.session_seed, Stream::TurnLength(self.user_turns));
-                    let words =
-                        length.draw(turn.values.get(&length.of).map(String::as_str), &mut rng);
+                    let words = length.draw(
+                        turn.values.get(&length.of).map(String::as_str),
+                        &self.latents.values,
+                        &mut rng,
+                    );
                     turn.values
                         .insert(LENGTH_VAR.to_string(), words.to_string());
                     if length.enforce {
@@ -393,6 +402,19 @@ impl<'a> Conversation<'a> {
                 self.user_turn()
             }
         }
+    }
+
+    /// Whether the seeker has spent their patience: as many user turns as
+    /// the session's `conversation.patience` variable says.
+    fn out_of_patience(&self) -> bool {
+        let Some(var) = &self.scenario.conversation.patience else {
+            return false;
+        };
+        self.latents
+            .values
+            .get(var)
+            .and_then(Value::as_u64)
+            .is_some_and(|p| u64::from(self.user_turns) >= p)
     }
 
     /// Real seeker turns of the turn's intent for its instruction, drawn

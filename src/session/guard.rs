@@ -96,16 +96,7 @@ const RECOMMENDER_OPENINGS: &[&str] = &[
 /// Speaker labels a chat user never types.
 const LABELS: &[&str] = &["recommender:", "assistant:", "user:", "seeker:", "system:"];
 
-/// Lower-cased words with punctuation trimmed from both ends.
-pub fn words(text: &str) -> Vec<String> {
-    text.split_whitespace()
-        .map(|w| {
-            w.trim_matches(|c: char| !c.is_alphanumeric() && c != '\'')
-                .to_lowercase()
-        })
-        .filter(|w| !w.is_empty())
-        .collect()
-}
+pub use crate::corpus::words;
 
 /// The word `n`-grams of `text`.
 pub fn ngrams(text: &str, n: usize) -> HashSet<Vec<String>> {

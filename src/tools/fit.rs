@@ -72,6 +72,9 @@ pub struct FittedIntents {
     pub lengths: BTreeMap<String, BTreeMap<String, u64>>,
     /// Per real seeker (dialogue), their typing rates, rounded.
     pub style: Vec<StyleRates>,
+    /// Per real seeker, the mean over their turns of the turn's words ÷ the
+    /// mean words of its intent: how wordy that person is, intent aside.
+    pub length_ratios: Vec<f64>,
 }
 
 fn round(x: f64, decimals: u32) -> f64 {
@@ -152,6 +155,7 @@ pub fn fit(dialogues: &[Dialogue], cfg: &FitIntentsConfig) -> FittedIntents {
             }
         }
     }
+    let length_ratios = seeker_length_ratios(dialogues, &lengths, &declared);
     counts.sort_unstable();
     let n = counts.len();
     let turns = TurnCountStats {
@@ -188,7 +192,41 @@ pub fn fit(dialogues: &[Dialogue], cfg: &FitIntentsConfig) -> FittedIntents {
             })
             .collect(),
         style,
+        length_ratios,
     }
+}
+
+/// Per dialogue with labelled seeker turns, the mean of words ÷ the mean
+/// words of the turn's intent (rounded to two decimals).
+fn seeker_length_ratios(
+    dialogues: &[Dialogue],
+    lengths: &BTreeMap<String, BTreeMap<u32, u64>>,
+    declared: &[String],
+) -> Vec<f64> {
+    let means: BTreeMap<&str, f64> = lengths
+        .iter()
+        .map(|(intent, c)| {
+            let n: u64 = c.values().sum();
+            let words: u64 = c.iter().map(|(w, k)| u64::from(*w) * k).sum();
+            (intent.as_str(), words as f64 / n.max(1) as f64)
+        })
+        .collect();
+    let mut out = Vec::new();
+    for d in dialogues {
+        let ratios: Vec<f64> = d
+            .turns()
+            .iter()
+            .filter(|t| t.speaker == Speaker::Seeker)
+            .filter_map(|t| {
+                let mean = means.get(primary_intent(&t.labels, declared)?)?;
+                Some(t.text.split_whitespace().count() as f64 / mean)
+            })
+            .collect();
+        if !ratios.is_empty() {
+            out.push(round(ratios.iter().sum::<f64>() / ratios.len() as f64, 2));
+        }
+    }
+    out
 }
 
 /// Fit on an IARD file.
@@ -208,6 +246,7 @@ pub fn to_toml(f: &FittedIntents, source: &str) -> String {
             .iter()
             .map(|r| [r.lower_first, r.bare_end, r.ellipsis])
             .collect(),
+        seeker_length_ratio: f.length_ratios.clone(),
     };
     let body = toml::to_string(&tables).unwrap_or_default();
     let turns: u64 = f.lengths.values().flat_map(|c| c.values()).sum();
@@ -215,6 +254,7 @@ pub fn to_toml(f: &FittedIntents, source: &str) -> String {
         "# Intent markov chain and seeker-turn lengths fitted by `usersim fit` on {source}\n\
          # {} dialogues; seeker turns: min {}, median {}, mean {}, p95 {}, max {}.\n\
          # [lengths.<intent>]: words -> number of the {turns} merged seeker turns of that length.\n\
+         # seeker_length_ratio: per real seeker, the mean of (turn words / mean words of the turn's intent).\n\
          # seeker_style: per real seeker, the share of their turns that start in lower case, end without . ! or ?, and join with \"...\".\n\
          # Use it from a scenario with: markov_file = \"<this file>\", [length] fitted_file = \"<this file>\" and [style] fitted_file = \"<this file>\"\n\n{body}",
         f.turns.dialogues, f.turns.min, f.turns.median, f.turns.mean, f.turns.p95, f.turns.max

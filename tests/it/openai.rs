@@ -87,7 +87,22 @@ fn a_full_run_keeps_eight_requests_in_flight_and_sends_the_sampling_options() {
     );
     assert_eq!(b["top_k"], 30);
     assert!(b["max_tokens"].as_u64().unwrap() > 0);
-    assert!(b["messages"][0]["role"] == "system");
+    // The seeker's turns are transcripts (raw prompts, `movies` prompts in
+    // transcript mode); the recommender's are chats with a system message.
+    let (seeker, recommender): (Vec<_>, Vec<_>) =
+        bodies.iter().partition(|b| b.get("prompt").is_some());
+    assert!(!seeker.is_empty() && !recommender.is_empty());
+    for b in &seeker {
+        let prompt = b["prompt"].as_str().unwrap();
+        assert!(
+            prompt.rsplit('\n').next().unwrap().starts_with("Seeker"),
+            "{prompt}"
+        );
+        assert!(b.get("messages").is_none());
+    }
+    for b in &recommender {
+        assert!(b["messages"][0]["role"] == "system", "{b}");
+    }
     // Each session's seed goes out; different sessions send different ones.
     let seeds: std::collections::HashSet<u64> =
         bodies.iter().filter_map(|b| b["seed"].as_u64()).collect();
@@ -406,12 +421,19 @@ fn the_completions_endpoint_sends_prompts_rendered_with_the_template() {
     assert_eq!(summary.conversations, 4);
     assert_eq!(records(&cfg.output).len(), 4);
     let bodies = server.counters.bodies.lock().unwrap();
+    let mut rendered = 0;
     for b in bodies.iter() {
         let prompt = b["prompt"].as_str().expect("a raw prompt");
+        assert!(b.get("messages").is_none());
+        // The seeker's transcripts go as they are; chats are rendered.
+        if prompt.rsplit('\n').next().unwrap().starts_with("Seeker") {
+            continue;
+        }
+        rendered += 1;
         assert!(prompt.starts_with("<|im_start|>system\n"), "{prompt}");
         assert!(prompt.ends_with("<|im_start|>assistant\n"), "{prompt}");
-        assert!(b.get("messages").is_none());
     }
+    assert!(rendered > 0 && rendered < bodies.len());
     drop(bodies);
 
     // Without a template, or with a broken one: one line, exit 2, no file.

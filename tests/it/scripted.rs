@@ -396,7 +396,15 @@ fn three_word_sentences(budgets: Rc<RefCell<Vec<u32>>>) -> usersim::backend::scr
 #[test]
 fn the_length_latent_is_drawn_rendered_budgeted_and_enforced() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), "len.jsonl");
+    // Style off: its "..." joins would change the word counts checked here.
+    let plain = scenario_copy(&dir.path().join("plain"), |n, t| match n {
+        "scenario.toml" => without_section(&t, "[style]"),
+        _ => t,
+    });
+    let cfg = SimulateConfig {
+        scenario_dir: plain,
+        ..config(dir.path(), "len.jsonl")
+    };
     let run_scripted = |cfg: &SimulateConfig, budgets: Rc<RefCell<Vec<u32>>>| {
         let prep = prepare(cfg).unwrap();
         let sessions = prepared_sessions(cfg, &prep).unwrap();
@@ -450,7 +458,7 @@ fn the_length_latent_is_drawn_rendered_budgeted_and_enforced() {
     // Off: the same run without [length] draws the same intents, and no
     // length.
     let off_dir = scenario_copy(dir.path(), |n, t| match n {
-        "scenario.toml" => without_length(&t),
+        "scenario.toml" => without_length(&without_section(&t, "[style]")),
         _ => t,
     });
     let off = SimulateConfig {
@@ -476,4 +484,48 @@ fn the_length_latent_is_drawn_rendered_budgeted_and_enforced() {
             .collect()
     };
     assert_eq!(intents(&cfg.output), intents(&off.output));
+}
+
+#[test]
+fn a_seeker_leaves_when_their_patience_is_spent() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SimulateConfig {
+        sessions: 40,
+        ..config(dir.path(), "patience.jsonl")
+    };
+    scripted(&cfg);
+    let recs = read_records(&cfg.output).unwrap();
+    let mut at_patience = 0;
+    for r in &recs {
+        let patience = r.latents["patience"].as_u64().expect("an integer");
+        assert!((3..=8).contains(&patience));
+        let turns = r.turns.iter().filter(|t| t.role == Side::User).count() as u64;
+        assert!(turns <= patience, "{turns} turns, patience {patience}");
+        if turns == patience && patience < 8 {
+            at_patience += 1;
+            assert_eq!(
+                serde_json::to_value(r.end_reason).unwrap(),
+                serde_json::json!("user_left")
+            );
+        }
+    }
+    assert!(at_patience > 3, "{at_patience}");
+    // Off: the same sessions run on to the turn policy's end.
+    let off_dir = scenario_copy(dir.path(), |n, t| match n {
+        "scenario.toml" => t.replace("patience = \"patience\"\n", ""),
+        _ => t,
+    });
+    let off = SimulateConfig {
+        scenario_dir: off_dir,
+        output: dir.path().join("off.jsonl"),
+        ..cfg.clone()
+    };
+    scripted(&off);
+    let longer = read_records(&off.output)
+        .unwrap()
+        .iter()
+        .zip(&recs)
+        .filter(|(a, b)| a.turns.len() > b.turns.len())
+        .count();
+    assert!(longer > 3, "{longer}");
 }

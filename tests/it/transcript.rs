@@ -248,7 +248,11 @@ fn the_copy_guard_draws_again_a_turn_that_pastes_real_text() {
                 "a pasted turn was kept: {:?}",
                 t.text
             );
-            assert!(t.text.starts_with("my own words"), "{:?}", t.text);
+            assert!(
+                t.text.to_lowercase().starts_with("my own words"),
+                "{:?}",
+                t.text
+            );
         }
     }
     // Off: the same run without `copy = true` keeps the pasted turns.
@@ -364,4 +368,129 @@ fn transcript_mode_on_the_default_model_writes_one_line_seeker_turns() {
         words > turns,
         "mostly empty turns: {words} words in {turns}"
     );
+}
+
+#[test]
+fn style_rewrites_turns_at_the_sessions_drawn_real_seeker_rates() {
+    let dir = tempfile::tempdir().unwrap();
+    let said = "That sounds great. Thanks.";
+    let cfg = SimulateConfig {
+        output: dir.path().join("styled.jsonl"),
+        sessions: 30,
+        parallel: 4,
+        seed: 8,
+        scenario_dir: root().join("prompts/movies"),
+        ..SimulateConfig::default()
+    };
+    let prep = prepare(&cfg).unwrap();
+    let fitted = prep.scenario.style.clone();
+    assert!(fitted.len() > 100, "movies types like the IARD seekers");
+    run_scripted(&cfg, Box::new(move |_| said.to_string()));
+    let recs = read_records(&cfg.output).unwrap();
+    let mut styles = std::collections::BTreeSet::new();
+    let mut lowered = 0;
+    let mut ended = 0;
+    let mut user_turns = 0;
+    for r in &recs {
+        let s: usersim::session::style::StyleRates =
+            serde_json::from_value(r.latents["style"].clone()).expect("latents.style");
+        assert!(fitted.contains(&s), "{s:?} is not a fitted seeker");
+        styles.insert(format!("{s:?}"));
+        for t in r.turns.iter().filter(|t| t.role == Side::User) {
+            user_turns += 1;
+            let text = t.text.as_str();
+            // Only the first letter, the final punctuation and the first
+            // sentence break change (a short length target cuts the turn
+            // after its first sentence).
+            let plain = text.to_lowercase().replace("...", ". ");
+            assert!(
+                ["that sounds great. thanks", "that sounds great"]
+                    .contains(&plain.trim_end_matches('.')),
+                "{text:?}"
+            );
+            if text.starts_with('t') {
+                lowered += 1;
+            }
+            if s.lower_first == 0.0 {
+                assert!(text.starts_with('T'), "{text:?} at {s:?}");
+            }
+            if s.ellipsis == 0.0 {
+                assert!(!text.contains("..."), "{text:?} at {s:?}");
+            }
+            if s.ellipsis == 1.0 && text.to_lowercase().contains("thanks") {
+                assert!(text.contains("great...Thanks"), "{text:?}");
+            }
+            if s.bare_end == 1.0 {
+                assert!(!text.ends_with('.'), "{text:?} at {s:?}");
+            }
+            if s.bare_end == 0.0 {
+                assert!(text.ends_with('.'), "{text:?} at {s:?}");
+            }
+            if text.ends_with('.') {
+                ended += 1;
+            }
+        }
+    }
+    assert!(styles.len() > 10, "sessions draw different seekers");
+    assert!(lowered > 0);
+    // Real seekers end 44% of their turns without . ! or ?; the model
+    // always ends with a period here.
+    let bare = 1.0 - f64::from(ended) / f64::from(user_turns);
+    assert!((0.25..0.65).contains(&bare), "{bare}");
+    // Off: the text is the model's, and every other draw is unchanged.
+    let off_dir = scenario_copy(&dir.path().join("off"), |n, t| match n {
+        "scenario.toml" => without_section(&t, "[style]"),
+        _ => t,
+    });
+    let off = SimulateConfig {
+        output: dir.path().join("plain.jsonl"),
+        scenario_dir: off_dir,
+        ..cfg.clone()
+    };
+    run_scripted(&off, Box::new(move |_| said.to_string()));
+    let plain = read_records(&off.output).unwrap();
+    assert_eq!(plain.len(), recs.len());
+    for (a, b) in recs.iter().zip(&plain) {
+        assert!(!b.latents.contains_key("style"));
+        let intents = |r: &usersim::session::record::ConversationRecord| -> Vec<String> {
+            r.turns
+                .iter()
+                .filter(|t| t.role == Side::User)
+                .map(|t| t.latents["intent"].clone())
+                .collect()
+        };
+        assert_eq!(intents(a), intents(b));
+        for t in b.turns.iter().filter(|t| t.role == Side::User) {
+            assert!([said, "That sounds great."].contains(&t.text.as_str()));
+        }
+    }
+}
+
+#[test]
+fn transcript_mode_on_gemma_base_writes_one_line_seeker_turns() {
+    let _heavy = heavy();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = small_config(dir.path(), "g.jsonl");
+    cfg.model = usersim::run::ModelChoice::Registry(Some("gemma-3-270m-q4_k_m".into()));
+    cfg.scenario_dir = transcript_scenario(dir.path());
+    cfg.replay = Some(iard());
+    cfg.sessions = 2;
+    cfg.parallel = 2;
+    let summary = run(&cfg);
+    let recs = read_records(&cfg.output).unwrap();
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[0].model.name, "gemma-3-270m-q4_k_m");
+    assert!(summary.shared_prefix_tokens[0] > 100);
+    let texts: Vec<&str> = recs
+        .iter()
+        .flat_map(|r| r.turns.iter())
+        .filter(|t| t.role == Side::User)
+        .map(|t| t.text.as_str())
+        .collect();
+    assert!(texts.len() >= 4);
+    for t in &texts {
+        assert!(!t.contains('\n') && !t.contains("Recommender:"), "{t:?}");
+    }
+    let words: usize = texts.iter().map(|t| t.split_whitespace().count()).sum();
+    assert!(words > texts.len(), "mostly empty turns: {texts:?}");
 }

@@ -227,16 +227,25 @@ fn handle(
         } else {
             req["prompt"].as_str().unwrap_or("")
         };
-        let text = if system.contains("recommend") && !system.contains("You are a person") {
-            format!(
-                "#{:04x} You might enjoy Heat (1995), a crime thriller.",
-                h & 0xffff
-            )
-        } else {
-            // The tag first: a seeker turn is cut after a sentence end
-            // (`[length]`), and the role guard rejects bracketed notes.
-            format!("#{:04x} {}", h & 0xffff, USER_LINES[(h % 6) as usize])
-        };
+        // A transcript prompt (the seeker's, on /completions) ends on an
+        // open seeker line.
+        let seeker_line = system
+            .trim_end()
+            .rsplit('\n')
+            .next()
+            .is_some_and(|l| l.starts_with("Seeker"));
+        let text =
+            if system.contains("recommend") && !system.contains("You are a person") && !seeker_line
+            {
+                format!(
+                    "#{:04x} You might enjoy Heat (1995), a crime thriller.",
+                    h & 0xffff
+                )
+            } else {
+                // The tag first: a seeker turn is cut after a sentence end
+                // (`[length]`), and the role guard rejects bracketed notes.
+                format!("#{:04x} {}", h & 0xffff, USER_LINES[(h % 6) as usize])
+            };
         let max = req["max_tokens"].as_u64().unwrap_or(16);
         let words = text.split_whitespace().count() as u64;
         let finish = if words >= max { "length" } else { "stop" };

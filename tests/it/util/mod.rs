@@ -53,7 +53,8 @@ pub fn small_config(dir: &Path, name: &str) -> SimulateConfig {
         ..SimulateConfig::default()
     };
     cfg.llama.threads = 2;
-    cfg.llama.context_per_sequence = 1024;
+    // The transcript prefix (four real dialogues) needs room.
+    cfg.llama.context_per_sequence = 2048;
     cfg.sampling.user_max_tokens = Some(24);
     cfg.sampling.assistant_max_tokens = Some(32);
     cfg
@@ -160,6 +161,11 @@ pub fn scenario_copy(dir: &Path, edit: impl Fn(&str, String) -> String) -> PathB
         let e = e.unwrap();
         let name = e.file_name().to_string_lossy().into_owned();
         let text = std::fs::read_to_string(e.path()).unwrap();
+        // The pool's path is relative to prompts/movies.
+        let text = text.replace(
+            "\"../../../shared/data/",
+            &format!("\"{}/", shared_data().display()),
+        );
         std::fs::write(dst.join(&name), edit(&name, text)).unwrap();
     }
     dst
@@ -167,7 +173,16 @@ pub fn scenario_copy(dir: &Path, edit: impl Fn(&str, String) -> String) -> PathB
 
 /// A scenario.toml without its `[length]` section (the length latent off).
 pub fn without_length(toml: &str) -> String {
-    let start = toml.find("[length]").expect("a [length] section");
+    without_section(toml, "[length]")
+}
+
+/// A scenario.toml without `section` (up to the next `# ----` comment
+/// line or the end), e.g. `[style]`.
+pub fn without_section(toml: &str, section: &str) -> String {
+    let start = toml
+        .find(&format!("\n{section}\n"))
+        .unwrap_or_else(|| panic!("a {section} section"))
+        + 1;
     let end = toml[start..]
         .find("\n# ----")
         .map_or(toml.len(), |i| start + i + 1);
