@@ -1038,7 +1038,9 @@ mod tests {
         let r = Registry::builtin().unwrap();
         let d = r.get(&r.default).unwrap();
         assert_eq!(d.kind, ModelKind::Generator);
-        assert!(d.package.is_some() && d.hub.is_some());
+        // A package source on every machine; a hub source where one is known.
+        assert!(d.package.is_some());
+        assert!(r.get("smollm2-135m-instruct-q4_1").unwrap().hub.is_some());
         assert!(r.default_embedding().is_some());
     }
 

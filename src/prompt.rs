@@ -55,16 +55,22 @@ fn append_note(base: &str, note: &str) -> String {
     }
 }
 
+/// What the session-level templates see: the scenario and the session's
+/// values and their prose.
+fn session_ctx(scenario: &Scenario, latents: &SessionLatents) -> serde_json::Value {
+    json!({
+        "scenario": scenario_ctx(scenario),
+        "session": latents.values,
+        "text": latents.text,
+    })
+}
+
 /// The user simulator's persona (its system message).
 pub fn user_system_prompt(
     scenario: &Scenario,
     latents: &SessionLatents,
 ) -> Result<String, ScenarioError> {
-    let ctx = json!({
-        "scenario": scenario_ctx(scenario),
-        "session": latents.values,
-        "text": latents.text,
-    });
+    let ctx = session_ctx(scenario, latents);
     Ok(scenario
         .render(template::USER_SYSTEM, &ctx)?
         .trim()
@@ -77,11 +83,7 @@ pub fn user_profile(
     scenario: &Scenario,
     latents: &SessionLatents,
 ) -> Result<String, ScenarioError> {
-    let ctx = json!({
-        "scenario": scenario_ctx(scenario),
-        "session": latents.values,
-        "text": latents.text,
-    });
+    let ctx = session_ctx(scenario, latents);
     Ok(one_line(&scenario.render(template::USER_PROFILE, &ctx)?))
 }
 
@@ -93,7 +95,10 @@ fn one_line(text: &str) -> String {
 
 fn seeker_line_label(spec: &TranscriptSpec, tag: Option<&str>) -> String {
     match tag {
-        Some(t) => format!("{} ({t}):", spec.seeker_label.trim()),
+        Some(t) => {
+            let shown = spec.tags.get(t).map_or(t, String::as_str);
+            format!("{} ({shown}):", spec.seeker_label.trim())
+        }
         None => format!("{}:", spec.seeker_label.trim()),
     }
 }

@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::context::{discriminate_in_context, turns_in_context, PairEmbeddings};
-use super::discriminator::{discriminate, DensePair, DiscriminatorConfig, DiscriminatorError};
+use super::discriminator::{
+    discriminate, DensePair, DiscriminatorConfig, DiscriminatorError, DiscriminatorResult,
+};
 use super::diversity::{distinct_at_size, distinct_n, latent_coverage, self_bleu};
 use super::intent::{
     cross_validate_intents, fidelity_hits, label_fidelity, transfer_macro_f1, IntentClassifier,
@@ -542,15 +544,23 @@ pub fn evaluate_with(
     };
     let dialogue_lengths = length_stats(&tpd(real), &tpd(sim), cfg.length_bins)?;
 
-    let turn_discriminator =
-        match discriminate(&real_texts, &sim_texts, embeddings, &cfg.discriminator) {
-            Ok(r) => Some(r),
+    // Too few examples for one discriminator is a warning, not a failure.
+    let mut unless_too_few = |r: Result<DiscriminatorResult, DiscriminatorError>,
+                              what: &str|
+     -> Result<Option<DiscriminatorResult>, EvalError> {
+        match r {
+            Ok(r) => Ok(Some(r)),
             Err(DiscriminatorError::TooFew { .. }) => {
-                warnings.push("too few seeker turns for the turn discriminator".into());
-                None
+                warnings.push(format!("too few {what} discriminator"));
+                Ok(None)
             }
-            Err(e) => return Err(e.into()),
-        };
+            Err(e) => Err(e.into()),
+        }
+    };
+    let turn_discriminator = unless_too_few(
+        discriminate(&real_texts, &sim_texts, embeddings, &cfg.discriminator),
+        "seeker turns for the turn",
+    )?;
     let context_discriminator = if cfg.context_discriminator {
         let pair_embeddings = all_embeddings.map(|e| {
             let side = |turns, contexts| PairEmbeddings { turns, contexts };
@@ -559,36 +569,28 @@ pub fn evaluate_with(
                 side(e.turns.1, e.contexts.map(|c| c.1)),
             )
         });
-        match discriminate_in_context(
-            &turns_in_context(real),
-            &turns_in_context(sim),
-            pair_embeddings,
-            &cfg.discriminator,
-        ) {
-            Ok(r) => Some(r),
-            Err(DiscriminatorError::TooFew { .. }) => {
-                warnings.push("too few seeker turns for the context discriminator".into());
-                None
-            }
-            Err(e) => return Err(e.into()),
-        }
+        unless_too_few(
+            discriminate_in_context(
+                &turns_in_context(real),
+                &turns_in_context(sim),
+                pair_embeddings,
+                &cfg.discriminator,
+            ),
+            "seeker turns for the context",
+        )?
     } else {
         None
     };
     let conversation_discriminator = if cfg.conversation_discriminator {
-        match discriminate(
-            &real.seeker_conversations(),
-            &sim.seeker_conversations(),
-            None,
-            &cfg.discriminator,
-        ) {
-            Ok(r) => Some(r),
-            Err(DiscriminatorError::TooFew { .. }) => {
-                warnings.push("too few dialogues for the conversation discriminator".into());
-                None
-            }
-            Err(e) => return Err(e.into()),
-        }
+        unless_too_few(
+            discriminate(
+                &real.seeker_conversations(),
+                &sim.seeker_conversations(),
+                None,
+                &cfg.discriminator,
+            ),
+            "dialogues for the conversation",
+        )?
     } else {
         None
     };

@@ -153,6 +153,11 @@ pub fn prepare(cfg: &SimulateConfig) -> Result<Prepared, Error> {
         .map_err(|e| Error::Config(format!("assistant sampling: {e}")))?;
     let replay = cfg.replay.as_deref().map(load_replay).transpose()?;
     let pool = load_pool(cfg, &scenario)?;
+    if pool.is_some() {
+        // The pool's text is part of every transcript prompt: a resume or a
+        // merge must not mix runs on different corpora.
+        scenario.hash = pool_hash(&scenario.hash, pool_paths(cfg, &scenario))?;
+    }
     let prefix_candidates = match (&pool, scenario.user_prompt) {
         (Some(pool), UserPrompt::Transcript) => {
             let spec = &scenario.transcript;
@@ -180,6 +185,28 @@ pub fn prepare(cfg: &SimulateConfig) -> Result<Prepared, Error> {
         pool,
         prefix_candidates,
     })
+}
+
+fn pool_paths<'a>(cfg: &'a SimulateConfig, scenario: &'a Scenario) -> &'a [PathBuf] {
+    match &scenario.pool {
+        Some(spec) if cfg.pool.is_empty() => &spec.corpora,
+        _ => &cfg.pool,
+    }
+}
+
+/// sha256 over the scenario's hash and every pool corpus file.
+fn pool_hash(scenario_hash: &str, paths: &[PathBuf]) -> Result<String, Error> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(scenario_hash.as_bytes());
+    for p in paths {
+        let bytes = std::fs::read(p).map_err(|e| {
+            Error::Config(format!("{}: cannot read the pool corpus: {e}", p.display()))
+        })?;
+        h.update(b"\0");
+        h.update(&bytes);
+    }
+    Ok(hex::encode(h.finalize()))
 }
 
 /// The scenario's pool, from `--pool` when given: a corpus that cannot be

@@ -6,12 +6,12 @@
 //! template renders only declared variables (strict undefined). Nothing
 //! downstream re-checks.
 //!
-//! `load` is long (about 390 lines) because it is one pass over the file's
+//! `load` is long (about 440 lines) because it is one pass over the file's
 //! sections in order, each check next to the field it guards, with the
 //! error naming that field; its helpers below hold everything reusable.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use minijinja::{Environment, UndefinedBehavior};
 use sha2::{Digest, Sha256};
@@ -326,87 +326,12 @@ impl Scenario {
                 ));
             }
         }
-        let pool = match &file.pool {
-            Some(p) => {
-                if p.corpora.is_empty() {
-                    return Err(invalid(
-                        "pool.corpora".into(),
-                        "at least one corpus path (IARD .json or INSPIRED dialogs.tsv)",
-                    ));
-                }
-                if p.exemplars > 16 {
-                    return Err(invalid(
-                        "pool.exemplars".into(),
-                        &format!("a number from 0 to 16 (got {})", p.exemplars),
-                    ));
-                }
-                for (i, c) in p.corpora.iter().enumerate() {
-                    crate::corpus::CorpusKind::of_path(Path::new(c)).map_err(|_| {
-                        invalid(
-                            format!("pool.corpora[{i}]"),
-                            &format!("an IARD .json or INSPIRED .tsv file (got \"{c}\")"),
-                        )
-                    })?;
-                }
-                Some(PoolSpec {
-                    corpora: p.corpora.iter().map(|c| dir.join(c)).collect(),
-                    exemplars: p.exemplars,
-                })
-            }
-            None => None,
-        };
+        let pool = load_pool_spec(dir, &path, &file)?;
         let style = match &file.style {
             Some(spec) => load_style(dir, &path, spec, &session, &mut hasher)?,
             None => Vec::new(),
         };
-        let transcript = file.transcript.clone().unwrap_or_default();
-        if file.user_prompt == UserPrompt::Transcript && pool.is_none() {
-            return Err(invalid(
-                "user_prompt".into(),
-                "\"chat\", or a [pool] of real dialogues for \"transcript\" to show",
-            ));
-        }
-        if file.transcript.is_some() {
-            let t = &transcript;
-            if !(1..=16).contains(&t.dialogues) {
-                return Err(invalid(
-                    "transcript.dialogues".into(),
-                    &format!("a number from 1 to 16 (got {})", t.dialogues),
-                ));
-            }
-            if t.max_dialogue_words < 10 {
-                return Err(invalid(
-                    "transcript.max_dialogue_words".into(),
-                    &format!("at least 10 words (got {})", t.max_dialogue_words),
-                ));
-            }
-            for (field, label) in [
-                ("transcript.seeker_label", &t.seeker_label),
-                ("transcript.system_label", &t.system_label),
-            ] {
-                if label.trim().is_empty() || label.contains('\n') || label.contains(':') {
-                    return Err(invalid(
-                        field.into(),
-                        "a non-empty one-line label without a colon",
-                    ));
-                }
-            }
-            if t.seeker_label.trim() == t.system_label.trim() {
-                return Err(invalid(
-                    "transcript.system_label".into(),
-                    "a label other than the seeker's",
-                ));
-            }
-            if let Some(tag) = &t.tag {
-                if !turn.iter().any(|v| &v.name == tag) {
-                    let names: Vec<&str> = turn.iter().map(|v| v.name.as_str()).collect();
-                    return Err(invalid(
-                        "transcript.tag".into(),
-                        &format!("a declared turn variable: {}", names.join(", ")),
-                    ));
-                }
-            }
-        }
+        let transcript = load_transcript(&path, &file, pool.as_ref(), &turn)?;
 
         // Templates: strict undefined, and every variable a template names
         // must be declared, so mistakes fail here and not in the middle of a run.
@@ -678,6 +603,143 @@ fn check_template(
 // Pins (`--set`)
 // ---------------------------------------------------------------------------
 
+/// `[pool]`: its corpus paths (resolved against the scenario directory,
+/// read by the run) and exemplar count, checked.
+fn load_pool_spec(dir: &Path, path: &Path, file: &ScenarioFile) -> Result<Option<PoolSpec>> {
+    let invalid = |field: String, expected: &str| ScenarioError::Invalid {
+        path: path.to_path_buf(),
+        field,
+        expected: expected.to_string(),
+    };
+    let pool = match &file.pool {
+        Some(p) => {
+            if p.corpora.is_empty() {
+                return Err(invalid(
+                    "pool.corpora".into(),
+                    "at least one corpus path (IARD .json or INSPIRED dialogs.tsv)",
+                ));
+            }
+            if p.exemplars > 16 {
+                return Err(invalid(
+                    "pool.exemplars".into(),
+                    &format!("a number from 0 to 16 (got {})", p.exemplars),
+                ));
+            }
+            for (i, c) in p.corpora.iter().enumerate() {
+                crate::corpus::CorpusKind::of_path(Path::new(c)).map_err(|_| {
+                    invalid(
+                        format!("pool.corpora[{i}]"),
+                        &format!("an IARD .json or INSPIRED .tsv file (got \"{c}\")"),
+                    )
+                })?;
+            }
+            Some(PoolSpec {
+                corpora: p.corpora.iter().map(|c| dir.join(c)).collect(),
+                exemplars: p.exemplars,
+            })
+        }
+        None => None,
+    };
+    Ok(pool)
+}
+
+/// `user_prompt` and `[transcript]`, checked against the pool and the
+/// turn variables.
+fn load_transcript(
+    path: &Path,
+    file: &ScenarioFile,
+    pool: Option<&PoolSpec>,
+    turn: &[TurnVar],
+) -> Result<TranscriptSpec> {
+    let invalid = |field: String, expected: &str| ScenarioError::Invalid {
+        path: path.to_path_buf(),
+        field,
+        expected: expected.to_string(),
+    };
+    let transcript = file.transcript.clone().unwrap_or_default();
+    if file.user_prompt == UserPrompt::Transcript && pool.is_none() {
+        return Err(invalid(
+            "user_prompt".into(),
+            "\"chat\", or a [pool] of real dialogues for \"transcript\" to show",
+        ));
+    }
+    if file.transcript.is_some() {
+        let t = &transcript;
+        if !(1..=16).contains(&t.dialogues) {
+            return Err(invalid(
+                "transcript.dialogues".into(),
+                &format!("a number from 1 to 16 (got {})", t.dialogues),
+            ));
+        }
+        if t.max_dialogue_words < 10 {
+            return Err(invalid(
+                "transcript.max_dialogue_words".into(),
+                &format!("at least 10 words (got {})", t.max_dialogue_words),
+            ));
+        }
+        for (field, label) in [
+            ("transcript.seeker_label", &t.seeker_label),
+            ("transcript.system_label", &t.system_label),
+        ] {
+            if label.trim().is_empty() || label.contains('\n') || label.contains(':') {
+                return Err(invalid(
+                    field.into(),
+                    "a non-empty one-line label without a colon",
+                ));
+            }
+        }
+        if t.seeker_label.trim() == t.system_label.trim() {
+            return Err(invalid(
+                "transcript.system_label".into(),
+                "a label other than the seeker's",
+            ));
+        }
+        if let Some(tag) = &t.tag {
+            let Some(var) = turn.iter().find(|v| &v.name == tag) else {
+                let names: Vec<&str> = turn.iter().map(|v| v.name.as_str()).collect();
+                return Err(invalid(
+                    "transcript.tag".into(),
+                    &format!("a declared turn variable: {}", names.join(", ")),
+                ));
+            };
+            if let Some((k, _)) = t.tags.iter().find(|(k, _)| !var.values.contains(k)) {
+                return Err(invalid(
+                    format!("transcript.tags.{k}"),
+                    &format!("a value of turn variable `{tag}`"),
+                ));
+            }
+            if let Some((k, _)) = t
+                .tags
+                .iter()
+                .find(|(_, v)| v.trim().is_empty() || v.contains(['\n', '(', ')', ':']))
+            {
+                return Err(invalid(
+                    format!("transcript.tags.{k}"),
+                    "a non-empty one-line text without parentheses or colons",
+                ));
+            }
+        } else if !t.tags.is_empty() {
+            return Err(invalid(
+                "transcript.tags".into(),
+                "a `tag` variable to show them for",
+            ));
+        }
+    }
+    Ok(transcript)
+}
+
+/// A file `usersim fit` wrote (relative to the scenario directory), parsed
+/// and added to the scenario's hash.
+fn read_fitted(dir: &Path, file: &str, hasher: &mut Sha256) -> Result<(PathBuf, FittedTables)> {
+    let fpath = dir.join(file);
+    let text = read(&fpath)?;
+    hasher.update(file.as_bytes());
+    hasher.update(b"\0");
+    hasher.update(text.as_bytes());
+    let fitted = parse_toml(&fpath, &text)?;
+    Ok((fpath, fitted))
+}
+
 /// `[style]`: the fitted file's `seeker_style` rates, each checked.
 fn load_style(
     dir: &Path,
@@ -693,12 +755,7 @@ fn load_style(
             expected: format!("a name other than `{STYLE_VAR}` (reserved for the [style] latent)"),
         });
     }
-    let fpath = dir.join(&spec.fitted_file);
-    let text = read(&fpath)?;
-    hasher.update(spec.fitted_file.as_bytes());
-    hasher.update(b"\0");
-    hasher.update(text.as_bytes());
-    let fitted: FittedTables = parse_toml(&fpath, &text)?;
+    let (fpath, fitted) = read_fitted(dir, &spec.fitted_file, hasher)?;
     if fitted.seeker_style.is_empty() {
         return Err(ScenarioError::Invalid {
             path: fpath,
@@ -756,12 +813,7 @@ fn load_length(
             format!("a number from 1 to 10 (got {})", spec.tokens_per_word),
         ));
     }
-    let fpath = dir.join(&spec.fitted_file);
-    let text = read(&fpath)?;
-    hasher.update(spec.fitted_file.as_bytes());
-    hasher.update(b"\0");
-    hasher.update(text.as_bytes());
-    let fitted: FittedTables = parse_toml(&fpath, &text)?;
+    let (fpath, fitted) = read_fitted(dir, &spec.fitted_file, hasher)?;
     if fitted.lengths.is_empty() {
         return Err(invalid(
             &fpath,

@@ -172,6 +172,11 @@ pub struct TranscriptSpec {
     /// so the model learns in context what each value reads like, and the
     /// session's turns show the drawn value. Absent: no tag.
     pub tag: Option<String>,
+    /// What a tag value is shown as (`REJ = "rejects"`); a value without an
+    /// entry is shown as it is. Words a small model knows steer it better
+    /// than codes.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
 }
 
 impl Default for TranscriptSpec {
@@ -183,6 +188,7 @@ impl Default for TranscriptSpec {
             dialogues: default_transcript_dialogues(),
             max_dialogue_words: default_max_dialogue_words(),
             tag: None,
+            tags: BTreeMap::new(),
         }
     }
 }

@@ -220,7 +220,7 @@ fn malformed_length_sections() {
         ),
         (
             with(
-                &|t| t.replace("enforce = true", "enforce = true\ntokens_per_word = 0.2"),
+                &|t| t.replace("tokens_per_word = 2.0", "tokens_per_word = 0.2"),
                 &keep,
             ),
             vec!["length.tokens_per_word", "from 1 to 10"],
@@ -369,6 +369,14 @@ fn malformed_transcript_pool_and_style_sections() {
             ],
         ),
         (
+            transcript("{POOL}\n[transcript]\ntag = \"intent\"\n[transcript.tags]\nNOPE = \"x\"\n"),
+            vec!["scenario.toml", "transcript.tags.NOPE", "a value of turn variable `intent`"],
+        ),
+        (
+            transcript("{POOL}\n[transcript]\ntag = \"intent\"\n[transcript.tags]\nREJ = \"no (really)\"\n"),
+            vec!["scenario.toml", "transcript.tags.REJ", "without parentheses"],
+        ),
+        (
             transcript("{POOL}\n[transcript]\nnope = 1\n"),
             vec!["scenario.toml", "nope"],
         ),
@@ -406,7 +414,14 @@ fn strip_pool_sections(toml: &str) -> String {
     let mut skipping = false;
     for line in toml.lines() {
         if line.starts_with('[') || line.starts_with("# ----") {
-            skipping = ["[pool]", "[transcript]", "[style]", "[guard]"].contains(&line.trim());
+            skipping = [
+                "[pool]",
+                "[transcript]",
+                "[transcript.tags]",
+                "[style]",
+                "[guard]",
+            ]
+            .contains(&line.trim());
         }
         if skipping || line.starts_with("user_prompt") {
             continue;

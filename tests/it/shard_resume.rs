@@ -12,7 +12,7 @@ fn simulate(out: &Path, extra: &[&str]) -> std::process::Output {
     Command::new(bin())
         .args(["simulate", "-q"])
         .args(SMALL_RUN)
-        .args(["--context", "768"])
+        .args(["--context", "1536"])
         .args(if extra.contains(&"--seed") {
             &[][..]
         } else {
@@ -38,7 +38,7 @@ fn killed_run_resumes_to_the_uninterrupted_file() {
     let mut child = Command::new(bin())
         .args(["simulate", "-q"])
         .args(SMALL_RUN)
-        .args(["--context", "768"])
+        .args(["--context", "1536"])
         .args(["--seed", "11", "-n", "6", "-p", "3", "-o"])
         .arg(&part)
         .spawn()

@@ -29,7 +29,7 @@ pub fn transcript_scenario(dir: &Path) -> PathBuf {
         if name != "scenario.toml" {
             return t;
         }
-        let mut t = strip_sections(&t, &["[pool]", "[transcript]"])
+        let mut t = strip_sections(&t, &["[pool]", "[transcript]", "[transcript.tags]"])
             .replace("\nuser_prompt = \"chat\"", "")
             .replace("\nuser_prompt = \"transcript\"", "");
         t = t.replacen(
@@ -289,7 +289,7 @@ fn chat_prompts_show_exemplars_of_the_turns_intent() {
     let scenario = scenario_copy(dir.path(), |name, t| match name {
         "scenario.toml" => format!(
             "{}\n[pool]\ncorpora = [{:?}]\nexemplars = 2\n",
-            strip_sections(&t, &["[pool]", "[transcript]"])
+            strip_sections(&t, &["[pool]", "[transcript]", "[transcript.tags]"])
                 .replace("user_prompt = \"transcript\"\n", ""),
             iard().display().to_string()
         ),
@@ -336,10 +336,11 @@ fn chat_prompts_show_exemplars_of_the_turns_intent() {
 }
 
 #[test]
-fn transcript_mode_on_the_default_model_writes_one_line_seeker_turns() {
+fn transcript_mode_on_smollm2_instruct_writes_one_line_seeker_turns() {
     let _heavy = heavy();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = small_config(dir.path(), "t.jsonl");
+    cfg.model = usersim::run::ModelChoice::Registry(Some("smollm2-135m-instruct-q4_1".into()));
     cfg.scenario_dir = transcript_scenario(dir.path());
     cfg.replay = Some(iard());
     cfg.sessions = 3;
