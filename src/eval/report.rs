@@ -495,23 +495,18 @@ impl EvalReport {
             );
         }
         let _ = writeln!(o, "{line}");
-        if let Some(d) = &self.turn_discriminator {
+        for (which, d) in [
+            ("turn", &self.turn_discriminator),
+            ("context", &self.context_discriminator),
+        ] {
+            let Some(d) = d else { continue };
             let top: Vec<String> = d
                 .top_simulated
                 .iter()
                 .take(10)
                 .map(|(n, w)| format!("{n} ({w:.2})"))
                 .collect();
-            let _ = writeln!(o, "most 'simulated' turn features: {}", top.join(", "));
-        }
-        if let Some(d) = &self.context_discriminator {
-            let top: Vec<String> = d
-                .top_simulated
-                .iter()
-                .take(10)
-                .map(|(n, w)| format!("{n} ({w:.2})"))
-                .collect();
-            let _ = writeln!(o, "most 'simulated' context features: {}", top.join(", "));
+            let _ = writeln!(o, "most 'simulated' {which} features: {}", top.join(", "));
         }
         for w in &self.warnings {
             let _ = writeln!(o, "warning: {w}");
