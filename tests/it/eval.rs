@@ -174,7 +174,13 @@ fn full_report_of_a_simulated_run_against_iard() {
             e["lo"].as_f64().expect("lo"),
             e["hi"].as_f64().expect("hi"),
         );
-        assert!(lo <= v && v <= hi, "{d}");
+        assert!(lo <= hi, "{d}");
+        // A plug-in divergence (JS) grows under resampling, so its
+        // percentile interval can sit above a small point estimate (seen:
+        // 0.069 [0.080, 0.226]); every other difference holds its estimate.
+        if !d[0].as_str().is_some_and(|n| n.contains("JS")) {
+            assert!(lo <= v && v <= hi, "{d}");
+        }
     }
     assert!(
         diffs.iter().any(|d| d[0] == "context discriminator AUC"),
