@@ -13,7 +13,9 @@
 //! [`eval`] (realism, diversity and label fidelity against real dialogues).
 //!
 //! Beside the pipeline: [`corpus`] is the one reader of real dialogues (for
-//! replay, fitting and eval), [`models`] resolves model files, [`embed`]
+//! replay, fitting and eval), [`critic`] is the eval's context
+//! discriminator saved to a file for best-of-N turns in a run, [`models`]
+//! resolves model files, [`embed`]
 //! computes sentence vectors for eval, [`tools`] holds the jobs that are not
 //! the pipeline (bench, fit, a llama-server runner), and [`error`] is the
 //! crate-level error that knows which failures are the user's input.
@@ -22,6 +24,7 @@ pub mod atomic;
 pub mod backend;
 pub mod chat;
 pub mod corpus;
+pub mod critic;
 pub mod embed;
 pub mod error;
 pub mod eval;

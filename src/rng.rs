@@ -53,6 +53,10 @@ pub enum Stream {
     Style,
     /// Which style rules user turn `n` shows.
     TurnStyle(u32),
+    /// Token sampling of best-of-N candidate `k` (`k` ≥ 1; candidate 0 is
+    /// the draw's own stream) of user turn `n`'s draw `r` (0: the first
+    /// draw, `r` ≥ 1: the guard's `r`-th resample).
+    UserCandidate(u32, u8, u8),
 }
 
 impl Stream {
@@ -68,6 +72,9 @@ impl Stream {
             Stream::TranscriptPrefix => 8,
             Stream::Style => 9,
             Stream::TurnStyle(n) => (10 << 32) | u64::from(n),
+            Stream::UserCandidate(n, r, k) => {
+                (11 << 48) | (u64::from(r) << 40) | (u64::from(k) << 32) | u64::from(n)
+            }
         }
     }
 }

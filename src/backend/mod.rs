@@ -32,6 +32,15 @@ pub struct GenerationRequest {
     pub sampling: SamplingParams,
     /// Seed of this generation's sampling stream.
     pub seed: u64,
+    /// Seeds of further candidates for the same prompt (best-of-N): each
+    /// is sampled from its own stream and comes back as a [`Generation`] of
+    /// its own, `candidate` 1, 2, … in this order. The llama.cpp engine
+    /// evaluates the prompt once and forks its KV cache for them; a network
+    /// backend sends one request per candidate.
+    pub forks: Vec<u64>,
+    /// Which candidate of its turn this request is: 0, unless a backend
+    /// without KV forks split `forks` into requests of their own.
+    pub candidate: u32,
     /// The per-turn note rendered into the last message (instruction or
     /// candidates). Engines ignore it; the conversation keeps it so later
     /// prompts repeat it and stay append-only.
@@ -47,6 +56,25 @@ pub enum Prompt {
     /// Plain text, continued as it is: no chat template, so base models
     /// (which have none, or were never tuned to one) can be used.
     Text(String),
+}
+
+impl GenerationRequest {
+    /// The request split into one request per candidate (`forks` empty,
+    /// `candidate` set): how a backend that cannot fork a KV cache serves
+    /// best-of-N.
+    pub fn split_candidates(mut self) -> Vec<GenerationRequest> {
+        let forks = std::mem::take(&mut self.forks);
+        let mut out = Vec::with_capacity(1 + forks.len());
+        for (k, seed) in forks.into_iter().enumerate() {
+            out.push(GenerationRequest {
+                seed,
+                candidate: k as u32 + 1,
+                ..self.clone()
+            });
+        }
+        out.insert(0, self);
+        out
+    }
 }
 
 impl Prompt {
@@ -99,6 +127,9 @@ pub struct Generation {
     pub completion_tokens: u32,
     /// Why it stopped.
     pub finish: FinishReason,
+    /// Which candidate of its request this is: 0 for the request's own
+    /// seed, `k` for `forks[k - 1]`.
+    pub candidate: u32,
 }
 
 /// What a backend tells the run record about itself.

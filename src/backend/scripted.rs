@@ -134,7 +134,9 @@ impl Backend for ScriptedBackend {
     }
 
     fn submit(&mut self, request: GenerationRequest) -> Result<(), BackendError> {
-        if self.queue.len() >= 2 * self.capacity {
+        // Requests, not candidates: a best-of-N request queues N.
+        let requests = self.queue.iter().filter(|r| r.candidate == 0).count();
+        if requests >= 2 * self.capacity {
             return Err(BackendError::Full(self.queue.len()));
         }
         let prompt = words(&request.prompt);
@@ -144,7 +146,7 @@ impl Backend for ScriptedBackend {
                 context: self.info.context_per_sequence as usize,
             });
         }
-        self.queue.push_back(request);
+        self.queue.extend(request.split_candidates());
         Ok(())
     }
 
@@ -170,6 +172,7 @@ impl Backend for ScriptedBackend {
                 reused_prompt_tokens: 0,
                 completion_tokens: completion,
                 finish: FinishReason::Stop,
+                candidate: req.candidate,
             });
         }
         Ok(out)

@@ -43,6 +43,12 @@ pub enum Command {
     /// Join shard outputs into one file ordered by session, refusing gaps,
     /// duplicates and mismatched runs.
     Merge(MergeArgs),
+    /// Train a realism critic (real vs simulated seeker turns) for
+    /// `simulate --best-of N --critic FILE`.
+    Critic {
+        #[command(subcommand)]
+        command: CriticCommand,
+    },
     /// List, fetch or locate registry models.
     Models {
         #[command(subcommand)]
@@ -132,6 +138,14 @@ pub struct SimulateArgs {
     /// scenario's [pool] corpora; repeat for several.
     #[arg(long, value_name = "PATH")]
     pub pool: Vec<PathBuf>,
+    /// Candidates decoded per seeker turn; the one --critic scores most
+    /// human is kept (1 to 16; overrides the scenario's [critic] best_of).
+    #[arg(long, value_name = "N")]
+    pub best_of: Option<u32>,
+    /// Realism critic file (`usersim critic train`; overrides the
+    /// scenario's [critic] file).
+    #[arg(long, value_name = "FILE")]
+    pub critic: Option<PathBuf>,
     /// Sampling temperature (both sides).
     #[arg(long)]
     pub temperature: Option<f32>,
@@ -234,6 +248,13 @@ pub struct BenchArgs {
     /// Print the rows as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Candidates per seeker turn to measure, comma-separated: every
+    /// parallel count runs at each (more than 1 needs --critic).
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub best_of: Vec<u32>,
+    /// Realism critic file for --best-of above 1.
+    #[arg(long, value_name = "FILE")]
+    pub critic: Option<PathBuf>,
     /// Also run each row's sessions through this llama-server binary (started
     /// per row with -np = parallel, same model, context and threads) with the
     /// openai backend; `.ci/build-llama-server` builds one.
@@ -322,6 +343,39 @@ pub struct EvalArgs {
     /// Fewest user turns a --by group needs on each side for its AUCs.
     #[arg(long, default_value_t = usersim::eval::conditional::DEFAULT_MIN_GROUP_TURNS)]
     pub min_group_turns: usize,
+}
+
+#[derive(Subcommand)]
+pub enum CriticCommand {
+    /// Fit a critic on real vs simulated seeker turns (each with the system
+    /// turn before it) and save it; prints its k-fold held-out AUC.
+    Train(CriticTrainArgs),
+}
+
+#[derive(Args)]
+pub struct CriticTrainArgs {
+    /// Real conversations (IARD .json, INSPIRED dialogs .tsv, JSONL);
+    /// repeatable.
+    #[arg(long, required = true)]
+    pub real: Vec<PathBuf>,
+    /// Simulated runs (`usersim simulate` output); repeatable.
+    #[arg(long, required = true)]
+    pub sim: Vec<PathBuf>,
+    /// Critic file to write.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Cross-validation folds of the held-out figures.
+    #[arg(long, default_value_t = 5)]
+    pub folds: usize,
+    /// Bootstrap resamples behind the intervals.
+    #[arg(long, default_value_t = 1000)]
+    pub bootstrap: usize,
+    /// Seed of balancing, folds and bootstrap.
+    #[arg(long, default_value_t = 13)]
+    pub seed: u64,
+    /// Print the held-out figures as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Subcommand)]

@@ -27,8 +27,8 @@ use usersim::scenario::{default_prompts_dir, resolve_scenario_dir, Scenario};
 use usersim::tools::{bench, fit};
 
 use args::{
-    BenchArgs, Command, EngineArgs, EvalArgs, FitArgs, MergeArgs, ModelArgs, ModelsCommand,
-    ServerArgs, SimulateArgs,
+    BenchArgs, Command, CriticCommand, CriticTrainArgs, EngineArgs, EvalArgs, FitArgs, MergeArgs,
+    ModelArgs, ModelsCommand, ServerArgs, SimulateArgs,
 };
 
 /// Run the parsed command; `Ok` holds the exit code of a run that ended
@@ -40,6 +40,9 @@ pub fn run(command: Command, quiet: bool) -> anyhow::Result<ExitCode> {
         Command::Bench(a) => bench(a, quiet),
         Command::Eval(a) => eval(a, quiet),
         Command::Merge(a) => merge(a),
+        Command::Critic {
+            command: CriticCommand::Train(a),
+        } => critic_train(a),
         Command::Models { command, registry } => models(command, registry, quiet),
     }
 }
@@ -52,6 +55,7 @@ impl EngineArgs {
             step_token_budget: self.step_tokens,
             gpu_layers: self.gpu_layers,
             chat_template: None,
+            forks_per_conversation: 0,
             flash_attention: self.flash_attn,
         }
     }
@@ -122,6 +126,8 @@ fn simulate(a: SimulateArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         resume: a.resume,
         replay: a.replay,
         pool: a.pool,
+        best_of: a.best_of,
+        critic: a.critic,
         ..a.model.config(&a.engine, quiet)
     };
     let interrupt = Arc::new(AtomicBool::new(false));
@@ -184,8 +190,10 @@ fn bench(a: BenchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         raw_steps: a.raw_steps,
         raw_prompt_tokens: a.raw_prompt_tokens,
         llama_server: a.llama_server,
+        best_of: a.best_of,
         simulate: SimulateConfig {
             max_user_turns: a.max_turns,
+            critic: a.critic,
             ..a.model.config(&a.engine, quiet)
         },
     };
@@ -288,6 +296,43 @@ fn fit(a: FitArgs) -> anyhow::Result<ExitCode> {
             );
         }
         None => std::io::stdout().write_all(text.as_bytes())?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn critic_train(a: CriticTrainArgs) -> anyhow::Result<ExitCode> {
+    let opts = usersim::critic::TrainOptions {
+        folds: a.folds,
+        seed: a.seed,
+        bootstrap: a.bootstrap,
+    };
+    let (critic, result) =
+        usersim::critic::train(&a.real, &a.sim, &opts).map_err(usersim::Error::from)?;
+    critic.save(&a.output)?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let v = serde_json::json!({
+            "critic": a.output.display().to_string(),
+            "sha256": critic.sha256(),
+            "trained_on": critic.trained_on(),
+            "held_out": critic.held_out(),
+            "top_simulated": &result.top_simulated[..result.top_simulated.len().min(10)],
+            "top_real": &result.top_real[..result.top_real.len().min(10)],
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+    } else {
+        let h = critic.held_out();
+        writeln!(
+            out,
+            "{}: held-out AUC {:.3} [{:.3}, {:.3}], accuracy {:.3} ({}-fold, {} seeker turns per class)",
+            a.output.display(),
+            h.auc.value,
+            h.auc.lo,
+            h.auc.hi,
+            h.accuracy.value,
+            h.folds,
+            critic.trained_on().per_class
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

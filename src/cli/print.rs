@@ -34,6 +34,18 @@ pub fn summary(s: &RunSummary, output: &Path, json: bool) -> anyhow::Result<()> 
             s.guard_kept_rejected
         )
     };
+    let critic = if s.critic.turns == 0 {
+        String::new()
+    } else {
+        format!(
+            "\n  critic: mean score {:.3} kept vs {:.3} over all {} candidates ({} turns)",
+            s.critic.mean_chosen(),
+            s.critic.mean_candidate(),
+            s.critic.candidates,
+            s.critic.turns
+        )
+    };
+    let guard = format!("{guard}{critic}");
     eprintln!(
         "{} conversations -> {}\n  turns: {} user, {} assistant\n  tokens: {} generated ({} by users) in {:.1}s\n  throughput: {:.1} tok/s aggregate, {:.1} tok/s per conversation ({} in parallel), {:.1} conversations/min\n  prompt tokens: {} computed, {} reused ({} from shared prefixes)\n  intents: {}\n  ended: {}{guard}",
         s.conversations,

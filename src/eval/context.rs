@@ -28,11 +28,12 @@
 use std::collections::HashSet;
 
 use super::discriminator::{
-    balance, cross_validate, dense_dim, l2, DiscriminatorConfig, DiscriminatorError,
+    balance, cross_validate_fitted, dense_dim, l2, DiscriminatorConfig, DiscriminatorError,
     DiscriminatorResult, Encoder,
 };
 use super::features::{SparseVec, TfidfVectorizer};
 use super::loaders::{Corpus, EvalTurn};
+use super::logreg::LogReg;
 use crate::embed::cosine;
 use crate::session::guard;
 
@@ -161,6 +162,52 @@ impl PairEncoder<'_> {
     }
 }
 
+/// The text part of an example's features: `[turn TF-IDF | context TF-IDF
+/// | pair features]`, as the discriminator and a saved critic both encode.
+fn text_features(
+    turn_vectorizer: &TfidfVectorizer,
+    context_vectorizer: Option<&TfidfVectorizer>,
+    context: &str,
+    turn: &str,
+    pair: &[f32; 5],
+) -> SparseVec {
+    let n_turn = turn_vectorizer.n_features();
+    let mut x = turn_vectorizer.transform(turn);
+    if let Some(v) = context_vectorizer {
+        x.append_sparse(n_turn as u32, &v.transform(context), 1.0);
+    }
+    let n_context = context_vectorizer.map_or(0, TfidfVectorizer::n_features);
+    x.append_dense((n_turn + n_context) as u32, pair, 1.0);
+    x
+}
+
+/// A fitted context-aware discriminator without embeddings: what the
+/// realism critic ([`crate::critic`]) saves and scores candidates with.
+#[derive(Clone, Debug)]
+pub struct PairModel {
+    /// TF-IDF of the seeker turn.
+    pub turn_vectorizer: TfidfVectorizer,
+    /// TF-IDF of the system turn before it (`None`: no context n-gram was
+    /// frequent enough).
+    pub context_vectorizer: Option<TfidfVectorizer>,
+    /// Logistic regression, positive class "simulated".
+    pub model: LogReg,
+}
+
+impl PairModel {
+    /// Probability that `turn`, after `context`, is simulated.
+    pub fn proba_simulated(&self, context: &str, turn: &str) -> f64 {
+        let x = text_features(
+            &self.turn_vectorizer,
+            self.context_vectorizer.as_ref(),
+            context,
+            turn,
+            &pair_features(context, turn),
+        );
+        self.model.predict_proba(&x)
+    }
+}
+
 impl Encoder for PairEncoder<'_> {
     fn n_features(&self) -> usize {
         // the cosine comes with the context embedding
@@ -170,11 +217,13 @@ impl Encoder for PairEncoder<'_> {
 
     fn encode(&self, i: usize) -> SparseVec {
         let ex = self.examples[i];
-        let mut x = self.turn_vectorizer.transform(&ex.turn);
-        if let Some(v) = &self.context_vectorizer {
-            x.append_sparse(self.n_turn() as u32, &v.transform(&ex.context), 1.0);
-        }
-        x.append_dense(self.pair_offset() as u32, &self.pair[i], 1.0);
+        let mut x = text_features(
+            &self.turn_vectorizer,
+            self.context_vectorizer.as_ref(),
+            &ex.context,
+            &ex.turn,
+            &self.pair[i],
+        );
         if let Some((turn, context)) = self.dense[i] {
             let off = self.dense_offset() as u32;
             x.append_dense(off, &l2(turn), self.dense_scale);
@@ -247,6 +296,28 @@ pub fn discriminate_in_context(
     dense: Option<(PairEmbeddings<'_>, PairEmbeddings<'_>)>,
     cfg: &DiscriminatorConfig,
 ) -> Result<DiscriminatorResult, DiscriminatorError> {
+    in_context(real, sim, dense, cfg).map(|(r, _)| r)
+}
+
+/// [`discriminate_in_context`] without embeddings, also returning the
+/// model fitted on every (balanced) example: a realism critic and its
+/// held-out figures.
+pub fn train_in_context(
+    real: &[TurnInContext],
+    sim: &[TurnInContext],
+    cfg: &DiscriminatorConfig,
+) -> Result<(DiscriminatorResult, PairModel), DiscriminatorError> {
+    in_context(real, sim, None, cfg)
+}
+
+/// The protocol of [`discriminate_in_context`], with the final model (its
+/// text part: with embeddings, those weights are dropped).
+fn in_context(
+    real: &[TurnInContext],
+    sim: &[TurnInContext],
+    dense: Option<(PairEmbeddings<'_>, PairEmbeddings<'_>)>,
+    cfg: &DiscriminatorConfig,
+) -> Result<(DiscriminatorResult, PairModel), DiscriminatorError> {
     let sample = balance(real.len(), sim.len(), cfg)?;
     let (mut turn_dim, mut context_dim) = (0, 0);
     if let Some((r, s)) = dense {
@@ -288,7 +359,7 @@ pub fn discriminate_in_context(
         .iter()
         .map(|e| pair_features(&e.context, &e.turn))
         .collect();
-    cross_validate(&labels, sample.n, dense.is_some(), cfg, |train| {
+    let fitted = cross_validate_fitted(&labels, sample.n, dense.is_some(), cfg, |train| {
         let turns: Vec<&str> = train.iter().map(|&i| examples[i].turn.as_str()).collect();
         let contexts: Vec<&str> = train
             .iter()
@@ -307,7 +378,16 @@ pub fn discriminate_in_context(
             context_dim,
             dense_scale: cfg.dense_scale,
         })
-    })
+    });
+    let (result, encoder, mut model) = fitted?;
+    let n_text = encoder.dense_offset();
+    model.weights.truncate(n_text);
+    let pair = PairModel {
+        turn_vectorizer: encoder.turn_vectorizer,
+        context_vectorizer: encoder.context_vectorizer,
+        model,
+    };
+    Ok((result, pair))
 }
 
 #[cfg(test)]

@@ -223,6 +223,18 @@ pub(crate) fn cross_validate<E: Encoder>(
     cfg: &DiscriminatorConfig,
     fit: impl Fn(&[usize]) -> Result<E, DiscriminatorError>,
 ) -> Result<DiscriminatorResult, DiscriminatorError> {
+    cross_validate_fitted(labels, n_per_class, used_dense, cfg, fit).map(|(r, _, _)| r)
+}
+
+/// [`cross_validate`], also returning the final model (fitted on every
+/// example) and its encoder: what a critic keeps.
+pub(crate) fn cross_validate_fitted<E: Encoder>(
+    labels: &[bool],
+    n_per_class: usize,
+    used_dense: bool,
+    cfg: &DiscriminatorConfig,
+    fit: impl Fn(&[usize]) -> Result<E, DiscriminatorError>,
+) -> Result<(DiscriminatorResult, E, LogReg), DiscriminatorError> {
     let n_examples = labels.len();
     let folds = stratified_kfold(labels, cfg.folds, cfg.seed ^ 0x9e37_79b9);
     let mut scores = vec![0.0; n_examples];
@@ -286,7 +298,7 @@ pub(crate) fn cross_validate<E: Encoder>(
     coefs.sort_by(|a, b| b.1.total_cmp(&a.1));
     let top_simulated = coefs.iter().take(cfg.top_k).cloned().collect();
     let top_real = coefs.iter().rev().take(cfg.top_k).cloned().collect();
-    Ok(DiscriminatorResult {
+    let result = DiscriminatorResult {
         n_per_class,
         accuracy,
         auc,
@@ -294,7 +306,8 @@ pub(crate) fn cross_validate<E: Encoder>(
         top_simulated,
         top_real,
         used_dense,
-    })
+    };
+    Ok((result, enc, model))
 }
 
 /// Features of single texts: TF-IDF fitted on the training texts, then the

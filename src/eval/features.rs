@@ -231,6 +231,31 @@ impl TfidfVectorizer {
         })
     }
 
+    /// What a saved model needs to rebuild the vectorizer: its settings,
+    /// feature names (in index order) and idf weights.
+    pub fn parts(&self) -> (&TfidfConfig, &[String], &[f64]) {
+        (&self.cfg, &self.names, &self.idf)
+    }
+
+    /// The vectorizer [`TfidfVectorizer::parts`] came from; `None` when the
+    /// parts do not make one (lengths differ, a name repeats).
+    pub fn from_parts(cfg: TfidfConfig, names: Vec<String>, idf: Vec<f64>) -> Option<Self> {
+        if names.len() != idf.len() || names.is_empty() {
+            return None;
+        }
+        let vocab: HashMap<String, u32> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i as u32))
+            .collect();
+        (vocab.len() == names.len()).then_some(Self {
+            cfg,
+            vocab,
+            names,
+            idf,
+        })
+    }
+
     /// Number of features.
     pub fn n_features(&self) -> usize {
         self.names.len()

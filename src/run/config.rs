@@ -171,6 +171,11 @@ pub struct SimulateConfig {
     /// Corpus files replacing the scenario's `[pool] corpora` (empty: the
     /// scenario's).
     pub pool: Vec<PathBuf>,
+    /// Candidates per seeker turn, replacing the scenario's
+    /// `[critic] best_of` (more than 1 needs a critic).
+    pub best_of: Option<u32>,
+    /// Realism critic file replacing the scenario's `[critic] file`.
+    pub critic: Option<PathBuf>,
 }
 
 impl Default for SimulateConfig {
@@ -199,6 +204,8 @@ impl Default for SimulateConfig {
             resume: false,
             replay: None,
             pool: Vec::new(),
+            best_of: None,
+            critic: None,
         }
     }
 }

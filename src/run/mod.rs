@@ -72,7 +72,7 @@ pub fn simulate(
 ) -> Result<RunSummary, Error> {
     let prep = prepare(cfg)?;
     let sessions = prepared_sessions(cfg, &prep)?;
-    let mut backend = open_backend(cfg, cfg.parallel.min(sessions.len()))?;
+    let mut backend = open_backend(cfg, &prep, cfg.parallel.min(sessions.len()))?;
     simulate_with_backend(cfg, &prep, backend.as_mut(), &sessions, progress, interrupt)
 }
 
@@ -181,6 +181,9 @@ fn start_session<'a>(
     }
     if let Some(pool) = &prep.pool {
         conv = conv.with_pool(pool, &prep.prefix_candidates)?;
+    }
+    if let Some(critic) = prep.critic.as_deref() {
+        conv = conv.with_critic(critic, prep.best_of);
     }
     let next = conv.user_turn()?;
     Ok((conv, next))
@@ -312,6 +315,7 @@ pub fn run_sessions(
                     if let Some(l) = live.remove(&index) {
                         backend.release(index);
                         summary.account_guard(l.conversation.guard_counts());
+                        summary.critic.add(l.conversation.critic_counts());
                         let record = l.conversation.into_record(&run, system.name(), end);
                         summary.account(&record);
                         sink.push(&record)?;
@@ -335,6 +339,7 @@ pub fn run_sessions(
                             finished.push((index, end));
                             true
                         }
+                        Next::Wait => false,
                     };
                     let started = Instant::now();
                     live.insert(
@@ -366,6 +371,7 @@ pub fn run_sessions(
                 match l.conversation.on_generation(g, system.as_mut())? {
                     Next::Generate(req) => backend.submit(req)?,
                     Next::Done(end) => finished.push((index, end)),
+                    Next::Wait => {}
                 }
             }
         }

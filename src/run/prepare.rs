@@ -13,13 +13,15 @@ use crate::backend::{Backend, Prompt};
 use crate::chat::{ChatMessage, ChatRole, Side};
 use crate::corpus::load_dialogues;
 use crate::corpus::pool::Pool;
+use crate::critic::Critic;
 use crate::error::Error;
 use crate::latent::{find_item, LatentError};
 use crate::models;
 use crate::rng::{stream_rng, Stream};
 use crate::scenario::catalog::Catalog;
 use crate::scenario::UserPrompt;
-use crate::scenario::{Pins, Scenario, SessionVar};
+use crate::scenario::{Pins, Scenario, SessionVar, MAX_BEST_OF};
+use crate::session::best_of::TurnScorer;
 use crate::session::replay::{load_replay, Replay};
 
 use super::{BackendKind, ModelChoice, SimulateConfig};
@@ -102,6 +104,12 @@ pub struct Prepared {
     /// (drawn once per run, so sessions share the prefix; one spare for a
     /// session replaying one of them).
     pub prefix_candidates: Vec<usize>,
+    /// The realism critic that scores seeker turns (`--critic`,
+    /// `[critic]`): a [`Critic`] file, or any scorer a library user (or a
+    /// test) puts here after [`prepare`].
+    pub critic: Option<Box<dyn TurnScorer + Send + Sync>>,
+    /// Candidates per seeker turn (1: no best-of-N).
+    pub best_of: u32,
 }
 
 /// Load and validate the run's inputs (no model involved).
@@ -158,6 +166,16 @@ pub fn prepare(cfg: &SimulateConfig) -> Result<Prepared, Error> {
         // merge must not mix runs on different corpora.
         scenario.hash = pool_hash(&scenario.hash, pool_paths(cfg, &scenario))?;
     }
+    let (critic, best_of) = load_critic(cfg, &scenario)?;
+    if let Some(c) = &critic {
+        // The critic chooses every seeker turn: a resume or a merge must
+        // not mix runs chosen by different critics or at another N.
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(scenario.hash.as_bytes());
+        h.update(format!("\0critic {} best_of {best_of}", c.sha256()).as_bytes());
+        scenario.hash = hex::encode(h.finalize());
+    }
     let prefix_candidates = match (&pool, scenario.user_prompt) {
         (Some(pool), UserPrompt::Transcript) => {
             let spec = &scenario.transcript;
@@ -184,7 +202,38 @@ pub fn prepare(cfg: &SimulateConfig) -> Result<Prepared, Error> {
         replay,
         pool,
         prefix_candidates,
+        critic: critic.map(|c| Box::new(c) as Box<dyn TurnScorer + Send + Sync>),
+        best_of,
     })
+}
+
+/// The run's critic and candidates per seeker turn: flags over the
+/// scenario's `[critic]`; more than one candidate needs a critic.
+fn load_critic(cfg: &SimulateConfig, scenario: &Scenario) -> Result<(Option<Critic>, u32), Error> {
+    let spec = scenario.critic.as_ref();
+    let best_of = cfg
+        .best_of
+        .or(spec.map(|s| s.best_of))
+        .unwrap_or(crate::scenario::DEFAULT_BEST_OF);
+    if !(1..=MAX_BEST_OF).contains(&best_of) {
+        return Err(Error::Config(format!(
+            "--best-of: expected a number from 1 to {MAX_BEST_OF} (got {best_of})"
+        )));
+    }
+    let path = cfg
+        .critic
+        .clone()
+        .or_else(|| spec.and_then(|s| s.file.clone()));
+    let Some(path) = path else {
+        if best_of > 1 {
+            return Err(Error::Config(format!(
+                "--best-of {best_of}: expected a critic to choose with (--critic FILE, or `file` in {}'s [critic])",
+                scenario.dir.join("scenario.toml").display()
+            )));
+        }
+        return Ok((None, best_of));
+    };
+    Ok((Some(Critic::load(&path)?), best_of))
 }
 
 fn pool_paths<'a>(cfg: &'a SimulateConfig, scenario: &'a Scenario) -> &'a [PathBuf] {
@@ -316,7 +365,11 @@ pub(crate) fn check_context(
 
 /// The engine a run generates with: an OpenAI-compatible server, or
 /// llama.cpp on the resolved model with room for `parallel` conversations.
-pub fn open_backend(cfg: &SimulateConfig, parallel: usize) -> Result<Box<dyn Backend>, Error> {
+pub fn open_backend(
+    cfg: &SimulateConfig,
+    prep: &Prepared,
+    parallel: usize,
+) -> Result<Box<dyn Backend>, Error> {
     if cfg.backend == BackendKind::Openai {
         return Ok(Box::new(OpenAiBackend::new(&cfg.openai)?));
     }
@@ -325,6 +378,7 @@ pub fn open_backend(cfg: &SimulateConfig, parallel: usize) -> Result<Box<dyn Bac
     if llama.chat_template.is_none() {
         llama.chat_template = model.chat_template.clone();
     }
+    llama.forks_per_conversation = prep.best_of - 1;
     Ok(Box::new(LlamaEngine::new(
         &model.path,
         &model.name,

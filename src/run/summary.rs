@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::backend::BackendStats;
 use crate::chat::Side;
 use crate::error::Error;
+use crate::session::best_of::CriticCounts;
 use crate::session::conversation::GuardCounts;
 use crate::session::record::ConversationRecord;
 
@@ -53,6 +54,9 @@ pub struct RunSummary {
     pub shared_prefix_tokens: [usize; 2],
     /// Engine counters.
     pub backend: BackendStats,
+    /// What the realism critic scored (best-of-N): mean score of the kept
+    /// candidates vs all of them.
+    pub critic: CriticCounts,
     /// Seeker turns the role guard rejected and drew again, by reason.
     pub guard_rejections: BTreeMap<String, u64>,
     /// Seeker turns kept although their last allowed draw was rejected.

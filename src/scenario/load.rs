@@ -327,6 +327,21 @@ impl Scenario {
             }
         }
         let pool = load_pool_spec(dir, &path, &file)?;
+        let critic = match &file.critic {
+            Some(c) => {
+                if !(1..=MAX_BEST_OF).contains(&c.best_of) {
+                    return Err(invalid(
+                        "critic.best_of".into(),
+                        &format!("a number from 1 to {MAX_BEST_OF} (got {})", c.best_of),
+                    ));
+                }
+                Some(CriticSpec {
+                    file: c.file.as_ref().map(|f| dir.join(f)),
+                    best_of: c.best_of,
+                })
+            }
+            None => None,
+        };
         let style = match &file.style {
             Some(spec) => load_style(dir, &path, spec, &session, &mut hasher)?,
             None => Vec::new(),
@@ -461,6 +476,7 @@ impl Scenario {
             user_prompt: file.user_prompt,
             transcript,
             pool,
+            critic,
             style,
             templates: env,
         })

@@ -116,6 +116,9 @@ struct ScenarioFile {
     /// Real dialogues for the transcript prefix, the exemplars and the copy
     /// guard (absent: none).
     pool: Option<PoolFileSpec>,
+    /// Best-of-N seeker turns chosen by a realism critic (absent: one
+    /// candidate per turn, no critic).
+    critic: Option<CriticFileSpec>,
     /// Surface style: seeded rewrites in a real seeker's typing rates
     /// (absent: off).
     style: Option<StyleSpec>,
@@ -236,6 +239,38 @@ pub struct PoolSpec {
     pub corpora: Vec<PathBuf>,
     /// Exemplars per chat-mode turn instruction.
     pub exemplars: usize,
+}
+
+/// `[critic]` as written: see [`CriticSpec`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CriticFileSpec {
+    /// Critic file written by `usersim critic train`, relative to the
+    /// scenario directory (`--critic` replaces it).
+    file: Option<String>,
+    /// Candidates decoded per seeker turn, the most human kept (1 to
+    /// [`MAX_BEST_OF`]; `--best-of` replaces it).
+    #[serde(default = "default_best_of")]
+    best_of: u32,
+}
+
+/// Most candidates per seeker turn.
+pub const MAX_BEST_OF: u32 = 16;
+/// Default candidates per seeker turn.
+pub const DEFAULT_BEST_OF: u32 = 1;
+
+fn default_best_of() -> u32 {
+    DEFAULT_BEST_OF
+}
+
+/// `[critic]`: decode `best_of` candidates of every seeker turn and keep
+/// the one the critic scores most human ([`crate::session::best_of`]).
+#[derive(Clone, Debug)]
+pub struct CriticSpec {
+    /// Critic file, resolved against the scenario directory.
+    pub file: Option<PathBuf>,
+    /// Candidates per seeker turn (1 to [`MAX_BEST_OF`]).
+    pub best_of: u32,
 }
 
 /// `[guard]`: see [`crate::session::guard`] for what is rejected.
@@ -733,6 +768,8 @@ pub struct Scenario {
     pub transcript: TranscriptSpec,
     /// Real dialogues the run loads, when declared.
     pub pool: Option<PoolSpec>,
+    /// Best-of-N with a realism critic, when declared.
+    pub critic: Option<CriticSpec>,
     /// Real seekers' typing rates a session draws from (`[style]`; empty:
     /// off).
     pub style: Vec<crate::session::style::StyleRates>,

@@ -28,6 +28,7 @@ use crate::prompt::{
 use crate::rng::{stream_rng, stream_seed, Stream};
 use crate::scenario::catalog::Catalog;
 use crate::scenario::{Scenario, UserPrompt, LENGTH_VAR, STYLE_VAR};
+use crate::session::best_of::{choose, CriticCounts, TurnScorer};
 use crate::session::guard;
 use crate::session::record::{ConversationRecord, EndReason, RunIdentity, TurnRecord};
 use crate::session::replay::ReplayScript;
@@ -68,11 +69,21 @@ pub fn cut_to_length(text: &str, words: u32, truncated: bool) -> &str {
     }
 }
 
+/// What [`Conversation::pick`] decided about a turn's candidates.
+enum Pick {
+    /// Keep this candidate, with its final text.
+    Keep(Generation, String),
+    /// Every candidate was rejected: draw again.
+    Again(GenerationRequest),
+}
+
 /// What a conversation needs next.
 #[derive(Debug)]
 pub enum Next {
     /// Generate this.
     Generate(GenerationRequest),
+    /// Nothing new: a best-of-N candidate landed, the others still decode.
+    Wait,
     /// It is over.
     Done(EndReason),
 }
@@ -109,6 +120,14 @@ pub struct Conversation<'a> {
     transcript: Option<String>,
     /// The real seeker's typing rates the session draws (`[style]`).
     style: Option<StyleRates>,
+    /// Scores each user turn's candidates (best-of-N).
+    critic: Option<&'a dyn TurnScorer>,
+    /// Candidates per user turn (1: no forks).
+    best_of: u32,
+    /// The candidates of the user turn in flight, by candidate index.
+    candidates: Vec<Option<Generation>>,
+    /// What the critic scored.
+    critic_counts: CriticCounts,
 }
 
 /// What the role guard did in one conversation.
@@ -167,7 +186,34 @@ impl<'a> Conversation<'a> {
             pool: None,
             transcript: None,
             style,
+            critic: None,
+            best_of: 1,
+            candidates: Vec::new(),
+            critic_counts: CriticCounts::default(),
         })
+    }
+
+    /// Decode `best_of` candidates of every user turn and keep the one
+    /// `critic` scores most human (with `best_of` 1 the critic only
+    /// scores, for the stats).
+    pub fn with_critic(mut self, critic: &'a dyn TurnScorer, best_of: u32) -> Self {
+        self.critic = Some(critic);
+        self.best_of = best_of.max(1);
+        self
+    }
+
+    /// Seeds of the further candidates of user turn draw `draw` (0: the
+    /// first, `r`: the guard's `r`-th resample).
+    fn fork_seeds(&self, draw: u8) -> Vec<u64> {
+        (1..self.best_of)
+            .map(|k| {
+                let k = u8::try_from(k).unwrap_or(u8::MAX);
+                stream_seed(
+                    self.session_seed,
+                    Stream::UserCandidate(self.user_turns, draw, k),
+                )
+            })
+            .collect()
     }
 
     /// The dialogue this conversation replays, which the pool must not show.
@@ -301,8 +347,11 @@ impl<'a> Conversation<'a> {
                     prompt,
                     sampling,
                     seed: stream_seed(self.session_seed, Stream::UserSampling(self.user_turns)),
+                    forks: self.fork_seeds(0),
+                    candidate: 0,
                     note,
                 };
+                self.candidates = vec![None; self.best_of as usize];
                 if self.scenario.guard.is_some() {
                     self.user_request = Some(request.clone());
                 }
@@ -317,32 +366,22 @@ impl<'a> Conversation<'a> {
         g: Generation,
         system: &mut dyn System,
     ) -> Result<Next, SystemError> {
-        let context_full = g.finish == FinishReason::ContextFull;
         match g.side {
             Side::User => {
+                let Some(candidates) = self.collect_candidate(g) else {
+                    return Ok(Next::Wait);
+                };
                 let turn = self.current.take().unwrap_or_default();
                 let intent = turn.intent().map(str::to_string);
-                let target = turn
-                    .values
-                    .get(LENGTH_VAR)
-                    .and_then(|w| w.parse::<u32>().ok())
-                    .filter(|_| self.scenario.length.as_ref().is_some_and(|l| l.enforce));
-                let mut text = match target {
-                    Some(words) => {
-                        cut_to_length(&g.text, words, g.finish == FinishReason::Length).to_string()
-                    }
-                    None => g.text,
-                };
-                if let Some(rates) = &self.style {
-                    let mut rng = stream_rng(self.session_seed, Stream::TurnStyle(self.user_turns));
-                    text = restyle(&text, rates, &mut rng);
-                }
-                if !context_full {
-                    if let Some(again) = self.guard_resample(&text) {
+                let (chosen, text) = match self.pick(candidates, &turn) {
+                    Pick::Keep(g, text) => (g, text),
+                    Pick::Again(request) => {
                         self.current = Some(turn);
-                        return Ok(Next::Generate(again));
+                        return Ok(Next::Generate(request));
                     }
-                }
+                };
+                let g = chosen;
+                let context_full = g.finish == FinishReason::ContextFull;
                 let real = self
                     .replay
                     .and_then(|s| s.seeker_turns.get(self.user_turns as usize))
@@ -395,6 +434,7 @@ impl<'a> Conversation<'a> {
                 }
             }
             Side::Assistant => {
+                let context_full = g.finish == FinishReason::ContextFull;
                 self.push_reply(g.text, g.completion_tokens);
                 if context_full {
                     return Ok(Next::Done(EndReason::ContextFull));
@@ -432,11 +472,111 @@ impl<'a> Conversation<'a> {
         pool.draw_exemplars(intent, spec.exemplars, self.excluded(), &mut rng)
     }
 
-    /// The role guard on a generated user turn: a request for a new draw
-    /// (from the turn's next resample stream) when the text is rejected and
-    /// resamples remain; `None` keeps the text.
-    fn guard_resample(&mut self, text: &str) -> Option<GenerationRequest> {
-        let max = self.scenario.guard.as_ref()?.max_resamples;
+    /// Keep `g` as candidate `g.candidate` of the turn in flight; all of
+    /// them, in candidate order, once the last one has landed.
+    fn collect_candidate(&mut self, g: Generation) -> Option<Vec<Generation>> {
+        if self.candidates.len() <= 1 {
+            return Some(vec![g]);
+        }
+        let k = g.candidate as usize;
+        if let Some(slot) = self.candidates.get_mut(k) {
+            *slot = Some(g);
+        }
+        if self.candidates.iter().any(Option::is_none) {
+            return None;
+        }
+        let all = std::mem::take(&mut self.candidates);
+        self.candidates = vec![None; all.len()];
+        Some(all.into_iter().flatten().collect())
+    }
+
+    /// A candidate's text as the record would keep it: cut to the turn's
+    /// target length, restyled (every candidate with the turn's same style
+    /// stream, so they differ only in what the model wrote).
+    fn final_text(&self, g: &Generation, turn: &TurnLatents) -> String {
+        let target = turn
+            .values
+            .get(LENGTH_VAR)
+            .and_then(|w| w.parse::<u32>().ok())
+            .filter(|_| self.scenario.length.as_ref().is_some_and(|l| l.enforce));
+        let mut text = match target {
+            Some(words) => {
+                cut_to_length(&g.text, words, g.finish == FinishReason::Length).to_string()
+            }
+            None => g.text.clone(),
+        };
+        if let Some(rates) = &self.style {
+            let mut rng = stream_rng(self.session_seed, Stream::TurnStyle(self.user_turns));
+            text = restyle(&text, rates, &mut rng);
+        }
+        text
+    }
+
+    /// The role guard and the critic over a turn's candidates: the most
+    /// human candidate the guard lets through, or, when it rejects them
+    /// all and resamples remain, a request for a new draw (from the turn's
+    /// next resample streams). After the last resample the most human of
+    /// all is kept.
+    fn pick(&mut self, candidates: Vec<Generation>, turn: &TurnLatents) -> Pick {
+        let texts: Vec<String> = candidates
+            .iter()
+            .map(|g| self.final_text(g, turn))
+            .collect();
+        let mut allowed = Vec::with_capacity(texts.len());
+        for (i, (g, text)) in candidates.iter().zip(&texts).enumerate() {
+            // A turn that filled the context ends the conversation as it is.
+            let rejection = (g.finish != FinishReason::ContextFull)
+                .then(|| self.rejection(text))
+                .flatten();
+            match rejection {
+                Some(r) => *self.guard.rejected.entry(r.name()).or_default() += 1,
+                None => allowed.push(i),
+            }
+        }
+        let context = self
+            .turns
+            .last()
+            .filter(|t| t.role == Side::Assistant)
+            .map_or("", |t| t.text.as_str());
+        let scores: Option<Vec<f64>> = self
+            .critic
+            .map(|c| texts.iter().map(|t| c.score(context, t)).collect());
+        if allowed.is_empty() {
+            let max = self.scenario.guard.as_ref().map_or(0, |g| g.max_resamples);
+            if self.resamples < max {
+                if let Some(mut request) = self.user_request.clone() {
+                    self.resamples += 1;
+                    request.seed = stream_seed(
+                        self.session_seed,
+                        Stream::UserResample(self.user_turns, self.resamples),
+                    );
+                    request.forks = self.fork_seeds(self.resamples);
+                    self.candidates = vec![None; self.best_of as usize];
+                    return Pick::Again(request);
+                }
+            }
+            self.guard.kept_rejected += 1;
+            allowed = (0..texts.len()).collect();
+        }
+        let best = choose(scores.as_deref(), &allowed).unwrap_or(0);
+        if let Some(s) = &scores {
+            self.critic_counts.turns += 1;
+            self.critic_counts.candidates += s.len() as u64;
+            self.critic_counts.chosen_score_sum += s[best];
+            self.critic_counts.candidate_score_sum += s.iter().sum::<f64>();
+        }
+        let text = texts.into_iter().nth(best).unwrap_or_default();
+        let g = candidates
+            .into_iter()
+            .nth(best)
+            .expect("best is a candidate's index");
+        Pick::Keep(g, text)
+    }
+
+    /// Why the role guard (and the copy guard) rejects a user turn's text,
+    /// if it does; never without a `[guard]`.
+    fn rejection(&self, text: &str) -> Option<guard::Rejection> {
+        self.scenario.guard.as_ref()?;
         let system_before = self
             .turns
             .iter()
@@ -449,20 +589,8 @@ impl<'a> Conversation<'a> {
             .rev()
             .find(|t| t.role == Side::User)
             .map(|t| t.text.as_str());
-        let rejection = guard::check(text, system_before, own_before)
-            .or_else(|| self.copies(text).then_some(guard::Rejection::Copy))?;
-        *self.guard.rejected.entry(rejection.name()).or_default() += 1;
-        if self.resamples >= max {
-            self.guard.kept_rejected += 1;
-            return None;
-        }
-        self.resamples += 1;
-        let mut request = self.user_request.clone()?;
-        request.seed = stream_seed(
-            self.session_seed,
-            Stream::UserResample(self.user_turns, self.resamples),
-        );
-        Some(request)
+        guard::check(text, system_before, own_before)
+            .or_else(|| self.copies(text).then_some(guard::Rejection::Copy))
     }
 
     /// The copy guard: whether `text` shares a word 8-gram with a seeker
@@ -481,6 +609,11 @@ impl<'a> Conversation<'a> {
     /// What the role guard did so far.
     pub fn guard_counts(&self) -> &GuardCounts {
         &self.guard
+    }
+
+    /// What the critic scored so far.
+    pub fn critic_counts(&self) -> &CriticCounts {
+        &self.critic_counts
     }
 
     fn push_reply(&mut self, text: String, tokens: u32) {

@@ -321,6 +321,7 @@ mod tests {
             reused_prompt_tokens: 0,
             completion_tokens: 3,
             finish: FinishReason::Stop,
+            candidate: 0,
         };
         let Next::Generate(first) = conv.user_turn().expect("turn") else {
             panic!("expected a generation")

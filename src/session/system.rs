@@ -128,6 +128,8 @@ impl System for LlmRecommender<'_> {
             prompt: Prompt::Chat(messages),
             sampling: self.sampling.clone(),
             seed: turn.seed,
+            forks: Vec::new(),
+            candidate: 0,
             note,
         }))
     }

@@ -34,6 +34,9 @@ pub struct BenchConfig {
     /// The simulate configuration to run (model, scenario, threads, …);
     /// `sessions`, `parallel` and `output` are set per row.
     pub simulate: SimulateConfig,
+    /// Candidates per seeker turn: every parallel count runs at each (more
+    /// than 1 needs `simulate.critic`, or a scenario `[critic] file`).
+    pub best_of: Vec<u32>,
     /// A `llama-server` binary: each row also runs the same sessions through
     /// the openai backend against it (started with `-np` = the row's
     /// sessions, same model, context and threads), what users run today.
@@ -51,6 +54,7 @@ impl Default for BenchConfig {
             raw_steps: 64,
             raw_prompt_tokens: 128,
             simulate: SimulateConfig::default(),
+            best_of: vec![1],
             llama_server: None,
         }
     }
@@ -61,6 +65,12 @@ impl Default for BenchConfig {
 pub struct BenchRow {
     /// Sessions in flight.
     pub parallel: usize,
+    /// Candidates decoded per seeker turn (best-of-N).
+    pub best_of: u32,
+    /// Real loop: every generated token per second, the candidates a
+    /// best-of-N turn discards included (`decode_tokens_per_second` counts
+    /// the kept text only).
+    pub candidate_tokens_per_second: f64,
     /// Raw llama.cpp: prompt tokens per second.
     pub raw_prompt_tokens_per_second: f64,
     /// Raw llama.cpp: decode tokens per second (aggregate).
@@ -151,7 +161,20 @@ pub fn peak_rss_bytes() -> u64 {
 
 /// Run the bench; `on_row` sees each row as it is measured.
 pub fn bench(cfg: &BenchConfig, mut on_row: impl FnMut(&BenchRow)) -> Result<Vec<BenchRow>, Error> {
-    let prep = prepare(&cfg.simulate)?;
+    // One preparation per best-of: the critic and the engine's forks
+    // differ, all else is the same.
+    let mut best_of = cfg.best_of.clone();
+    if best_of.is_empty() {
+        best_of.push(1);
+    }
+    let preps = best_of
+        .iter()
+        .map(|&b| {
+            let mut sim = cfg.simulate.clone();
+            sim.best_of = Some(b);
+            prepare(&sim).map(|p| (b, sim, p))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let model = resolve_model(
         &cfg.simulate.model,
         cfg.simulate.registry.as_deref(),
@@ -170,79 +193,85 @@ pub fn bench(cfg: &BenchConfig, mut on_row: impl FnMut(&BenchRow)) -> Result<Vec
             cfg.raw_steps,
             &cfg.simulate.llama,
         )?;
-        let mut sim = cfg.simulate.clone();
-        sim.parallel = p;
-        sim.sessions = cfg.sessions_per_slot * p as u64;
-        let sessions: Vec<u64> = (0..sim.sessions).collect();
-        let s = measured_run(&sim, &prep, &sessions)?;
-        let depth = s.backend.generation_depth_token_sum as f64
-            / (s.backend.generation_call_tokens as f64).max(1.0);
-        let raw_deep = raw_decode_bench(
-            &model.path,
-            p,
-            depth.round() as usize,
-            cfg.raw_steps,
-            &cfg.simulate.llama,
-        )?;
-        let server = match &cfg.llama_server {
-            Some(binary) => {
-                let st = server_run(binary, &model.path, &sim, &prep, &sessions)?;
-                Some(ServerRow {
-                    conversations: st.conversations,
-                    decode_tokens_per_second: st.tokens_per_second,
-                    conversations_per_minute: st.conversations_per_minute,
-                    in_process_over_server: s.tokens_per_second / st.tokens_per_second.max(1e-9),
-                })
+        for (b, sim, prep) in &preps {
+            let mut sim = sim.clone();
+            sim.parallel = p;
+            sim.sessions = cfg.sessions_per_slot * p as u64;
+            let sessions: Vec<u64> = (0..sim.sessions).collect();
+            let s = measured_run(&sim, prep, &sessions)?;
+            let depth = s.backend.generation_depth_token_sum as f64
+                / (s.backend.generation_call_tokens as f64).max(1.0);
+            let raw_deep = raw_decode_bench(
+                &model.path,
+                p,
+                depth.round() as usize,
+                cfg.raw_steps,
+                &cfg.simulate.llama,
+            )?;
+            let server = match &cfg.llama_server {
+                Some(binary) => {
+                    let st = server_run(binary, &model.path, &sim, prep, &sessions)?;
+                    Some(ServerRow {
+                        conversations: st.conversations,
+                        decode_tokens_per_second: st.tokens_per_second,
+                        conversations_per_minute: st.conversations_per_minute,
+                        in_process_over_server: s.tokens_per_second
+                            / st.tokens_per_second.max(1e-9),
+                    })
+                }
+                None => None,
+            };
+            let mut row = BenchRow {
+                parallel: p,
+                best_of: *b,
+                candidate_tokens_per_second: s.backend.tokens_generated as f64
+                    / s.seconds.max(1e-9),
+                raw_prompt_tokens_per_second: raw.prompt_tokens_per_second,
+                raw_decode_tokens_per_second: raw.decode_tokens_per_second,
+                conversations: s.conversations,
+                decode_tokens_per_second: s.tokens_per_second,
+                decode_tokens_per_second_per_session: s.tokens_per_second / p as f64,
+                prompt_tokens_per_second: s.backend.prompt_tokens_evaluated as f64
+                    / s.seconds.max(1e-9),
+                time_to_first_turn: s.mean_time_to_first_turn,
+                conversations_per_minute: s.conversations_per_minute,
+                prompt_tokens_reused: s.backend.prompt_tokens_reused,
+                prompt_tokens_from_shared_prefix: s.backend.prompt_tokens_from_shared_prefix,
+                kv_bytes_per_session: 2 * s.backend.kv_bytes_per_sequence,
+                peak_rss_bytes: peak_rss_bytes(),
+                ratio: s.tokens_per_second / raw.decode_tokens_per_second.max(1e-9),
+                prompt_tokens_per_generated_token: s.backend.prompt_tokens_evaluated as f64
+                    / (s.tokens_generated as f64).max(1.0),
+                generation_call_tokens_per_second: s.tokens_generated as f64
+                    / s.backend.generation_call_seconds.max(1e-9),
+                work_ratio: work_ratio(
+                    &s,
+                    raw.prompt_tokens_per_second,
+                    raw.decode_tokens_per_second,
+                ),
+                loop_decode_depth: depth,
+                raw_decode_tokens_per_second_at_loop_depth: raw_deep.decode_tokens_per_second,
+                generation_call_ratio_at_loop_depth: s.backend.generation_call_tokens as f64
+                    / s.backend.generation_call_seconds.max(1e-9)
+                    / raw_deep.decode_tokens_per_second.max(1e-9),
+                depth_matched_work_ratio: work_ratio(
+                    &s,
+                    raw.prompt_tokens_per_second,
+                    raw_deep.decode_tokens_per_second,
+                ),
+                raw_decode_speedup: 1.0,
+                decode_speedup: 1.0,
+                server,
+            };
+            if let Some(first) = rows.first() {
+                row.raw_decode_speedup =
+                    row.raw_decode_tokens_per_second / first.raw_decode_tokens_per_second.max(1e-9);
+                row.decode_speedup =
+                    row.decode_tokens_per_second / first.decode_tokens_per_second.max(1e-9);
             }
-            None => None,
-        };
-        let mut row = BenchRow {
-            parallel: p,
-            raw_prompt_tokens_per_second: raw.prompt_tokens_per_second,
-            raw_decode_tokens_per_second: raw.decode_tokens_per_second,
-            conversations: s.conversations,
-            decode_tokens_per_second: s.tokens_per_second,
-            decode_tokens_per_second_per_session: s.tokens_per_second / p as f64,
-            prompt_tokens_per_second: s.backend.prompt_tokens_evaluated as f64
-                / s.seconds.max(1e-9),
-            time_to_first_turn: s.mean_time_to_first_turn,
-            conversations_per_minute: s.conversations_per_minute,
-            prompt_tokens_reused: s.backend.prompt_tokens_reused,
-            prompt_tokens_from_shared_prefix: s.backend.prompt_tokens_from_shared_prefix,
-            kv_bytes_per_session: 2 * s.backend.kv_bytes_per_sequence,
-            peak_rss_bytes: peak_rss_bytes(),
-            ratio: s.tokens_per_second / raw.decode_tokens_per_second.max(1e-9),
-            prompt_tokens_per_generated_token: s.backend.prompt_tokens_evaluated as f64
-                / (s.tokens_generated as f64).max(1.0),
-            generation_call_tokens_per_second: s.tokens_generated as f64
-                / s.backend.generation_call_seconds.max(1e-9),
-            work_ratio: work_ratio(
-                &s,
-                raw.prompt_tokens_per_second,
-                raw.decode_tokens_per_second,
-            ),
-            loop_decode_depth: depth,
-            raw_decode_tokens_per_second_at_loop_depth: raw_deep.decode_tokens_per_second,
-            generation_call_ratio_at_loop_depth: s.backend.generation_call_tokens as f64
-                / s.backend.generation_call_seconds.max(1e-9)
-                / raw_deep.decode_tokens_per_second.max(1e-9),
-            depth_matched_work_ratio: work_ratio(
-                &s,
-                raw.prompt_tokens_per_second,
-                raw_deep.decode_tokens_per_second,
-            ),
-            raw_decode_speedup: 1.0,
-            decode_speedup: 1.0,
-            server,
-        };
-        if let Some(first) = rows.first() {
-            row.raw_decode_speedup =
-                row.raw_decode_tokens_per_second / first.raw_decode_tokens_per_second.max(1e-9);
-            row.decode_speedup =
-                row.decode_tokens_per_second / first.decode_tokens_per_second.max(1e-9);
+            on_row(&row);
+            rows.push(row);
         }
-        on_row(&row);
-        rows.push(row);
     }
     Ok(rows)
 }
@@ -250,8 +279,9 @@ pub fn bench(cfg: &BenchConfig, mut on_row: impl FnMut(&BenchRow)) -> Result<Vec
 /// The time raw llama.cpp needs for the run's computed prompt tokens and
 /// generated tokens at the given rates ÷ the run's time.
 fn work_ratio(s: &RunSummary, raw_prompt_rate: f64, raw_decode_rate: f64) -> f64 {
+    // Every generated token is work, a discarded candidate's too.
     (s.backend.prompt_tokens_evaluated as f64 / raw_prompt_rate.max(1e-9)
-        + s.tokens_generated as f64 / raw_decode_rate.max(1e-9))
+        + s.backend.tokens_generated as f64 / raw_decode_rate.max(1e-9))
         / s.seconds.max(1e-9)
 }
 
@@ -298,7 +328,7 @@ fn measured_run(
     prep: &Prepared,
     sessions: &[u64],
 ) -> Result<RunSummary, Error> {
-    let mut backend = open_backend(sim, sim.parallel)?;
+    let mut backend = open_backend(sim, prep, sim.parallel)?;
     run_sessions(
         sim,
         prep,
@@ -313,12 +343,14 @@ fn measured_run(
 /// The table as text.
 pub fn table(rows: &[BenchRow]) -> String {
     let mut s = String::from(
-        "parallel  raw prompt tok/s  raw decode tok/s  sim decode tok/s  per session  ratio  in decode calls  prompt/gen  work ratio  depth  raw@depth  calls/raw@depth  matched work  raw ×first  sim ×first  TTFT s  conv/min  reused prompt  KV MiB/session  peak RSS MiB\n",
+        "parallel  best-of  candidate tok/s  raw prompt tok/s  raw decode tok/s  sim decode tok/s  per session  ratio  in decode calls  prompt/gen  work ratio  depth  raw@depth  calls/raw@depth  matched work  raw ×first  sim ×first  TTFT s  conv/min  reused prompt  KV MiB/session  peak RSS MiB\n",
     );
     for r in rows {
         s.push_str(&format!(
-            "{:>8}  {:>16.1}  {:>16.1}  {:>16.1}  {:>11.1}  {:>5.2}  {:>15.1}  {:>10.2}  {:>10.2}  {:>5.0}  {:>9.1}  {:>15.2}  {:>12.2}  {:>10.2}  {:>10.2}  {:>6.2}  {:>8.1}  {:>13}  {:>14.1}  {:>12.0}\n",
+            "{:>8}  {:>7}  {:>15.1}  {:>16.1}  {:>16.1}  {:>16.1}  {:>11.1}  {:>5.2}  {:>15.1}  {:>10.2}  {:>10.2}  {:>5.0}  {:>9.1}  {:>15.2}  {:>12.2}  {:>10.2}  {:>10.2}  {:>6.2}  {:>8.1}  {:>13}  {:>14.1}  {:>12.0}\n",
             r.parallel,
+            r.best_of,
+            r.candidate_tokens_per_second,
             r.raw_prompt_tokens_per_second,
             r.raw_decode_tokens_per_second,
             r.decode_tokens_per_second,

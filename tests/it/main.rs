@@ -5,6 +5,7 @@
 
 mod bad_input;
 mod bench;
+mod best_of;
 mod embed;
 mod eval;
 mod fit;

@@ -69,6 +69,10 @@ pub struct LlamaConfig {
     pub gpu_layers: u32,
     /// A jinja chat template that replaces the model's own.
     pub chat_template: Option<String>,
+    /// Extra KV sequences each conversation holds for best-of-N candidates
+    /// of one turn (`best_of - 1`; the run sets it). Each costs a full
+    /// `context_per_sequence` of KV cache.
+    pub forks_per_conversation: u32,
     /// Use flash attention. Off by default: llama.cpp's CPU flash-attention
     /// kernel is not batch-invariant (measured: up to 0.49 difference in a
     /// logit between a prompt evaluated whole and in two chunks), which
@@ -86,6 +90,7 @@ impl Default for LlamaConfig {
             step_token_budget: DEFAULT_STEP_TOKEN_BUDGET,
             gpu_layers: 0,
             chat_template: None,
+            forks_per_conversation: 0,
             flash_attention: false,
         }
     }
@@ -119,6 +124,16 @@ struct Active {
     logits_at: Option<i32>,
     /// Prompt tokens put in the current batch.
     fed: usize,
+    /// Which candidate of its request this is (0: the request's own seed).
+    candidate: u32,
+    /// Slots of the further candidates (best-of-N) waiting for this
+    /// request's prompt: when its last prompt token's logits arrive, each
+    /// gets a copy of the KV cache and samples its first token from the
+    /// same logits, so the prompt is evaluated once.
+    forks: Vec<usize>,
+    /// A candidate waiting for its request's prompt: not scheduled until
+    /// the fork gives it a cache.
+    waiting_for_fork: bool,
 }
 
 /// One KV sequence.
@@ -184,12 +199,14 @@ impl LlamaEngine {
                 "at least one conversation slot is needed".into(),
             ));
         }
-        let n_slots = 2 * max_conversations;
+        // Two sides, plus the extra candidates of a best-of-N turn.
+        let per_conversation = 2 + config.forks_per_conversation as usize;
+        let n_slots = per_conversation * max_conversations;
         let n_seq = n_slots + PREFIX_SEQUENCES;
         if n_seq > MAX_SEQUENCES {
-            return Err(BackendError::Engine(format!(
-                "{max_conversations} parallel conversations need {n_seq} sequences; llama.cpp allows {MAX_SEQUENCES} (use at most {})",
-                (MAX_SEQUENCES - PREFIX_SEQUENCES) / 2
+            return Err(BackendError::Config(format!(
+                "--parallel: {max_conversations} parallel conversations of {per_conversation} KV sequences each need {n_seq} sequences; llama.cpp allows {MAX_SEQUENCES} (expected at most {})",
+                (MAX_SEQUENCES - PREFIX_SEQUENCES) / per_conversation
             )));
         }
         let model = load_model(model_path, config.gpu_layers)?;
@@ -330,9 +347,24 @@ impl LlamaEngine {
         Ok(())
     }
 
-    fn find_slot(&mut self, conversation: u64, side: Side) -> Option<usize> {
+    /// An idle slot for a request of `(conversation, side)`: the one of its
+    /// own slots whose cache shares most of `prompt` (after a best-of-N
+    /// turn the chosen candidate's), else a free one, else the least
+    /// recently used idle one.
+    fn find_slot(&mut self, conversation: u64, side: Side, prompt: &[i32]) -> Option<usize> {
         let key = Some((conversation, side));
-        if let Some(i) = self.slots.iter().position(|s| s.owner == key) {
+        let own = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.owner == key && s.active.is_none())
+            .map(|(i, s)| (i, common_prefix_len(&s.cached, prompt)))
+            // the first of equals, so the choice does not depend on ties
+            .fold(None, |best: Option<(usize, usize)>, (i, n)| match best {
+                Some((_, m)) if m >= n => best,
+                _ => Some((i, n)),
+            });
+        if let Some((i, _)) = own {
             return Some(i);
         }
         if let Some(i) = self.slots.iter().position(|s| s.owner.is_none()) {
@@ -376,6 +408,7 @@ impl LlamaEngine {
             reused_prompt_tokens: a.reused as u32,
             completion_tokens: a.generated as u32,
             finish,
+            candidate: a.candidate,
         }
     }
 }
@@ -462,13 +495,12 @@ impl Backend for LlamaEngine {
     fn submit(&mut self, req: GenerationRequest) -> Result<(), BackendError> {
         let rendered = self.render(&req.prompt)?;
         let prompt = self.tokenize(&rendered);
-        let Some(slot) = self.find_slot(req.conversation, req.side) else {
+        let Some(slot) = self.find_slot(req.conversation, req.side, &prompt) else {
             return Err(BackendError::Full(self.in_flight()));
         };
         self.clock += 1;
         let ctx_per_seq = self.info.context_per_sequence as usize;
-        let stop = StopMatcher::new(&req.sampling.stop);
-        let mut active = Active {
+        let new_active = |seed: u64, candidate: u32| Active {
             conversation: req.conversation,
             side: req.side,
             prompt_len: prompt.len(),
@@ -476,13 +508,17 @@ impl Backend for LlamaEngine {
             reused: 0,
             generated: 0,
             pending: None,
-            rng: SessionRng::seed_from_u64(req.seed),
-            sampling: req.sampling,
-            stop,
+            rng: SessionRng::seed_from_u64(seed),
+            sampling: req.sampling.clone(),
+            stop: StopMatcher::new(&req.sampling.stop),
             utf8: Vec::new(),
             logits_at: None,
             fed: 0,
+            candidate,
+            forks: Vec::new(),
+            waiting_for_fork: false,
         };
+        let mut active = new_active(req.seed, 0);
         let owner_changed = self.slots[slot].owner != Some((req.conversation, req.side));
         if owner_changed {
             let seq = self.slots[slot].seq;
@@ -494,11 +530,35 @@ impl Backend for LlamaEngine {
 
         if prompt.len() + 1 >= ctx_per_seq {
             // The conversation outgrew its context: end it cleanly rather
-            // than fail the run.
-            self.slots[slot].active = Some(active);
-            let g = self.finish(slot, FinishReason::ContextFull);
-            self.finished_early.push(g);
+            // than fail the run, every candidate alike.
+            for (k, &seed) in std::iter::once(&req.seed).chain(&req.forks).enumerate() {
+                self.slots[slot].active = Some(new_active(seed, k as u32));
+                let g = self.finish(slot, FinishReason::ContextFull);
+                self.finished_early.push(g);
+            }
             return Ok(());
+        }
+
+        // The further candidates' slots, held (active, waiting) until the
+        // prompt is in the cache.
+        self.slots[slot].active = Some(new_active(req.seed, 0));
+        for (k, &seed) in req.forks.iter().enumerate() {
+            let Some(fork) = self.find_slot(req.conversation, req.side, &[]) else {
+                // Undo: nothing of this request stays queued.
+                for &f in &active.forks {
+                    self.slots[f].active = None;
+                }
+                self.slots[slot].active = None;
+                return Err(BackendError::Full(self.in_flight()));
+            };
+            if self.slots[fork].owner != Some((req.conversation, req.side)) {
+                self.slots[fork].owner = Some((req.conversation, req.side));
+            }
+            self.slots[fork].last_used = self.clock;
+            let mut waiting = new_active(seed, k as u32 + 1);
+            waiting.waiting_for_fork = true;
+            self.slots[fork].active = Some(waiting);
+            active.forks.push(fork);
         }
 
         // Reuse the longest cached prefix: the slot's own history or a
@@ -538,6 +598,7 @@ impl Backend for LlamaEngine {
             prompt = prompt.len(),
             reused = keep,
             seed = req.seed,
+            candidates = 1 + req.forks.len(),
             digest = prompt.iter().fold(0u64, |h, &t| h.wrapping_mul(31).wrapping_add(t as u64)),
             "request queued"
         );
@@ -553,11 +614,15 @@ impl Backend for LlamaEngine {
         // call of its own, so output does not depend on --parallel.
         self.views.clear();
         self.views.extend(self.slots.iter().map(|s| {
-            s.active.as_ref().map(|a| SlotView {
-                pending: a.pending.is_some(),
-                cached: s.cached.len(),
-                prompt_len: a.prompt.len(),
-            })
+            // A waiting candidate gets its cache from its request's fork.
+            s.active
+                .as_ref()
+                .filter(|a| !a.waiting_for_fork)
+                .map(|a| SlotView {
+                    pending: a.pending.is_some(),
+                    cached: s.cached.len(),
+                    prompt_len: a.prompt.len(),
+                })
         }));
         let mut plan = std::mem::take(&mut self.plan);
         plan_step(&self.views, self.batch_capacity, &mut plan);
@@ -692,57 +757,59 @@ impl LlamaEngine {
             }
         }
         let t1 = Instant::now();
-        let vocab = self.model.vocab();
         let ctx_per_seq = self.info.context_per_sequence as usize;
         let mut finished: Vec<(usize, FinishReason)> = Vec::new();
+        // (slot whose prompt just completed, its logits, its candidates)
+        let mut forks: Vec<(usize, i32, Vec<usize>)> = Vec::new();
         for (i, s) in self.slots.iter_mut().enumerate() {
             let Some(a) = s.active.as_mut() else { continue };
             let Some(at) = a.logits_at else { continue };
+            if !a.forks.is_empty() {
+                forks.push((i, at, std::mem::take(&mut a.forks)));
+            }
             let logits = self.ctx.get_logits_ith(at);
-            let recent_from = s
-                .cached
-                .len()
-                .saturating_sub(a.sampling.repeat_last_n as usize);
-            let tok =
-                self.sampler
-                    .sample(logits, &a.sampling, &s.cached[recent_from..], &mut a.rng);
-            if vocab.is_eog(LlamaToken(tok)) {
-                finished.push((i, FinishReason::Stop));
-                continue;
+            let next = sample_next(
+                self.model,
+                &mut self.sampler,
+                &mut self.piece,
+                logits,
+                a,
+                &s.cached,
+                ctx_per_seq,
+            );
+            if let Some(reason) = next {
+                finished.push((i, reason));
             }
-            a.generated += 1;
-            self.piece.clear();
-            vocab.token_to_piece_into(LlamaToken(tok), &mut self.piece, false, None);
-            a.utf8.extend_from_slice(&self.piece);
-            let mut stopped = false;
-            match std::str::from_utf8(&a.utf8) {
-                Ok(text) => {
-                    stopped = matches!(a.stop.push(text), StopState::Stopped { .. });
-                    a.utf8.clear();
+        }
+        // Best-of-N: each further candidate takes a copy of the prompt's KV
+        // cache and its first token from the same logits, from its own
+        // stream, so the prompt is evaluated once for all of them.
+        for (main, at, candidates) in forks {
+            let (seq, cached) = (self.slots[main].seq, self.slots[main].cached.clone());
+            for slot in candidates {
+                let fork_seq = self.slots[slot].seq;
+                self.clear_seq(fork_seq, 0);
+                self.ctx
+                    .copy_kv_cache_seq(seq, fork_seq, None, None)
+                    .map_err(|e| BackendError::Engine(format!("kv copy: {e}")))?;
+                let s = &mut self.slots[slot];
+                s.cached.clone_from(&cached);
+                let Some(a) = s.active.as_mut() else { continue };
+                a.waiting_for_fork = false;
+                a.reused = a.prompt_len;
+                let logits = self.ctx.get_logits_ith(at);
+                let next = sample_next(
+                    self.model,
+                    &mut self.sampler,
+                    &mut self.piece,
+                    logits,
+                    a,
+                    &s.cached,
+                    ctx_per_seq,
+                );
+                if let Some(reason) = next {
+                    finished.push((slot, reason));
                 }
-                Err(e) if e.error_len().is_none() => {
-                    // Wait for the rest of a multi-byte character.
-                    let valid = e.valid_up_to();
-                    if valid > 0 {
-                        let head = String::from_utf8_lossy(&a.utf8[..valid]).into_owned();
-                        stopped = matches!(a.stop.push(&head), StopState::Stopped { .. });
-                        a.utf8.drain(..valid);
-                    }
-                }
-                Err(_) => {
-                    let text = String::from_utf8_lossy(&a.utf8).into_owned();
-                    stopped = matches!(a.stop.push(&text), StopState::Stopped { .. });
-                    a.utf8.clear();
-                }
-            }
-            if stopped {
-                finished.push((i, FinishReason::StopString));
-            } else if a.generated >= a.sampling.max_tokens as usize {
-                finished.push((i, FinishReason::Length));
-            } else if s.cached.len() + 1 >= ctx_per_seq {
-                finished.push((i, FinishReason::ContextFull));
-            } else {
-                a.pending = Some(tok);
             }
         }
         self.stats.sample_seconds += t1.elapsed().as_secs_f64();
@@ -752,6 +819,63 @@ impl LlamaEngine {
             done.push(g);
         }
         Ok(())
+    }
+}
+
+/// Sample `a`'s next token from `logits` with its own stream; `cached` is
+/// its sequence's cache. Returns why the generation ended, or `None` when
+/// the token waits to be decoded.
+fn sample_next(
+    model: &LlamaModel,
+    sampler: &mut Sampler,
+    piece: &mut Vec<u8>,
+    logits: &[f32],
+    a: &mut Active,
+    cached: &[i32],
+    ctx_per_seq: usize,
+) -> Option<FinishReason> {
+    let vocab = model.vocab();
+    let recent_from = cached
+        .len()
+        .saturating_sub(a.sampling.repeat_last_n as usize);
+    let tok = sampler.sample(logits, &a.sampling, &cached[recent_from..], &mut a.rng);
+    if vocab.is_eog(LlamaToken(tok)) {
+        return Some(FinishReason::Stop);
+    }
+    a.generated += 1;
+    piece.clear();
+    vocab.token_to_piece_into(LlamaToken(tok), piece, false, None);
+    a.utf8.extend_from_slice(piece);
+    let mut stopped = false;
+    match std::str::from_utf8(&a.utf8) {
+        Ok(text) => {
+            stopped = matches!(a.stop.push(text), StopState::Stopped { .. });
+            a.utf8.clear();
+        }
+        Err(e) if e.error_len().is_none() => {
+            // Wait for the rest of a multi-byte character.
+            let valid = e.valid_up_to();
+            if valid > 0 {
+                let head = String::from_utf8_lossy(&a.utf8[..valid]).into_owned();
+                stopped = matches!(a.stop.push(&head), StopState::Stopped { .. });
+                a.utf8.drain(..valid);
+            }
+        }
+        Err(_) => {
+            let text = String::from_utf8_lossy(&a.utf8).into_owned();
+            stopped = matches!(a.stop.push(&text), StopState::Stopped { .. });
+            a.utf8.clear();
+        }
+    }
+    if stopped {
+        Some(FinishReason::StopString)
+    } else if a.generated >= a.sampling.max_tokens as usize {
+        Some(FinishReason::Length)
+    } else if cached.len() + 1 >= ctx_per_seq {
+        Some(FinishReason::ContextFull)
+    } else {
+        a.pending = Some(tok);
+        None
     }
 }
 

@@ -700,6 +700,7 @@ fn parse_completion(v: &Value, req: &GenerationRequest, url: &str) -> Result<Gen
         reused_prompt_tokens: reused.min(prompt_tokens),
         completion_tokens,
         finish,
+        candidate: req.candidate,
     })
 }
 
@@ -725,9 +726,12 @@ impl Backend for OpenAiBackend {
             .jobs
             .as_ref()
             .ok_or_else(|| BackendError::Engine("backend shut down".into()))?;
-        tx.send(request)
-            .map_err(|_| BackendError::Engine("every worker thread has stopped".into()))?;
-        self.in_flight += 1;
+        // Best-of-N: one server request per candidate, each with its seed.
+        for one in request.split_candidates() {
+            tx.send(one)
+                .map_err(|_| BackendError::Engine("every worker thread has stopped".into()))?;
+            self.in_flight += 1;
+        }
         Ok(())
     }
 
@@ -785,6 +789,8 @@ mod tests {
                 ..SamplingParams::default()
             },
             seed: 0xdead_beef_1234_5678,
+            forks: Vec::new(),
+            candidate: 0,
             note: String::new(),
         }
     }

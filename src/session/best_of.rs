@@ -1,0 +1,103 @@
+//! Best-of-N seeker turns: every candidate of a turn is scored by a
+//! [`TurnScorer`] (a realism critic) and the most human one is kept.
+//!
+//! The candidates are decoded together from one prompt (the engine forks
+//! its KV cache; see [`crate::backend::GenerationRequest::forks`]), each
+//! from its own seeded stream ([`crate::rng::Stream::UserCandidate`]).
+//! Invariant: the choice is a function of the candidates' texts and their
+//! context alone (the highest score, the lowest candidate index among
+//! equals), never of the order in which candidates finished, so best-of-N
+//! keeps output identical across `--parallel`.
+
+/// Scores how human a seeker turn reads after the system turn before it.
+pub trait TurnScorer {
+    /// Higher is more human: the critic's probability that `turn`, said
+    /// after `context` (empty when there is none), was written by a person.
+    fn score(&self, context: &str, turn: &str) -> f64;
+}
+
+/// What the critic saw in one conversation (or a run, summed).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct CriticCounts {
+    /// Seeker turns scored.
+    pub turns: u64,
+    /// Candidates scored (`turns` × N, plus the guard's resamples).
+    pub candidates: u64,
+    /// Sum of the kept candidates' scores.
+    pub chosen_score_sum: f64,
+    /// Sum of every candidate's score.
+    pub candidate_score_sum: f64,
+}
+
+impl CriticCounts {
+    /// Add another count.
+    pub fn add(&mut self, other: &CriticCounts) {
+        self.turns += other.turns;
+        self.candidates += other.candidates;
+        self.chosen_score_sum += other.chosen_score_sum;
+        self.candidate_score_sum += other.candidate_score_sum;
+    }
+
+    /// Mean score of the kept candidates (0 when none was scored).
+    pub fn mean_chosen(&self) -> f64 {
+        if self.turns == 0 {
+            0.0
+        } else {
+            self.chosen_score_sum / self.turns as f64
+        }
+    }
+
+    /// Mean score of all candidates (0 when none was scored).
+    pub fn mean_candidate(&self) -> f64 {
+        if self.candidates == 0 {
+            0.0
+        } else {
+            self.candidate_score_sum / self.candidates as f64
+        }
+    }
+}
+
+/// The candidate to keep among `allowed` (indices into `scores`): the
+/// highest score, the lowest index among equals; without scores the first
+/// allowed one. `None` when nothing is allowed.
+pub fn choose(scores: Option<&[f64]>, allowed: &[usize]) -> Option<usize> {
+    let mut best: Option<usize> = None;
+    for &i in allowed {
+        best = match (best, scores) {
+            (None, _) => Some(i),
+            (Some(b), Some(s)) if s[i].total_cmp(&s[b]).is_gt() => Some(i),
+            (Some(b), Some(s)) if s[i].total_cmp(&s[b]).is_eq() && i < b => Some(i),
+            (b, _) => b,
+        };
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_highest_score_wins_and_ties_go_to_the_lowest_index() {
+        let s = [0.2, 0.9, 0.9, 0.5];
+        assert_eq!(choose(Some(&s), &[0, 1, 2, 3]), Some(1));
+        assert_eq!(choose(Some(&s), &[3, 2, 1, 0]), Some(1), "order of arrival");
+        assert_eq!(choose(Some(&s), &[0, 3]), Some(3), "only allowed ones");
+        assert_eq!(choose(None, &[2, 3]), Some(2));
+        assert_eq!(choose(Some(&s), &[]), None);
+    }
+
+    #[test]
+    fn counts_add_and_average() {
+        let mut c = CriticCounts::default();
+        assert_eq!(c.mean_chosen(), 0.0);
+        c.add(&CriticCounts {
+            turns: 2,
+            candidates: 8,
+            chosen_score_sum: 1.5,
+            candidate_score_sum: 4.0,
+        });
+        assert_eq!(c.mean_chosen(), 0.75);
+        assert_eq!(c.mean_candidate(), 0.5);
+    }
+}

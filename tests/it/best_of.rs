@@ -1,0 +1,392 @@
+//! Best-of-N seeker turns chosen by a realism critic: the choice (the
+//! highest score, from N distinct seeded streams), determinism across
+//! `--parallel`, the KV fork on the real model, `critic train` and bad
+//! critic input.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use usersim::backend::scripted::ScriptedBackend;
+use usersim::chat::Side;
+use usersim::critic::Critic;
+use usersim::output::read_records;
+use usersim::rng::{session_seed, stream_seed, Stream};
+use usersim::run::{
+    open_backend, prepare, prepared_sessions, simulate_with_backend, NoProgress, Prepared,
+    RunSummary, SimulateConfig,
+};
+use usersim::session::best_of::TurnScorer;
+
+use crate::util::*;
+
+/// Prefers turns with more of one word: a critic whose favourite string
+/// feature is known.
+struct PrefersWord(&'static str);
+
+impl TurnScorer for PrefersWord {
+    fn score(&self, _context: &str, turn: &str) -> f64 {
+        turn.split_whitespace().filter(|w| *w == self.0).count() as f64
+    }
+}
+
+/// Scores every turn alike: every choice is a tie, so candidate 0 is kept.
+struct Indifferent;
+
+impl TurnScorer for Indifferent {
+    fn score(&self, _context: &str, _turn: &str) -> f64 {
+        0.5
+    }
+}
+
+/// The movies scenario without the levers that rewrite a turn's text
+/// (length cut, style) or reject it (guard): a kept turn is a candidate's
+/// text as the backend wrote it.
+fn plain_scenario(dir: &Path) -> std::path::PathBuf {
+    scenario_copy(dir, |name, t| match name {
+        "scenario.toml" => ["[length]", "[guard]", "[style]"]
+            .iter()
+            .fold(t, |t, s| without_section(&t, s)),
+        _ => t,
+    })
+}
+
+/// A scripted run with `scorer` choosing among `best_of` candidates; the
+/// script writes each candidate's text from its seed (a few "zebra"s) and
+/// logs (conversation, prompt, candidate, seed) of every request.
+fn scripted_best_of(
+    cfg: &SimulateConfig,
+    scorer: Box<dyn TurnScorer + Send + Sync>,
+    best_of: u32,
+) -> (RunSummary, Vec<(u64, String, u32, u64)>) {
+    let mut prep: Prepared = prepare(cfg).expect("prepare");
+    prep.critic = Some(scorer);
+    prep.best_of = best_of;
+    let sessions = prepared_sessions(cfg, &prep).unwrap();
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let seen = log.clone();
+    let mut backend = ScriptedBackend::new(cfg.parallel).with_script(Box::new(move |req| {
+        if req.side == Side::User {
+            let prompt = req.prompt.contents().join("\u{1}");
+            seen.borrow_mut()
+                .push((req.conversation, prompt, req.candidate, req.seed));
+        }
+        let zebras = (req.seed % 5) as usize;
+        format!("u{} {}", req.seed % 1000, "zebra ".repeat(zebras))
+            .trim()
+            .to_string()
+    }));
+    let s = simulate_with_backend(
+        cfg,
+        &prep,
+        &mut backend,
+        &sessions,
+        &NoProgress,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .expect("scripted run");
+    let log = log.borrow().clone();
+    (s, log)
+}
+
+#[test]
+fn best_of_keeps_the_most_human_candidate_each_from_its_own_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SimulateConfig {
+        output: dir.path().join("a.jsonl"),
+        sessions: 6,
+        parallel: 3,
+        seed: 5,
+        scenario_dir: plain_scenario(dir.path()),
+        ..SimulateConfig::default()
+    };
+    let (summary, log) = scripted_best_of(&cfg, Box::new(PrefersWord("zebra")), 4);
+
+    // The requests of one turn share its prompt: group them.
+    let mut turns: BTreeMap<(u64, String), Vec<(u32, u64)>> = BTreeMap::new();
+    for (conv, prompt, k, seed) in &log {
+        turns
+            .entry((*conv, prompt.clone()))
+            .or_default()
+            .push((*k, *seed));
+    }
+    let records = read_records(&cfg.output).unwrap();
+    let mut checked = 0;
+    for r in &records {
+        let s = session_seed(cfg.seed, r.session_index);
+        let user: Vec<_> = r.turns.iter().filter(|t| t.role == Side::User).collect();
+        for (n, turn) in user.iter().enumerate() {
+            let n = n as u32;
+            let own = stream_seed(s, Stream::UserSampling(n));
+            let (_, cands) = turns
+                .iter()
+                .find(|((c, _), v)| *c == r.session_index && v.iter().any(|&(_, x)| x == own))
+                .unwrap_or_else(|| panic!("no requests of session {} turn {n}", r.session_index));
+            // N candidates, each from its own stream: the turn's own
+            // sampling stream and the N-1 candidate streams.
+            let mut want: Vec<(u32, u64)> = vec![(0, own)];
+            want.extend(
+                (1..4u8).map(|k| (u32::from(k), stream_seed(s, Stream::UserCandidate(n, 0, k)))),
+            );
+            let mut got = cands.clone();
+            got.sort_unstable();
+            assert_eq!(got, want, "session {} turn {n}", r.session_index);
+            // Kept: the most zebras, the lowest candidate among equals.
+            let best = want
+                .iter()
+                .max_by(|a, b| (a.1 % 5).cmp(&(b.1 % 5)).then(b.0.cmp(&a.0)))
+                .unwrap();
+            let text = format!(
+                "u{} {}",
+                best.1 % 1000,
+                "zebra ".repeat((best.1 % 5) as usize)
+            );
+            assert_eq!(
+                turn.text,
+                text.trim(),
+                "session {} turn {n}",
+                r.session_index
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 12, "only {checked} user turns checked");
+    assert_eq!(summary.critic.turns, checked as u64);
+    assert_eq!(summary.critic.candidates, 4 * checked as u64);
+    assert!(
+        summary.critic.mean_chosen() > summary.critic.mean_candidate(),
+        "{:?}",
+        summary.critic
+    );
+
+    // The same at another parallel, byte for byte.
+    let one = SimulateConfig {
+        output: dir.path().join("b.jsonl"),
+        parallel: 1,
+        ..cfg.clone()
+    };
+    scripted_best_of(&one, Box::new(PrefersWord("zebra")), 4);
+    assert!(
+        std::fs::read(&cfg.output).unwrap() == std::fs::read(&one.output).unwrap(),
+        "best-of output differs across --parallel"
+    );
+}
+
+/// A real-model run of `cfg` with `scorer` choosing among `best_of`.
+fn real_best_of(
+    cfg: &SimulateConfig,
+    scorer: Option<Box<dyn TurnScorer + Send + Sync>>,
+    best_of: u32,
+) -> RunSummary {
+    let mut prep = prepare(cfg).expect("prepare");
+    prep.critic = scorer;
+    prep.best_of = best_of;
+    let sessions = prepared_sessions(cfg, &prep).unwrap();
+    let mut backend = open_backend(cfg, &prep, cfg.parallel).expect("engine");
+    simulate_with_backend(
+        cfg,
+        &prep,
+        backend.as_mut(),
+        &sessions,
+        &NoProgress,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .expect("real run")
+}
+
+#[test]
+fn kv_forks_leave_the_first_candidate_as_it_was_and_output_is_identical_across_parallel() {
+    let _heavy = heavy();
+    let dir = tempfile::tempdir().unwrap();
+    let mut base = small_config(dir.path(), "one.jsonl");
+    // Without the guard: a rejected candidate 0 would make best-of-1 draw
+    // again where best-of-3 keeps another candidate.
+    base.scenario_dir = scenario_copy(dir.path(), |name, t| match name {
+        "scenario.toml" => without_section(&t, "[guard]"),
+        _ => t,
+    });
+    base.sessions = 4;
+    base.parallel = 4;
+    base.max_user_turns = Some(2);
+    base.sampling.user_max_tokens = Some(16);
+    base.sampling.assistant_max_tokens = Some(16);
+    // Three candidates per turn: more sequences, each with this context.
+    base.llama.context_per_sequence = 1536;
+    real_best_of(&base, None, 1);
+
+    // Forked candidates decode beside candidate 0, which an indifferent
+    // critic keeps: the file must be the one without forks.
+    let tie = SimulateConfig {
+        output: dir.path().join("tie.jsonl"),
+        ..base.clone()
+    };
+    let s = real_best_of(&tie, Some(Box::new(Indifferent)), 3);
+    assert!(s.critic.turns >= 8, "{:?}", s.critic);
+    assert_eq!(s.critic.candidates, 3 * s.critic.turns);
+    assert!(
+        s.backend.tokens_generated > s.tokens_generated,
+        "the discarded candidates were decoded too"
+    );
+    assert!(
+        std::fs::read(&base.output).unwrap() == std::fs::read(&tie.output).unwrap(),
+        "a KV fork changed the candidate it was forked from"
+    );
+
+    // A critic that prefers long turns: same file at --parallel 4 and 1,
+    // and other turns than without it.
+    struct Longest;
+    impl TurnScorer for Longest {
+        fn score(&self, _: &str, turn: &str) -> f64 {
+            turn.len() as f64
+        }
+    }
+    let four = SimulateConfig {
+        output: dir.path().join("four.jsonl"),
+        ..base.clone()
+    };
+    let one = SimulateConfig {
+        output: dir.path().join("p1.jsonl"),
+        parallel: 1,
+        ..base.clone()
+    };
+    real_best_of(&four, Some(Box::new(Longest)), 3);
+    real_best_of(&one, Some(Box::new(Longest)), 3);
+    let (a, b) = (
+        std::fs::read(&four.output).unwrap(),
+        std::fs::read(&one.output).unwrap(),
+    );
+    assert!(a == b, "best-of output differs across --parallel");
+    let words = |p: &Path| -> usize {
+        read_records(p)
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.turns.iter().filter(|t| t.role == Side::User))
+            .map(|t| t.text.len())
+            .sum()
+    };
+    assert!(
+        words(&four.output) > words(&base.output),
+        "preferring long turns kept no longer text: {} vs {}",
+        words(&four.output),
+        words(&base.output)
+    );
+}
+
+#[test]
+fn critic_train_learns_real_from_simulated_and_saves_a_loadable_file() {
+    let dir = tempfile::tempdir().unwrap();
+    // A simulated set: scripted turns (no model), whose words no person wrote.
+    let cfg = SimulateConfig {
+        output: dir.path().join("sim.jsonl"),
+        sessions: 60,
+        parallel: 8,
+        seed: 3,
+        scenario_dir: plain_scenario(dir.path()),
+        ..SimulateConfig::default()
+    };
+    let prep = prepare(&cfg).unwrap();
+    let sessions = prepared_sessions(&cfg, &prep).unwrap();
+    let mut backend = ScriptedBackend::new(cfg.parallel);
+    simulate_with_backend(
+        &cfg,
+        &prep,
+        &mut backend,
+        &sessions,
+        &NoProgress,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .unwrap();
+    let iard = shared_data().join("iard/iard.json");
+    let out = dir.path().join("critic.json");
+    let o = std::process::Command::new(bin())
+        .args(["critic", "train", "--bootstrap", "50", "--real"])
+        .arg(&iard)
+        .arg("--sim")
+        .arg(&cfg.output)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("held-out AUC"), "{stdout}");
+    let critic = Critic::load(&out).unwrap();
+    assert!(critic.held_out().auc.value > 0.9, "{:?}", critic.held_out());
+    let sim = &critic.trained_on().simulated[0];
+    assert_eq!(sim.scenario.as_ref().unwrap().name, "movies");
+    // A real seeker's turn reads more human than a scripted one.
+    let real = critic.score("what kind of movies do you like?", "i love horror movies");
+    let fake = critic.score(
+        "what kind of movies do you like?",
+        "u something scary tonight classic drama",
+    );
+    assert!(real > fake, "real {real} vs scripted {fake}");
+}
+
+#[test]
+fn bad_critic_input_is_one_error_line_and_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let run = |extra: &[&std::ffi::OsStr], needles: &[&str]| {
+        let mut args: Vec<&std::ffi::OsStr> = ["simulate", "-n", "2", "-o"]
+            .iter()
+            .map(std::ffi::OsStr::new)
+            .collect();
+        args.push(out.as_os_str());
+        args.extend_from_slice(extra);
+        expect_input_error_line(&args, &out, needles);
+    };
+    let os = |s: &'static str| std::ffi::OsStr::new(s);
+    run(
+        &[os("--best-of"), os("4")],
+        &["--best-of 4", "expected a critic"],
+    );
+    run(&[os("--best-of"), os("0")], &["--best-of", "from 1 to 16"]);
+    let corrupt = dir.path().join("corrupt.json");
+    std::fs::write(
+        &corrupt,
+        "{\"critic\": {\"format\": \"usersim-critic\", \"version\": 1}, \"sha256\": \"00\"}",
+    )
+    .unwrap();
+    run(
+        &[
+            os("--best-of"),
+            os("2"),
+            os("--critic"),
+            corrupt.as_os_str(),
+        ],
+        &["corrupt.json", "sha256"],
+    );
+    let old = dir.path().join("old.json");
+    std::fs::write(
+        &old,
+        "{\"critic\": {\"format\": \"usersim-critic\", \"version\": 0}}",
+    )
+    .unwrap();
+    run(
+        &[os("--critic"), old.as_os_str()],
+        &["old.json", "critic.version: expected 1"],
+    );
+    let missing = dir.path().join("missing.json");
+    run(
+        &[
+            os("--best-of"),
+            os("2"),
+            os("--critic"),
+            missing.as_os_str(),
+        ],
+        &["missing.json", "cannot read"],
+    );
+    // The scenario's [critic] is checked as it loads.
+    let scen = scenario_copy(dir.path(), |n, t| match n {
+        "scenario.toml" => format!("{t}\n[critic]\nbest_of = 17\n"),
+        _ => t,
+    });
+    run(
+        &[os("--scenario"), scen.as_os_str()],
+        &["scenario.toml", "critic.best_of", "from 1 to 16"],
+    );
+}
