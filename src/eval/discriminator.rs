@@ -342,6 +342,57 @@ impl Encoder for TextEncoder<'_> {
     }
 }
 
+/// Features of embeddings alone (L2-normalised, scaled): no n-gram, so it
+/// sees what a text means, not how it is typed.
+struct DenseEncoder<'a> {
+    vectors: &'a [&'a Vec<f32>],
+    dim: usize,
+    scale: f32,
+}
+
+impl Encoder for DenseEncoder<'_> {
+    fn n_features(&self) -> usize {
+        self.dim
+    }
+
+    fn encode(&self, i: usize) -> SparseVec {
+        let mut x = SparseVec::default();
+        x.append_dense(0, &l2(self.vectors[i]), self.scale);
+        x
+    }
+
+    fn feature_name(&self, _j: usize) -> Option<String> {
+        None
+    }
+}
+
+/// The k-fold protocol of [`discriminate`] on sentence embeddings alone
+/// (one per text of `real` and `sim`): the check that a simulator which
+/// learned to type like people (what the TF-IDF discriminators and a
+/// realism critic see) also says what people say.
+pub fn discriminate_dense(
+    real: &[Vec<f32>],
+    sim: &[Vec<f32>],
+    cfg: &DiscriminatorConfig,
+) -> Result<DiscriminatorResult, DiscriminatorError> {
+    let sample = balance(real.len(), sim.len(), cfg)?;
+    let dim = dense_dim("text", (real, sim), (real.len(), sim.len()))?;
+    let vectors: Vec<&Vec<f32>> = sample
+        .real
+        .iter()
+        .map(|&i| &real[i])
+        .chain(sample.sim.iter().map(|&i| &sim[i]))
+        .collect();
+    let labels: Vec<bool> = (0..2 * sample.n).map(|i| i >= sample.n).collect();
+    cross_validate(&labels, sample.n, true, cfg, |_| {
+        Ok(DenseEncoder {
+            vectors: &vectors,
+            dim,
+            scale: cfg.dense_scale,
+        })
+    })
+}
+
 /// Trains and cross-validates a real (label 0) vs simulated (label 1)
 /// classifier. `dense`, if given, holds one embedding per text of `real` and
 /// `sim` respectively.

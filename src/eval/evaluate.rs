@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::context::{discriminate_in_context, turns_in_context, PairEmbeddings};
 use super::discriminator::{
-    discriminate, DensePair, DiscriminatorConfig, DiscriminatorError, DiscriminatorResult,
+    discriminate, discriminate_dense, DensePair, DiscriminatorConfig, DiscriminatorError, DiscriminatorResult,
 };
 use super::diversity::{distinct_at_size, distinct_n, latent_coverage, self_bleu};
 use super::intent::{
@@ -561,6 +561,13 @@ pub fn evaluate_with(
         discriminate(&real_texts, &sim_texts, embeddings, &cfg.discriminator),
         "seeker turns for the turn",
     )?;
+    let embedding_discriminator = match embeddings {
+        Some((r, s)) => unless_too_few(
+            discriminate_dense(r, s, &cfg.discriminator),
+            "seeker turns for the embedding-only",
+        )?,
+        None => None,
+    };
     let context_discriminator = if cfg.context_discriminator {
         let pair_embeddings = all_embeddings.map(|e| {
             let side = |turns, contexts| PairEmbeddings { turns, contexts };
@@ -754,6 +761,7 @@ pub fn evaluate_with(
         echo_rate,
         copy_rate: copied as f64 / sim_texts.len().max(1) as f64,
         turn_discriminator,
+        embedding_discriminator,
         context_discriminator,
         conversation_discriminator,
         intents,

@@ -180,6 +180,12 @@ pub struct EvalReport {
     pub copy_rate: f64,
     /// Turn-level real-vs-simulated discriminator.
     pub turn_discriminator: Option<DiscriminatorResult>,
+    /// The turn-level protocol on MiniLM sentence embeddings alone (no
+    /// n-grams): what the turns say rather than how they are typed, so a
+    /// simulator tuned against the TF-IDF features (a realism critic's)
+    /// is checked by features it never saw. `None` without embeddings.
+    #[serde(default)]
+    pub embedding_discriminator: Option<DiscriminatorResult>,
     /// Context-aware discriminator ("context AUC"): each seeker turn with
     /// the system turn just before it (empty if none), as TF-IDF blocks
     /// `turn:` and `ctx:`, pair features `pair:` (word overlap, shared
@@ -323,6 +329,7 @@ impl EvalReport {
         );
         for (name, d) in [
             ("turn", &self.turn_discriminator),
+            ("embedding-only turn", &self.embedding_discriminator),
             ("context", &self.context_discriminator),
             ("conversation", &self.conversation_discriminator),
         ] {

@@ -261,6 +261,11 @@ fn auc_differences(sim: &EvalReport, base: &EvalReport) -> Vec<(String, super::s
             &base.turn_discriminator,
         ),
         pair(
+            "embedding-only turn discriminator AUC",
+            &sim.embedding_discriminator,
+            &base.embedding_discriminator,
+        ),
+        pair(
             "context discriminator AUC",
             &sim.context_discriminator,
             &base.context_discriminator,
@@ -284,6 +289,10 @@ fn headline(r: &EvalReport) -> Vec<(&'static str, Option<f64>)> {
     let intents = r.intents.as_ref();
     vec![
         ("turn discriminator AUC", auc(&r.turn_discriminator)),
+        (
+            "embedding-only turn discriminator AUC",
+            auc(&r.embedding_discriminator),
+        ),
         ("context discriminator AUC", auc(&r.context_discriminator)),
         (
             "conversation discriminator AUC",
