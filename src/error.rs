@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use crate::backend::BackendError;
 use crate::corpus::CorpusError;
 use crate::eval::EvalRunError;
+use crate::judge::JudgeError;
 use crate::latent::LatentError;
 use crate::models::ModelError;
 use crate::output::merge::MergeError;
@@ -50,6 +51,9 @@ pub enum Error {
     /// An evaluation failed.
     #[error(transparent)]
     Eval(#[from] EvalRunError),
+    /// A human-judging job failed.
+    #[error(transparent)]
+    Judge(#[from] JudgeError),
     /// A flag, a config value or a combination of them is invalid.
     #[error("{0}")]
     Config(String),
@@ -84,6 +88,7 @@ impl Error {
             Error::Output(e) => e.is_input(),
             Error::Eval(e) => e.is_input_error(),
             Error::Merge(e) => e.is_input(),
+            Error::Judge(e) => e.is_input(),
             Error::Write { .. } | Error::Internal(_) => false,
             Error::Scenario(_)
             | Error::Catalog(_)

@@ -10,7 +10,8 @@
 //! side, replay of real dialogues, the record) →
 //! [`run`] (the scheduler loop that keeps many sessions live and hands
 //! finished records to a sink) → [`output`] (JSONL writers, resume, merge) →
-//! [`eval`] (realism, diversity and label fidelity against real dialogues).
+//! [`eval`] (realism, diversity and label fidelity against real dialogues)
+//! → [`judge`] (blind human judging of real against simulated text).
 //!
 //! Beside the pipeline: [`corpus`] is the one reader of real dialogues (for
 //! replay, fitting and eval), [`models`] resolves model files, [`embed`]
@@ -25,6 +26,7 @@ pub mod corpus;
 pub mod embed;
 pub mod error;
 pub mod eval;
+pub mod judge;
 pub mod latent;
 pub mod models;
 pub mod output;
