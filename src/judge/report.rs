@@ -384,6 +384,13 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// A source label's file name (plots; tables keep the whole path).
+fn short(label: &str) -> String {
+    Path::new(label)
+        .file_name()
+        .map_or_else(|| label.to_string(), |n| n.to_string_lossy().into_owned())
+}
+
 fn clip(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
         s.to_string()
@@ -635,7 +642,7 @@ fn interval_plot(
             "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
             left - 8.0,
             y + 4.0,
-            esc(&clip(label, 40))
+            esc(&clip(&short(label), 40))
         );
         if let Some(e) = e {
             let _ = writeln!(

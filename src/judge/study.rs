@@ -316,7 +316,7 @@ pub fn create(cfg: &NewStudyConfig) -> Result<StudySummary, JudgeError> {
             "--sim: expected at least one simulated run".into(),
         ));
     }
-    if cfg.n == 0 || cfg.n % sources != 0 {
+    if cfg.n == 0 || !cfg.n.is_multiple_of(sources) {
         return Err(JudgeError::Input(format!(
             "-n {}: expected a positive multiple of {sources} (the real corpus and {} simulated run(s) in equal shares)",
             cfg.n,

@@ -716,6 +716,39 @@ fn judge_crowd_export_import_round_trip_and_bad_rows_with_lines() {
     assert_eq!(r["mistaken_sim"].as_array().unwrap().len(), 4);
     assert!(r["mistaken_real"].as_array().unwrap().is_empty());
 
+    // `usersim eval --study` carries the same figures into its report.
+    let html = dir.path().join("eval.html");
+    let o = usersim(&[
+        "eval",
+        "--real",
+        iard().to_str().unwrap(),
+        "--sim",
+        sim.to_str().unwrap(),
+        "--no-embed",
+        "--json",
+        "--html",
+        html.to_str().unwrap(),
+        "--study",
+        study.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let e: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(e["human"], r, "eval's human figures are judge report's");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<h2>Human judges") && page.contains("id=\"judge-accuracy\""));
+    let o = usersim(&[
+        "eval",
+        "--real",
+        iard().to_str().unwrap(),
+        "--sim",
+        sim.to_str().unwrap(),
+        "--no-embed",
+        "--study",
+        dir.path().join("nope.sqlite").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nope.sqlite: no such study file"));
+
     // The same file again: every row is already in the study.
     let o = import(&results_path, &[]);
     assert_eq!(o.status.code(), Some(2));
