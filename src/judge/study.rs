@@ -364,6 +364,19 @@ pub fn create(cfg: &NewStudyConfig) -> Result<StudySummary, JudgeError> {
 
     let tmp = temp_path(&cfg.output);
     let result = write_study(&tmp, cfg, &paths, &drafts).and_then(|()| {
+        // A replaced study's write-ahead log would be replayed into the new
+        // file: remove it first.
+        for side in [wal_path(&cfg.output, "-wal"), wal_path(&cfg.output, "-shm")] {
+            match std::fs::remove_file(&side) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(JudgeError::Write {
+                        path: side,
+                        source: e,
+                    })
+                }
+                _ => {}
+            }
+        }
         std::fs::rename(&tmp, &cfg.output).map_err(|source| JudgeError::Write {
             path: cfg.output.clone(),
             source,
@@ -928,6 +941,23 @@ mod tests {
             sorted,
             a.items().unwrap().iter().map(|i| i.id).collect::<Vec<_>>()
         );
+        // Conversation items: whole dialogues, no target turn.
+        let conv = NewStudyConfig {
+            real: real.clone(),
+            sims: vec![sim.clone()],
+            unit: Unit::Conversation,
+            n: 4,
+            seed: 1,
+            output: dir.join("conv.sqlite"),
+            force: true,
+        };
+        create(&conv).unwrap();
+        let s = Study::open(&conv.output).unwrap();
+        assert_eq!(s.unit, Unit::Conversation);
+        for it in s.items().unwrap() {
+            assert!(it.target.is_none() && it.omitted == 0);
+            assert_eq!(it.context.len(), 3);
+        }
         // -n not a multiple of the sources: refused, nothing written.
         let bad = NewStudyConfig {
             real: real.clone(),
