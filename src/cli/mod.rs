@@ -267,12 +267,12 @@ fn eval(a: EvalArgs, quiet: bool) -> anyhow::Result<ExitCode> {
 }
 
 fn judge(cmd: JudgeCommand) -> anyhow::Result<ExitCode> {
-    use usersim::judge::{crowd, report, serve, study};
+    use usersim::judge::{crowd, report, sample, serve, study};
     let lib = |e: usersim::judge::JudgeError| usersim::Error::from(e);
     let mut out = std::io::stdout().lock();
     match cmd {
         JudgeCommand::New(a) => {
-            let summary = study::create(&study::NewStudyConfig {
+            let summary = sample::create(&sample::NewStudyConfig {
                 real: a.real,
                 sims: a.sim,
                 unit: a.unit,

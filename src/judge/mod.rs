@@ -1,12 +1,13 @@
 //! Blind human judging of real against simulated conversations.
 //!
-//! A study is one SQLite file ([`study`]): a balanced, seeded sample of
+//! A study is one SQLite file ([`study`]): a balanced, seeded sample ([`sample`]) of
 //! items (a seeker turn with the turns before it, or a whole conversation)
 //! drawn from a real corpus and one or more simulated runs, each item's
 //! hidden source, the judges and their answers. [`serve`] is the local web
 //! app judges answer in, [`crowd`] exports the items for a crowd platform
 //! and imports its results, and [`report`] turns the answers into figures
-//! (accuracy per simulated source, realism, agreement).
+//! (accuracy per simulated source, realism, agreement through
+//! [`agreement`]), which [`render`] shows as text or HTML.
 //!
 //! Invariant: an item's source leaves the study file only through
 //! [`report`]; nothing a judge sees or sends (pages, item tokens, the crowd
@@ -17,12 +18,18 @@
 //! (`usersim eval --study`). Neither of those two eval files imports `run`,
 //! so no file imports itself through the other.
 
+pub mod agreement;
 pub mod crowd;
+pub mod render;
 pub mod report;
+pub mod sample;
 pub mod serve;
 pub mod study;
 
 use std::path::PathBuf;
+
+use rand::RngCore;
+use sha2::{Digest, Sha256};
 
 use crate::eval::loaders::LoadError;
 
@@ -81,4 +88,20 @@ impl JudgeError {
                 | JudgeError::Listen { .. }
         )
     }
+}
+
+/// A seed for `purpose` derived from the study seed (SHA-256, so seeds of
+/// different purposes are unrelated).
+pub fn derive_seed(seed: u64, purpose: &str) -> u64 {
+    let h = Sha256::digest(format!("usersim-judge/{seed}/{purpose}").as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h[..8]);
+    u64::from_le_bytes(b)
+}
+
+/// A fresh secret: 16 bytes of OS-seeded randomness as hex.
+pub fn secret_token() -> String {
+    let mut b = [0u8; 16];
+    rand::rng().fill_bytes(&mut b);
+    hex::encode(b)
 }
