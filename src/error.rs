@@ -13,6 +13,7 @@ use crate::backend::BackendError;
 use crate::corpus::CorpusError;
 use crate::critic::CriticError;
 use crate::eval::EvalRunError;
+use crate::judge::JudgeError;
 use crate::latent::LatentError;
 use crate::models::ModelError;
 use crate::output::merge::MergeError;
@@ -54,6 +55,9 @@ pub enum Error {
     /// A realism critic cannot be trained or loaded.
     #[error(transparent)]
     Critic(#[from] CriticError),
+    /// A human-judging job failed.
+    #[error(transparent)]
+    Judge(#[from] JudgeError),
     /// A flag, a config value or a combination of them is invalid.
     #[error("{0}")]
     Config(String),
@@ -89,6 +93,7 @@ impl Error {
             Error::Eval(e) => e.is_input_error(),
             Error::Merge(e) => e.is_input(),
             Error::Critic(e) => e.is_input(),
+            Error::Judge(e) => e.is_input(),
             Error::Write { .. } | Error::Internal(_) => false,
             Error::Scenario(_)
             | Error::Catalog(_)

@@ -10,7 +10,8 @@
 //! side, replay of real dialogues, the record) →
 //! [`run`] (the scheduler loop that keeps many sessions live and hands
 //! finished records to a sink) → [`output`] (JSONL writers, resume, merge) →
-//! [`eval`] (realism, diversity and label fidelity against real dialogues).
+//! [`eval`] (realism, diversity and label fidelity against real dialogues)
+//! → [`judge`] (blind human judging of real against simulated text).
 //!
 //! Beside the pipeline: [`corpus`] is the one reader of real dialogues (for
 //! replay, fitting and eval), [`critic`] is the eval's context
@@ -28,6 +29,7 @@ pub mod critic;
 pub mod embed;
 pub mod error;
 pub mod eval;
+pub mod judge;
 pub mod latent;
 pub mod models;
 pub mod output;

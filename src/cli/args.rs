@@ -49,6 +49,12 @@ pub enum Command {
         #[command(subcommand)]
         command: CriticCommand,
     },
+    /// Blind human judging: build a study of real and simulated items,
+    /// serve it to judges, exchange it with crowd platforms, report.
+    Judge {
+        #[command(subcommand)]
+        command: JudgeCommand,
+    },
     /// List, fetch or locate registry models.
     Models {
         #[command(subcommand)]
@@ -343,6 +349,91 @@ pub struct EvalArgs {
     /// Fewest user turns a --by group needs on each side for its AUCs.
     #[arg(long, default_value_t = usersim::eval::conditional::DEFAULT_MIN_GROUP_TURNS)]
     pub min_group_turns: usize,
+    /// Include a human-judging study's figures (`usersim judge new`).
+    #[arg(long)]
+    pub study: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum JudgeCommand {
+    /// Draw a balanced, seeded sample of real and simulated items into a
+    /// new study file.
+    New(JudgeNewArgs),
+    /// Serve the study to judges as a local web app.
+    Serve {
+        /// The study file.
+        study: PathBuf,
+        /// Address to listen on (IP:PORT; port 0 picks a free one).
+        #[arg(long, default_value = usersim::judge::serve::DEFAULT_ADDR)]
+        addr: String,
+        /// Allow a non-loopback --addr (other machines can open the study).
+        #[arg(long)]
+        public: bool,
+    },
+    /// Add judges by name and print each one's link path (tab-separated).
+    Invite {
+        /// The study file.
+        study: PathBuf,
+        /// Judge names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Write the items (no sources) as a crowd-platform CSV.
+    Export {
+        /// The study file.
+        study: PathBuf,
+        /// The CSV to write.
+        #[arg(long)]
+        crowd: PathBuf,
+    },
+    /// Read a crowd platform's results CSV into the study.
+    Import {
+        /// The study file.
+        study: PathBuf,
+        /// The results CSV.
+        results: PathBuf,
+        /// Import the good rows and list the bad ones (default: refuse the
+        /// whole file when a row is bad).
+        #[arg(long)]
+        skip_bad: bool,
+    },
+    /// Accuracy, realism and agreement of the answers so far.
+    Report {
+        /// The study file.
+        study: PathBuf,
+        /// Print the report as JSON on stdout instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Also write a self-contained HTML report here.
+        #[arg(long)]
+        html: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+pub struct JudgeNewArgs {
+    /// Real conversations: IARD .json, INSPIRED dialogs .tsv, or JSONL.
+    #[arg(long)]
+    pub real: PathBuf,
+    /// A simulated run (usersim or chat JSONL). Repeatable.
+    #[arg(long, required = true)]
+    pub sim: Vec<PathBuf>,
+    /// What a judge judges: one seeker turn in context, or a whole
+    /// conversation.
+    #[arg(long, default_value = "turn", value_parser = parse_from_str::<usersim::judge::study::Unit>)]
+    pub unit: usersim::judge::study::Unit,
+    /// Items in all: a multiple of the number of sources (real + each --sim).
+    #[arg(short = 'n', long, default_value_t = 40)]
+    pub items: usize,
+    /// Sampling seed (also seeds each judge's item order).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The study file to write.
+    #[arg(short, long, default_value = "study.sqlite")]
+    pub output: PathBuf,
+    /// Replace an existing study file.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Subcommand)]

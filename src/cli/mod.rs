@@ -27,8 +27,8 @@ use usersim::scenario::{default_prompts_dir, resolve_scenario_dir, Scenario};
 use usersim::tools::{bench, fit};
 
 use args::{
-    BenchArgs, Command, CriticCommand, CriticTrainArgs, EngineArgs, EvalArgs, FitArgs, MergeArgs,
-    ModelArgs, ModelsCommand, ServerArgs, SimulateArgs,
+    BenchArgs, Command, CriticCommand, CriticTrainArgs, EngineArgs, EvalArgs, FitArgs,
+    JudgeCommand, MergeArgs, ModelArgs, ModelsCommand, ServerArgs, SimulateArgs,
 };
 
 /// Run the parsed command; `Ok` holds the exit code of a run that ended
@@ -43,6 +43,7 @@ pub fn run(command: Command, quiet: bool) -> anyhow::Result<ExitCode> {
         Command::Critic {
             command: CriticCommand::Train(a),
         } => critic_train(a),
+        Command::Judge { command } => judge(command),
         Command::Models { command, registry } => models(command, registry, quiet),
     }
 }
@@ -256,6 +257,7 @@ fn eval(a: EvalArgs, quiet: bool) -> anyhow::Result<ExitCode> {
                 ..ConditionalConfig::default().discriminator
             },
         },
+        study: a.study,
     };
     let run = usersim::eval::run_eval(&cfg).map_err(usersim::Error::from)?;
     if let Some(p) = &a.html {
@@ -269,6 +271,95 @@ fn eval(a: EvalArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         write!(out, "{}", run.render_text())?;
     }
     eprintln!("evaluated in {:.1}s", run.seconds);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn judge(cmd: JudgeCommand) -> anyhow::Result<ExitCode> {
+    use usersim::judge::{crowd, report, sample, serve, study};
+    let lib = |e: usersim::judge::JudgeError| usersim::Error::from(e);
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        JudgeCommand::New(a) => {
+            let summary = sample::create(&sample::NewStudyConfig {
+                real: a.real,
+                sims: a.sim,
+                unit: a.unit,
+                n: a.items,
+                seed: a.seed,
+                output: a.output,
+                force: a.force,
+            })
+            .map_err(lib)?;
+            let shares: Vec<String> = summary
+                .per_source
+                .iter()
+                .map(|(s, n)| format!("{n} from {s}"))
+                .collect();
+            eprintln!(
+                "{} items ({}) -> {}",
+                summary.items,
+                shares.join(", "),
+                summary.path.display()
+            );
+        }
+        JudgeCommand::Serve {
+            study,
+            addr,
+            public,
+        } => {
+            let addr = serve::check_addr(&addr, public).map_err(lib)?;
+            let server = serve::Server::bind(&study, addr).map_err(lib)?;
+            let items = server.study().items().map_err(lib)?.len();
+            let bound = server.addr();
+            eprintln!(
+                "serving {items} items of {} at http://{bound}/ (every answer is saved when given; Ctrl-C stops)",
+                study.display()
+            );
+            eprintln!("reachable by {}", serve::reach(bound));
+            server.run().map_err(lib)?;
+        }
+        JudgeCommand::Invite { study, names } => {
+            let s = study::Study::open(&study).map_err(lib)?;
+            for name in names {
+                let j = s.add_judge(&name, false).map_err(lib)?;
+                writeln!(out, "{}\t/j/{}", j.name, j.token)?;
+            }
+        }
+        JudgeCommand::Export { study, crowd: path } => {
+            let s = study::Study::open(&study).map_err(lib)?;
+            let n = crowd::export(&s, &path).map_err(lib)?;
+            eprintln!("{n} items -> {}", path.display());
+        }
+        JudgeCommand::Import {
+            study,
+            results,
+            skip_bad,
+        } => {
+            let mut s = study::Study::open(&study).map_err(lib)?;
+            let r = crowd::import(&mut s, &results, skip_bad).map_err(lib)?;
+            for p in &r.skipped {
+                eprintln!("skipped: {p}");
+            }
+            eprintln!(
+                "{} answers imported into {} ({} rows skipped)",
+                r.imported,
+                study.display(),
+                r.skipped.len()
+            );
+        }
+        JudgeCommand::Report { study, json, html } => {
+            let r = report::report(&study).map_err(lib)?;
+            if let Some(p) = &html {
+                r.write_html(p).map_err(lib)?;
+                eprintln!("report -> {}", p.display());
+            }
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
+            } else {
+                write!(out, "{}", r.render_text())?;
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::context::{discriminate_in_context, turns_in_context, PairEmbeddings};
 use super::discriminator::{
-    discriminate, discriminate_dense, DensePair, DiscriminatorConfig, DiscriminatorError, DiscriminatorResult,
+    discriminate, discriminate_dense, DensePair, DiscriminatorConfig, DiscriminatorError,
+    DiscriminatorResult,
 };
 use super::diversity::{distinct_at_size, distinct_n, latent_coverage, self_bleu};
 use super::intent::{

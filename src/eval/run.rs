@@ -44,6 +44,9 @@ pub struct EvalRunConfig {
     /// Per-group realism (`--by`); no fields, no groups.
     #[serde(default)]
     pub conditional: ConditionalConfig,
+    /// A human-judging study whose figures the report includes.
+    #[serde(default)]
+    pub study: Option<PathBuf>,
 }
 
 /// Errors of [`run_eval`]: each names the file at fault.
@@ -63,6 +66,9 @@ pub enum EvalRunError {
         /// What failed.
         source: EvalError,
     },
+    /// The human-judging study could not be read.
+    #[error(transparent)]
+    Judge(#[from] crate::judge::JudgeError),
     /// A `--by` field is missing from one side.
     #[error("{path}: --by: {source}")]
     Conditional {
@@ -76,10 +82,15 @@ pub enum EvalRunError {
 impl EvalRunError {
     /// Whether the user's input is at fault (exit code 2), not the machine.
     pub fn is_input_error(&self) -> bool {
-        matches!(
-            self,
-            EvalRunError::Load(_) | EvalRunError::Eval { .. } | EvalRunError::Conditional { .. }
-        )
+        match self {
+            EvalRunError::Judge(e) => e.is_input(),
+            e => matches!(
+                e,
+                EvalRunError::Load(_)
+                    | EvalRunError::Eval { .. }
+                    | EvalRunError::Conditional { .. }
+            ),
+        }
     }
 }
 
@@ -110,6 +121,9 @@ pub struct EvalRun {
     pub baseline_differences: Vec<(String, super::stats::Estimate)>,
     /// Embedding model fingerprint (`None`: embeddings off).
     pub embedding_model: Option<String>,
+    /// Human judges' figures (`--study`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub human: Option<crate::judge::report::JudgeReport>,
     /// Wall-clock seconds of the whole evaluation (stderr and JSON only).
     pub seconds: f64,
 }
@@ -151,6 +165,12 @@ fn embed_set(
 /// Runs every measure of `cfg`.
 pub fn run_eval(cfg: &EvalRunConfig) -> Result<EvalRun, EvalRunError> {
     let t0 = Instant::now();
+    // The study first: a wrong path fails before the long measures.
+    let human = cfg
+        .study
+        .as_deref()
+        .map(crate::judge::report::report)
+        .transpose()?;
     let real = load_auto(&cfg.real)?;
     let sim = load_auto(&cfg.sim)?;
     let baseline = cfg.baseline.as_deref().map(load_auto).transpose()?;
@@ -229,6 +249,7 @@ pub fn run_eval(cfg: &EvalRunConfig) -> Result<EvalRun, EvalRunError> {
         baseline,
         baseline_differences,
         embedding_model: embedder.as_ref().map(|e| e.fingerprint().to_string()),
+        human,
         seconds: t0.elapsed().as_secs_f64(),
     })
 }
@@ -390,6 +411,10 @@ impl EvalRun {
                 o.push_str(&format!("\nbaseline {}", render_field(f)));
             }
         }
+        if let Some(h) = &self.human {
+            o.push('\n');
+            o.push_str(&h.render_text());
+        }
         o
     }
 
@@ -432,6 +457,16 @@ impl EvalRun {
                 esc(&b.path.display().to_string()),
                 esc(&t),
                 esc(&b.report.render_text())
+            );
+            if let Some(at) = page.rfind("</body>") {
+                page.insert_str(at, &section);
+            }
+        }
+        if let Some(h) = &self.human {
+            let section = format!(
+                "<h2>Human judges: {}</h2>\n{}",
+                esc(&h.study),
+                h.render_html_section()
             );
             if let Some(at) = page.rfind("</body>") {
                 page.insert_str(at, &section);
