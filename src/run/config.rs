@@ -13,6 +13,7 @@ use crate::backend::openai::OpenAiConfig;
 use crate::backend::sampler::SamplingParams;
 use crate::chat::Side;
 use crate::output::OutputFormat;
+use crate::scenario::system::SystemOverrides;
 use crate::session::system::DEFAULT_CANDIDATES;
 
 /// Default number of conversations.
@@ -171,6 +172,8 @@ pub struct SimulateConfig {
     /// Corpus files replacing the scenario's `[pool] corpora` (empty: the
     /// scenario's).
     pub pool: Vec<PathBuf>,
+    /// `--system*` flags replacing the scenario's `[system]` fields.
+    pub system: SystemOverrides,
 }
 
 impl Default for SimulateConfig {
@@ -199,6 +202,7 @@ impl Default for SimulateConfig {
             resume: false,
             replay: None,
             pool: Vec::new(),
+            system: SystemOverrides::default(),
         }
     }
 }

@@ -9,6 +9,7 @@
 //! its next request, so it can be driven by any [`crate::backend::Backend`].
 
 pub mod conversation;
+pub mod external;
 pub mod guard;
 pub mod record;
 pub mod replay;
