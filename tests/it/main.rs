@@ -15,6 +15,7 @@ mod openai;
 mod replay;
 mod scripted;
 mod shard_resume;
+mod system;
 mod simulate;
 mod transcript;
 mod util;

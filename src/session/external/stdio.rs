@@ -1,4 +1,4 @@
-//! The `stdio` system under test: a child process (`sh -c CMD`) that reads
+//! The `stdio` system under test: a child process (`sh -c 'exec CMD'`) that reads
 //! one JSON request per line on its stdin and writes one JSON answer per
 //! line on its stdout, many conversations interleaved and matched by `id`.
 //! Its stderr passes through to ours.
@@ -51,9 +51,11 @@ impl StdioSystem {
     /// Start the child for `spec` (checked: `cmd` is set).
     pub fn new(spec: &SystemSpec, ctx: RequestContext) -> Result<Self, SystemError> {
         let cmd = spec.cmd.as_deref().unwrap_or_default().trim().to_string();
+        // `exec`: the child is the system itself, not a shell around it, so
+        // ending it ends the system.
         let mut child = Command::new("sh")
             .arg("-c")
-            .arg(&cmd)
+            .arg(format!("exec {cmd}"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
