@@ -47,6 +47,9 @@ pub struct PoolConfig {
     pub api_key: Option<String>,
     /// Thread name prefix (`openai`, `system`).
     pub name: &'static str,
+    /// What a 200 must hold, for the error when it does not
+    /// (`a JSON completion`).
+    pub expect: &'static str,
 }
 
 /// How a job failed.
@@ -358,7 +361,8 @@ impl PoolShared {
             200 => match serde_json::from_str::<Value>(&text) {
                 Ok(v) => Attempt::Done(v),
                 Err(e) => Attempt::Fatal(format!(
-                    "{url}: expected a JSON answer, got {}: {e}",
+                    "{url}: expected {}, got {}: {e}",
+                    self.cfg.expect,
                     excerpt(&text)
                 )),
             },

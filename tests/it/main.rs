@@ -15,7 +15,7 @@ mod openai;
 mod replay;
 mod scripted;
 mod shard_resume;
-mod system;
 mod simulate;
+mod system;
 mod transcript;
 mod util;

@@ -218,6 +218,7 @@ impl OpenAiBackend {
             backoff_secs: cfg.backoff_secs,
             api_key,
             name: "openai",
+            expect: "a JSON completion",
         })
         .map_err(BackendError::Engine)?;
         let model = match &cfg.model {

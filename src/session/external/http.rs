@@ -36,6 +36,7 @@ impl HttpSystem {
             backoff_secs: spec.backoff_secs,
             api_key: None,
             name: "system",
+            expect: "a JSON answer",
         })
         .map_err(|e| SystemError::External(format!("{url}: {e}")))?;
         Ok(HttpSystem { ctx, pool, url })

@@ -52,10 +52,14 @@ impl StdioSystem {
     pub fn new(spec: &SystemSpec, ctx: RequestContext) -> Result<Self, SystemError> {
         let cmd = spec.cmd.as_deref().unwrap_or_default().trim().to_string();
         // `exec`: the child is the system itself, not a shell around it, so
-        // ending it ends the system.
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(format!("exec {cmd}"))
+        // ending it ends the system. A process group of its own: a Ctrl-C
+        // at the terminal stops usersim cleanly (every finished conversation
+        // written) instead of killing the system under it first.
+        let mut command = Command::new("sh");
+        command.arg("-c").arg(format!("exec {cmd}"));
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
