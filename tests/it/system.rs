@@ -140,7 +140,7 @@ fn system_outcome_fields_on_scripted_conversations() {
         successes += 1;
         assert_eq!(o.target_recommended, Some(want_rec), "{}", r.id);
         assert_eq!(o.accepted, Some(want_rec + 1));
-        assert_eq!(o.turns_to_success, Some((want_rec as u32 + 1) / 2 + 1));
+        assert_eq!(o.turns_to_success, Some((want_rec as u32).div_ceil(2) + 1));
         assert_eq!(r.end_reason, EndReason::TargetAccepted);
         assert_eq!(
             r.turns[1].items,
@@ -503,7 +503,8 @@ fn hand_run(dir: &Path) -> PathBuf {
     .unwrap();
     // (age_group, items per system turn, last user text, accepted at user
     // turn, rejected count)
-    let rows: [(&str, &[&[&str]], &str, Option<u32>, usize); 4] = [
+    type Row<'a> = (&'a str, &'a [&'a [&'a str]], &'a str, Option<u32>, usize);
+    let rows: [Row; 4] = [
         (
             "teen",
             &[&["a", "b"], &["T"]],
