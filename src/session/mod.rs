@@ -1,7 +1,8 @@
 //! One conversation: [`conversation`] is its state machine (whose turn,
 //! which latents, when it ends), [`guard`] the role guard on its seeker
 //! turns, [`style`] the seeded typing-style rewrite of them, [`system`]
-//! the other side it talks to,
+//! the other side it talks to, [`external`] the systems under test that
+//! answer later (HTTP, stdio, the recommender on its own engine),
 //! [`replay`] the real dialogues a session can follow instead, and
 //! [`record`] what a finished session writes.
 //!
