@@ -11,9 +11,10 @@
 //! success (user turns up to the acceptance, successes only), rejections
 //! (items rejected) and the user's sentiment at the end (VADER compound of
 //! the last user turn). Each figure gets a bootstrap 95% interval over
-//! conversations, overall and per group of every `--by` latent; a group is
-//! flagged when its interval lies entirely on the worse side of the overall
-//! figure (below it, or above it for turns and rejections).
+//! conversations, overall and per group of every `--by` latent; a group of
+//! at least [`MIN_FLAGGED_GROUP`] conversations is flagged when its interval
+//! lies entirely on the worse side of the overall figure (below it, or
+//! above it for turns and rejections).
 //!
 //! Invariant: the report is a function of the file and the options (the
 //! bootstrap streams are seeded), so the same run gives the same table.
@@ -36,6 +37,10 @@ pub const DEFAULT_RECALL_K: usize = 10;
 pub const DEFAULT_BOOTSTRAP: usize = 1000;
 /// Most distinct values a latent may take to be a default `--by` field.
 const MAX_DEFAULT_GROUPS: usize = 12;
+/// Fewest conversations a group needs to be flagged: in a smaller one every
+/// conversation may agree (all failures), and its bootstrap interval
+/// collapses to a point that says nothing about the users it stands for.
+pub const MIN_FLAGGED_GROUP: usize = 8;
 /// The derived field: a conversation's most frequent user intent.
 pub const TOP_INTENT: &str = "top_intent";
 
@@ -345,6 +350,7 @@ pub fn report_system(cfg: &SystemReportConfig) -> Result<SystemReport, SystemRep
             let m = metrics(&set, cfg, 1 + (fi as u64) * 1000 + vi as u64);
             let worse = MEASURES
                 .iter()
+                .filter(|_| set.len() >= MIN_FLAGGED_GROUP)
                 .filter(
                     |(name, _, higher_better)| match (get(&m, name), get(&overall, name)) {
                         (Some(g), Some(o)) if *higher_better => g.hi < o.value,
@@ -429,7 +435,7 @@ impl SystemReport {
             let _ = writeln!(s, "| {name} | {} |", Self::cells(m, worse).join(" | "));
         }
         s.push_str(
-            "\n▼: the group's 95% interval lies wholly on the worse side of the overall figure.\n",
+            "\n▼: a group of at least 8 conversations whose 95% interval lies wholly on the worse side of the overall figure.\n",
         );
         s
     }
@@ -470,7 +476,7 @@ impl SystemReport {
             }
             s.push_str("</tr>");
         }
-        s.push_str("</table><p>Red: the group's 95% bootstrap interval lies wholly on the worse side of the overall figure.</p></body></html>\n");
+        s.push_str("</table><p>Red: a group of at least 8 conversations whose 95% bootstrap interval lies wholly on the worse side of the overall figure.</p></body></html>\n");
         s
     }
 }
