@@ -353,8 +353,10 @@ pub fn report_system(cfg: &SystemReportConfig) -> Result<SystemReport, SystemRep
                 .filter(|_| set.len() >= MIN_FLAGGED_GROUP)
                 .filter(
                     |(name, _, higher_better)| match (get(&m, name), get(&overall, name)) {
-                        (Some(g), Some(o)) if *higher_better => g.hi < o.value,
-                        (Some(g), Some(o)) => g.lo > o.value,
+                        // A margin: the mean of identical values may round
+                        // a hair below the same mean over more of them.
+                        (Some(g), Some(o)) if *higher_better => g.hi < o.value - 1e-9,
+                        (Some(g), Some(o)) => g.lo > o.value + 1e-9,
                         _ => false,
                     },
                 )
@@ -484,4 +486,68 @@ impl SystemReport {
 /// Write the HTML page atomically.
 pub fn write_html(report: &SystemReport, path: &Path) -> std::io::Result<()> {
     crate::atomic::write_atomic(path, report.html().as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(i: usize, group: &str, accepted: bool) -> String {
+        serde_json::json!({
+            "id": format!("t-0-{i:06}"), "session_index": i, "run_seed": "0", "session_seed": "1",
+            "scenario": {"name": "t", "hash": "h"}, "model": {"name": "m", "sha256": ""},
+            "system": "stdio", "sampling": {}, "latents": {"kind": group},
+            "turns": [{"role": "user", "text": "hi", "tokens": 1},
+                      {"role": "assistant", "text": "x", "tokens": 0, "items": ["T"]},
+                      {"role": "user", "text": "ok", "latents": {"intent": "ACC"}, "tokens": 1}],
+            "end_reason": "user_left",
+            "outcome": {"target": "T", "target_recommended": 1,
+                        "accepted": if accepted { Some(2) } else { None },
+                        "rejected": [], "turns_to_success": if accepted { Some(2) } else { None }},
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn a_group_wholly_below_overall_is_flagged_and_a_small_one_is_not() {
+        let dir = std::env::temp_dir().join(format!("usersim-rs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("run.jsonl");
+        // 10 of group a succeed, 10 of group b fail, 2 of group c fail.
+        let mut lines = Vec::new();
+        for i in 0..22 {
+            let (g, ok) = match i {
+                0..10 => ("a", true),
+                10..20 => ("b", false),
+                _ => ("c", false),
+            };
+            lines.push(record(i, g, ok));
+        }
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        let r = report_system(&SystemReportConfig {
+            input: path.clone(),
+            by: vec!["kind".into()],
+            ..SystemReportConfig::default()
+        })
+        .unwrap();
+        assert!((r.overall.success_rate.as_ref().unwrap().value - 10.0 / 22.0).abs() < 1e-12);
+        let worse: Vec<(&str, &[String])> = r
+            .groups
+            .iter()
+            .map(|g| (g.value.as_str(), &g.worse[..]))
+            .collect();
+        assert_eq!(worse[0], ("a", &[][..]));
+        assert_eq!(worse[1].0, "b");
+        assert!(
+            worse[1].1.contains(&"success_rate".to_string()),
+            "{worse:?}"
+        );
+        assert_eq!(
+            worse[2],
+            ("c", &[][..]),
+            "2 conversations are too few to flag"
+        );
+        assert!(r.table().contains("**0.00 [0.00, 0.00]** ▼"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
