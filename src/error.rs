@@ -58,6 +58,9 @@ pub enum Error {
     /// A human-judging job failed.
     #[error(transparent)]
     Judge(#[from] JudgeError),
+    /// `report-system` cannot read or measure its run.
+    #[error(transparent)]
+    SystemReport(#[from] crate::eval::system::SystemReportError),
     /// A flag, a config value or a combination of them is invalid.
     #[error("{0}")]
     Config(String),
@@ -69,6 +72,10 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The system under test failed mid-run (timed out past its retries,
+    /// died, or broke the protocol).
+    #[error("{0}")]
+    System(String),
     /// A bug: the run reached a state its inputs should rule out.
     #[error("internal error: {0}")]
     Internal(String),
@@ -78,6 +85,8 @@ impl From<SystemError> for Error {
     fn from(e: SystemError) -> Self {
         match e {
             SystemError::Prompt(p) => Error::Scenario(p),
+            SystemError::Config(m) => Error::Config(m),
+            e @ SystemError::External(_) => Error::System(e.to_string()),
             e @ SystemError::NoReplay { .. } => Error::Internal(e.to_string()),
         }
     }
@@ -94,12 +103,13 @@ impl Error {
             Error::Merge(e) => e.is_input(),
             Error::Critic(e) => e.is_input(),
             Error::Judge(e) => e.is_input(),
-            Error::Write { .. } | Error::Internal(_) => false,
+            Error::Write { .. } | Error::Internal(_) | Error::System(_) => false,
             Error::Scenario(_)
             | Error::Catalog(_)
             | Error::Latent(_)
             | Error::Model(_)
             | Error::Corpus(_)
+            | Error::SystemReport(_)
             | Error::Config(_) => true,
         }
     }

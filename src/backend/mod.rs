@@ -8,6 +8,7 @@
 //! see engine types.
 
 pub mod batch;
+pub mod http_pool;
 pub mod llama;
 pub mod openai;
 pub mod sampler;

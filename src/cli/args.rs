@@ -9,6 +9,7 @@ use usersim::backend::llama::{DEFAULT_CONTEXT_PER_SEQUENCE, DEFAULT_STEP_TOKEN_B
 use usersim::backend::openai::{self, ApiEndpoint};
 use usersim::output::OutputFormat;
 use usersim::run::{BackendKind, DEFAULT_PARALLEL, DEFAULT_SEED};
+use usersim::scenario::system::SystemKind;
 use usersim::scenario::DEFAULT_SCENARIO;
 use usersim::session::system::DEFAULT_CANDIDATES;
 
@@ -40,6 +41,10 @@ pub enum Command {
     /// Measure realism, diversity and label fidelity against real
     /// conversations.
     Eval(EvalArgs),
+    /// How a system under test served each kind of user: success rate,
+    /// recall@k, turns to success, rejections and end sentiment with 95%
+    /// intervals, overall and per latent group, from one simulate run.
+    ReportSystem(ReportSystemArgs),
     /// Join shard outputs into one file ordered by session, refusing gaps,
     /// duplicates and mismatched runs.
     Merge(MergeArgs),
@@ -188,6 +193,52 @@ pub struct SimulateArgs {
     pub resume: bool,
     #[command(flatten)]
     pub server: ServerArgs,
+    #[command(flatten)]
+    pub system: SystemArgs,
+}
+
+/// The system under test's flags (override the scenario's `[system]`).
+#[derive(Args)]
+#[command(next_help_heading = "System under test (--system)")]
+pub struct SystemArgs {
+    /// Who answers the users: builtin (the recommender on the simulator's
+    /// model, in the same batch), http (POST to --system-url), stdio (a
+    /// child process, --system-cmd) or llm (the recommender on
+    /// --system-model or --system-base-url) [default: the scenario's, else
+    /// builtin].
+    #[arg(long = "system", value_name = "KIND", value_parser = parse_from_str::<SystemKind>)]
+    pub kind: Option<SystemKind>,
+    /// http: the URL each system turn is POSTed to.
+    #[arg(long, value_name = "URL")]
+    pub system_url: Option<String>,
+    /// stdio: the command line of the system (run with sh -c), e.g.
+    /// "python3 examples/crs.py prompts/movies/catalog.csv".
+    #[arg(long, value_name = "COMMAND")]
+    pub system_cmd: Option<String>,
+    /// Send the session's latents to the system (oracle experiments).
+    #[arg(long)]
+    pub system_sees_latents: bool,
+    /// Seconds one system answer may take [default: 60].
+    #[arg(long, value_name = "SECONDS")]
+    pub system_timeout: Option<f64>,
+    /// http: retries after a connect error, timeout, 429 or 5xx [default: 3].
+    #[arg(long, value_name = "N")]
+    pub system_retries: Option<u32>,
+    /// http: first retry delay in seconds, doubling, with jitter [default: 0.5].
+    #[arg(long, value_name = "SECONDS")]
+    pub system_backoff: Option<f64>,
+    /// http: most requests in flight [default: 8].
+    #[arg(long, value_name = "N")]
+    pub system_concurrency: Option<usize>,
+    /// llm: the recommender's registry model name or GGUF path.
+    #[arg(long, value_name = "NAME|PATH")]
+    pub system_model: Option<String>,
+    /// llm: an OpenAI-compatible server for the recommender.
+    #[arg(long, value_name = "URL")]
+    pub system_base_url: Option<String>,
+    /// llm with --system-base-url: the model id [default: the server's first].
+    #[arg(long, value_name = "ID")]
+    pub system_api_model: Option<String>,
 }
 
 /// The OpenAI-compatible backend's flags.
@@ -266,6 +317,28 @@ pub struct BenchArgs {
     /// openai backend; `.ci/build-llama-server` builds one.
     #[arg(long, value_name = "PATH")]
     pub llama_server: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct ReportSystemArgs {
+    /// A simulate run's JSONL (usersim records).
+    pub input: PathBuf,
+    /// Latent to group by (repeat; `top_intent` is a conversation's most
+    /// frequent user intent) [default: every latent with 2-12 values].
+    #[arg(long)]
+    pub by: Vec<String>,
+    /// k of recall@k: the target among the first k items recommended.
+    #[arg(long, default_value_t = usersim::eval::system::DEFAULT_RECALL_K)]
+    pub k: usize,
+    /// Bootstrap resamples per interval.
+    #[arg(long, default_value_t = usersim::eval::system::DEFAULT_BOOTSTRAP)]
+    pub bootstrap: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the table as a self-contained HTML page.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 #[derive(Args)]

@@ -23,12 +23,14 @@ use usersim::eval::discriminator::DiscriminatorConfig;
 use usersim::eval::{EvalConfig, EvalRunConfig};
 use usersim::models::{self, Registry};
 use usersim::run::{ModelChoice, Progress, SamplingOverrides, SimulateConfig, DEFAULT_SESSIONS};
+use usersim::scenario::system::SystemOverrides;
 use usersim::scenario::{default_prompts_dir, resolve_scenario_dir, Scenario};
 use usersim::tools::{bench, fit};
 
 use args::{
     BenchArgs, Command, CriticCommand, CriticTrainArgs, EngineArgs, EvalArgs, FitArgs,
-    JudgeCommand, MergeArgs, ModelArgs, ModelsCommand, ServerArgs, SimulateArgs,
+    JudgeCommand, MergeArgs, ModelArgs, ModelsCommand, ReportSystemArgs, ServerArgs,
+    SimulateArgs,
 };
 
 /// Run the parsed command; `Ok` holds the exit code of a run that ended
@@ -39,6 +41,7 @@ pub fn run(command: Command, quiet: bool) -> anyhow::Result<ExitCode> {
         Command::Fit(a) => fit(a),
         Command::Bench(a) => bench(a, quiet),
         Command::Eval(a) => eval(a, quiet),
+        Command::ReportSystem(a) => report_system(a),
         Command::Merge(a) => merge(a),
         Command::Critic {
             command: CriticCommand::Train(a),
@@ -129,6 +132,19 @@ fn simulate(a: SimulateArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         pool: a.pool,
         best_of: a.best_of,
         critic: a.critic,
+        system: SystemOverrides {
+            kind: a.system.kind,
+            url: a.system.system_url,
+            cmd: a.system.system_cmd,
+            sees_latents: a.system.system_sees_latents.then_some(true),
+            timeout_secs: a.system.system_timeout,
+            max_retries: a.system.system_retries,
+            backoff_secs: a.system.system_backoff,
+            concurrency: a.system.system_concurrency,
+            model: a.system.system_model,
+            base_url: a.system.system_base_url,
+            api_model: a.system.system_api_model,
+        },
         ..a.model.config(&a.engine, quiet)
     };
     let interrupt = Arc::new(AtomicBool::new(false));
@@ -212,6 +228,31 @@ fn bench(a: BenchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
     } else {
         write!(out, "{}", bench::table(&rows))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report_system(a: ReportSystemArgs) -> anyhow::Result<ExitCode> {
+    let cfg = usersim::eval::system::SystemReportConfig {
+        input: a.input,
+        by: a.by,
+        k: a.k,
+        bootstrap: a.bootstrap,
+        ..Default::default()
+    };
+    let report = usersim::eval::system::report_system(&cfg).map_err(usersim::Error::from)?;
+    if let Some(p) = &a.html {
+        usersim::eval::system::write_html(&report, p).map_err(|source| usersim::Error::Write {
+            path: p.clone(),
+            source,
+        })?;
+        eprintln!("report -> {}", p.display());
+    }
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+    } else {
+        write!(out, "{}", report.table())?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -24,6 +24,7 @@ pub mod recovery;
 pub mod report;
 pub mod run;
 pub mod stats;
+pub mod system;
 pub mod text;
 
 pub use context::TurnInContext;

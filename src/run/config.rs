@@ -13,6 +13,7 @@ use crate::backend::openai::OpenAiConfig;
 use crate::backend::sampler::SamplingParams;
 use crate::chat::Side;
 use crate::output::OutputFormat;
+use crate::scenario::system::SystemOverrides;
 use crate::session::system::DEFAULT_CANDIDATES;
 
 /// Default number of conversations.
@@ -176,6 +177,8 @@ pub struct SimulateConfig {
     pub best_of: Option<u32>,
     /// Realism critic file replacing the scenario's `[critic] file`.
     pub critic: Option<PathBuf>,
+    /// `--system*` flags replacing the scenario's `[system]` fields.
+    pub system: SystemOverrides,
 }
 
 impl Default for SimulateConfig {
@@ -206,6 +209,7 @@ impl Default for SimulateConfig {
             pool: Vec::new(),
             best_of: None,
             critic: None,
+            system: SystemOverrides::default(),
         }
     }
 }

@@ -6,6 +6,15 @@
 //! for the other side's reply never holds the batch back, because both
 //! sides' requests decode in the same steps.
 //!
+//! The system under test ([`crate::session::system`]) either decodes in the
+//! same batch (the built-in recommender) or answers later (an `http` or
+//! `stdio` system, or the recommender on an engine of its own): then the
+//! conversation waits ([`Next::Wait`]) while the others go on, and the loop
+//! collects the system's answers between engine steps, blocking on the
+//! system only when the engine has nothing in flight. A system's answers
+//! are matched to conversations, not to arrival order, and records are
+//! written in session order, so the file is the same whatever the timing.
+//!
 //! With `replay` set, sessions are the real dialogues of a corpus (see
 //! [`crate::session::replay`]): the real recommender answers, each user turn
 //! is written from the real history, and a session ends with its dialogue.
@@ -23,7 +32,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::backend::{Backend, Prompt};
 use crate::chat::Side;
@@ -33,7 +42,11 @@ use crate::output::{OutputFormat, OutputWriter, RecordSink};
 use crate::prompt::{assistant_messages, HistoryTurn};
 use crate::rng::{session_seed, stream_rng, Stream};
 use crate::scenario::catalog::CatalogItem;
+use crate::scenario::system::SystemKind;
 use crate::session::conversation::{Conversation, Next};
+use crate::session::external::http::HttpSystem;
+use crate::session::external::stdio::StdioSystem;
+use crate::session::external::{BackendSystem, RequestContext};
 use crate::session::record::{EndReason, ModelRef, RunIdentity, ScenarioRef};
 use crate::session::replay::{session_pins, ReplaySystem};
 use crate::session::system::{LlmRecommender, System};
@@ -43,8 +56,8 @@ pub use config::{
     DEFAULT_SESSIONS,
 };
 pub use prepare::{
-    open_backend, planned_sessions, prepare, prepared_sessions, resolve_model, Prepared,
-    ResolvedModel,
+    open_backend, open_system_backend, planned_sessions, prepare, prepared_sessions, resolve_model,
+    Prepared, ResolvedModel,
 };
 pub use summary::{stats_path, RunSummary};
 
@@ -250,13 +263,51 @@ fn warm_up(
         )?;
     }
     let user = backend.prepare_shared_prefix(&examples_user)?;
-    // A replay never generates the assistant side.
-    let assistant = if prep.replay.is_none() {
+    // A replay never generates the assistant side, nor does a system
+    // under test that answers on its own.
+    let assistant = if prep.replay.is_none() && prep.system.kind == SystemKind::Builtin {
         backend.prepare_shared_prefix(&asst_examples)?
     } else {
         0
     };
     Ok([user, assistant])
+}
+
+/// Longest wait for a system's answer before the loop looks at Ctrl-C again.
+const SYSTEM_WAIT: Duration = Duration::from_millis(200);
+
+/// The system the run's users talk to: the real recommender of a replay,
+/// else the scenario's `[system]` with the flags applied.
+fn open_system<'a>(
+    cfg: &SimulateConfig,
+    prep: &'a Prepared,
+) -> Result<Box<dyn System + 'a>, Error> {
+    if let Some(r) = &prep.replay {
+        return Ok(Box::new(ReplaySystem::new(r)));
+    }
+    let recommender = || {
+        LlmRecommender::new(
+            &prep.scenario,
+            prep.catalog.as_ref(),
+            prep.sampling.assistant.clone(),
+            cfg.candidates,
+        )
+    };
+    let ctx = RequestContext {
+        scenario: prep.scenario.name.clone(),
+        run_seed: cfg.seed,
+        catalog: prep.catalog_name.clone(),
+        sees_latents: prep.system.sees_latents,
+    };
+    Ok(match prep.system.kind {
+        SystemKind::Builtin => Box::new(recommender()),
+        SystemKind::Http => Box::new(HttpSystem::new(&prep.system, ctx)?),
+        SystemKind::Stdio => Box::new(StdioSystem::new(&prep.system, ctx)?),
+        SystemKind::Llm => Box::new(BackendSystem::new(
+            recommender(),
+            open_system_backend(cfg, &prep.system)?,
+        )),
+    })
 }
 
 /// One live conversation: its state, when it started, whether its first
@@ -280,15 +331,7 @@ pub fn run_sessions(
     interrupt: Arc<AtomicBool>,
 ) -> Result<RunSummary, Error> {
     let run = run_identity(cfg, prep, backend);
-    let mut system: Box<dyn System + '_> = match &prep.replay {
-        Some(r) => Box::new(ReplaySystem::new(r)),
-        None => Box::new(LlmRecommender::new(
-            &prep.scenario,
-            prep.catalog.as_ref(),
-            prep.sampling.assistant.clone(),
-            cfg.candidates,
-        )),
-    };
+    let mut system = open_system(cfg, prep)?;
     let mut summary = RunSummary {
         parallel: cfg.parallel.min(sessions.len()),
         shared_prefix_tokens: warm_up(cfg, prep, backend, sessions)?,
@@ -314,6 +357,7 @@ pub fn run_sessions(
                 for (index, end) in finished.drain(..) {
                     if let Some(l) = live.remove(&index) {
                         backend.release(index);
+                        system.release(index);
                         summary.account_guard(l.conversation.guard_counts());
                         summary.critic.add(l.conversation.critic_counts());
                         let record = l.conversation.into_record(&run, system.name(), end);
@@ -339,7 +383,12 @@ pub fn run_sessions(
                             finished.push((index, end));
                             true
                         }
-                        Next::Wait => false,
+                        // A session opens with its user's turn.
+                        Next::Wait => {
+                            return Err(Error::Internal(format!(
+                                "session {index} waits for the system before its user spoke"
+                            )))
+                        }
                     };
                     let started = Instant::now();
                     live.insert(
@@ -358,20 +407,41 @@ pub fn run_sessions(
             if live.is_empty() {
                 break;
             }
-            for g in backend.step()? {
-                let index = g.conversation;
-                let Some(l) = live.get_mut(&index) else {
-                    continue;
-                };
-                if g.side == Side::User && !l.first_turn_seen {
-                    l.first_turn_seen = true;
-                    ttft_sum += l.started.elapsed().as_secs_f64();
-                    ttft_n += 1;
+            // With only the system's answers outstanding, the engine has
+            // nothing to step: wait on the system instead.
+            if backend.in_flight() > 0 || system.pending() == 0 {
+                for g in backend.step()? {
+                    let index = g.conversation;
+                    let Some(l) = live.get_mut(&index) else {
+                        continue;
+                    };
+                    if g.side == Side::User && !l.first_turn_seen {
+                        l.first_turn_seen = true;
+                        ttft_sum += l.started.elapsed().as_secs_f64();
+                        ttft_n += 1;
+                    }
+                    match l.conversation.on_generation(g, system.as_mut())? {
+                        Next::Generate(req) => backend.submit(req)?,
+                        Next::Done(end) => finished.push((index, end)),
+                        Next::Wait => {}
+                    }
                 }
-                match l.conversation.on_generation(g, system.as_mut())? {
-                    Next::Generate(req) => backend.submit(req)?,
-                    Next::Done(end) => finished.push((index, end)),
-                    Next::Wait => {}
+            }
+            if system.pending() > 0 {
+                let wait = if backend.in_flight() == 0 {
+                    SYSTEM_WAIT
+                } else {
+                    Duration::ZERO
+                };
+                for (index, reply) in system.poll(wait)? {
+                    let Some(l) = live.get_mut(&index) else {
+                        continue;
+                    };
+                    match l.conversation.on_system_reply(reply)? {
+                        Next::Generate(req) => backend.submit(req)?,
+                        Next::Done(end) => finished.push((index, end)),
+                        Next::Wait => {}
+                    }
                 }
             }
         }

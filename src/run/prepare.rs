@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::backend::llama::LlamaEngine;
-use crate::backend::openai::OpenAiBackend;
+use crate::backend::openai::{OpenAiBackend, OpenAiConfig};
 use crate::backend::{Backend, Prompt};
 use crate::chat::{ChatMessage, ChatRole, Side};
 use crate::corpus::load_dialogues;
@@ -19,6 +19,7 @@ use crate::latent::{find_item, LatentError};
 use crate::models;
 use crate::rng::{stream_rng, Stream};
 use crate::scenario::catalog::Catalog;
+use crate::scenario::system::{SystemKind, SystemSpec};
 use crate::scenario::UserPrompt;
 use crate::scenario::{Pins, Scenario, SessionVar, MAX_BEST_OF};
 use crate::session::best_of::TurnScorer;
@@ -110,6 +111,11 @@ pub struct Prepared {
     pub critic: Option<Box<dyn TurnScorer + Send + Sync>>,
     /// Candidates per seeker turn (1: no best-of-N).
     pub best_of: u32,
+    /// The system under test: the scenario's `[system]` with the flags
+    /// applied, checked.
+    pub system: SystemSpec,
+    /// File name of the catalog (what an external system is told).
+    pub catalog_name: Option<String>,
 }
 
 /// Load and validate the run's inputs (no model involved).
@@ -129,10 +135,21 @@ pub fn prepare(cfg: &SimulateConfig) -> Result<Prepared, Error> {
     }
     let pins = Pins::parse(&cfg.pins, &scenario)?;
     let catalog_path = cfg.catalog.clone().or_else(|| scenario.catalog.clone());
-    let catalog = match catalog_path {
-        Some(p) => Some(Catalog::load_csv(&p)?),
+    let catalog = match &catalog_path {
+        Some(p) => Some(Catalog::load_csv(p)?),
         None => None,
     };
+    let catalog_name = catalog_path
+        .as_ref()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned());
+    let system = cfg.system.apply(&scenario.system);
+    system.check().map_err(Error::Config)?;
+    if system.kind != SystemKind::Builtin && cfg.replay.is_some() {
+        return Err(Error::Config(
+            "--system: a replay's system is the real recommender; drop --system or --replay".into(),
+        ));
+    }
     if let Some(cat) = &catalog {
         for var in &scenario.session {
             if let SessionVar::CatalogItem { name, .. } = var {
@@ -204,6 +221,8 @@ pub fn prepare(cfg: &SimulateConfig) -> Result<Prepared, Error> {
         prefix_candidates,
         critic: critic.map(|c| Box::new(c) as Box<dyn TurnScorer + Send + Sync>),
         best_of,
+        system,
+        catalog_name,
     })
 }
 
@@ -363,8 +382,41 @@ pub(crate) fn check_context(
     Ok(())
 }
 
+/// The engine of `--system llm`: an OpenAI-compatible server
+/// (`base_url`) or a second local model (`model`, a llama.cpp context of
+/// its own with the run's engine options).
+pub fn open_system_backend(
+    cfg: &SimulateConfig,
+    spec: &SystemSpec,
+) -> Result<Box<dyn Backend>, Error> {
+    if let Some(url) = &spec.base_url {
+        let oa = OpenAiConfig {
+            base_urls: vec![url.clone()],
+            model: spec.api_model.clone(),
+            concurrency: spec.concurrency,
+            timeout_secs: spec.timeout_secs,
+            max_retries: spec.max_retries,
+            backoff_secs: spec.backoff_secs,
+            ..OpenAiConfig::default()
+        };
+        return Ok(Box::new(OpenAiBackend::new(&oa)?));
+    }
+    let choice = ModelChoice::from_arg(spec.model.as_deref());
+    let model = resolve_model(&choice, cfg.registry.as_deref(), cfg.progress)?;
+    let mut llama = cfg.llama.clone();
+    llama.chat_template = model.chat_template.clone();
+    Ok(Box::new(LlamaEngine::new(
+        &model.path,
+        &model.name,
+        &model.sha256,
+        cfg.parallel.max(1),
+        &llama,
+    )?))
+}
+
 /// The engine a run generates with: an OpenAI-compatible server, or
-/// llama.cpp on the resolved model with room for `parallel` conversations.
+/// llama.cpp on the resolved model with room for `parallel` conversations
+/// (and the extra sequences of best-of-N candidates).
 pub fn open_backend(
     cfg: &SimulateConfig,
     prep: &Prepared,

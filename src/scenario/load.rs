@@ -274,6 +274,7 @@ impl Scenario {
         for (field, intents) in [
             ("conversation.end_intents", &conv.end_intents),
             ("conversation.accept_intents", &conv.accept_intents),
+            ("conversation.reject_intents", &conv.reject_intents),
         ] {
             for intent in intents {
                 if !turn.iter().any(|t| t.values.contains(intent)) {
@@ -470,6 +471,7 @@ impl Scenario {
             turn,
             conversation: conv,
             sampling: file.sampling,
+            system: file.system,
             replay_inspired: file.replay.inspired,
             length,
             guard: file.guard,

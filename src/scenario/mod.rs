@@ -9,6 +9,7 @@
 pub mod catalog;
 mod load;
 mod pins;
+pub mod system;
 
 pub use pins::Pins;
 
@@ -98,6 +99,9 @@ struct ScenarioFile {
     /// Sampling options per side; CLI flags override them.
     #[serde(default)]
     sampling: SidesSampling,
+    /// The system under test (`[system]`; absent: the built-in recommender).
+    #[serde(default)]
+    system: system::SystemSpec,
     /// How `simulate --replay` fills session variables from what a corpus
     /// knows about each real seeker.
     #[serde(default)]
@@ -441,6 +445,9 @@ pub struct ConversationSpec {
     /// Intents that accept a recommendation: accepting the target item
     /// (named in the latest assistant message) ends the conversation.
     pub accept_intents: Vec<String>,
+    /// Intents that reject a recommendation: the items of the system turn
+    /// before such a user turn count as rejected in the record's outcome.
+    pub reject_intents: Vec<String>,
     /// Session variable (a `catalog_item`) holding the user's target item.
     pub target: Option<String>,
     /// The assistant's first message, shown before the user speaks; without
@@ -465,6 +472,7 @@ impl Default for ConversationSpec {
             min_user_turns: 1,
             end_intents: Vec::new(),
             accept_intents: Vec::new(),
+            reject_intents: Vec::new(),
             target: None,
             opening: None,
             user_opening_cue: "(The conversation starts. Write your first message.)".into(),
@@ -756,6 +764,8 @@ pub struct Scenario {
     pub conversation: ConversationSpec,
     /// Sampling defaults per side.
     pub sampling: SidesSampling,
+    /// The system under test (`[system]`).
+    pub system: system::SystemSpec,
     /// Session variables that an INSPIRED replay takes from the survey.
     pub replay_inspired: Vec<SurveyMap>,
     /// The length latent, when declared.

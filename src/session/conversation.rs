@@ -30,10 +30,10 @@ use crate::scenario::catalog::Catalog;
 use crate::scenario::{Scenario, UserPrompt, LENGTH_VAR, STYLE_VAR};
 use crate::session::best_of::{choose, CriticCounts, TurnScorer};
 use crate::session::guard;
-use crate::session::record::{ConversationRecord, EndReason, RunIdentity, TurnRecord};
+use crate::session::record::{ConversationRecord, EndReason, Outcome, RunIdentity, TurnRecord};
 use crate::session::replay::ReplayScript;
 use crate::session::style::{restyle, StyleRates};
-use crate::session::system::{System, SystemAction, SystemError, SystemTurn};
+use crate::session::system::{System, SystemAction, SystemError, SystemReply, SystemTurn};
 
 /// `text` cut at the first sentence end (`.`, `!`, `?`, closing quotes or
 /// brackets after it allowed) that comes at or after its `words`-th word;
@@ -82,7 +82,9 @@ enum Pick {
 pub enum Next {
     /// Generate this.
     Generate(GenerationRequest),
-    /// Nothing new: a best-of-N candidate landed, the others still decode.
+    /// Nothing new yet: a best-of-N candidate landed while the others
+    /// still decode, or the system answers later ([`SystemAction::Pending`];
+    /// then call [`Conversation::on_system_reply`]).
     Wait,
     /// It is over.
     Done(EndReason),
@@ -393,6 +395,7 @@ impl<'a> Conversation<'a> {
                     latents: turn.values,
                     tokens: g.completion_tokens,
                     real,
+                    items: Vec::new(),
                     note: self.pending_note.take(),
                 });
                 self.user_turns += 1;
@@ -419,6 +422,7 @@ impl<'a> Conversation<'a> {
                 let action = system.respond(&SystemTurn {
                     conversation: self.index,
                     history: &history,
+                    latents: &self.latents.values,
                     reply_index: self.replies,
                     seed: stream_seed(self.session_seed, Stream::SystemSampling(self.replies)),
                 })?;
@@ -428,14 +432,15 @@ impl<'a> Conversation<'a> {
                         Ok(Next::Generate(req))
                     }
                     SystemAction::Reply(text) => {
-                        self.push_reply(text, 0);
+                        self.push_reply(text, 0, None);
                         self.user_turn()
                     }
+                    SystemAction::Pending => Ok(Next::Wait),
                 }
             }
             Side::Assistant => {
                 let context_full = g.finish == FinishReason::ContextFull;
-                self.push_reply(g.text, g.completion_tokens);
+                self.push_reply(g.text, g.completion_tokens, None);
                 if context_full {
                     return Ok(Next::Done(EndReason::ContextFull));
                 }
@@ -616,38 +621,66 @@ impl<'a> Conversation<'a> {
         &self.critic_counts
     }
 
-    fn push_reply(&mut self, text: String, tokens: u32) {
+    /// Take the answer of a system that answered [`SystemAction::Pending`]
+    /// and say what comes next.
+    pub fn on_system_reply(&mut self, reply: SystemReply) -> Result<Next, SystemError> {
+        self.push_reply(reply.text, reply.tokens, reply.items);
+        if reply.end {
+            return Ok(Next::Done(EndReason::SystemEnded));
+        }
+        self.user_turn()
+    }
+
+    /// Record a system message with the items it recommended: `items` as
+    /// the system gave them, or else the catalog titles its text names.
+    fn push_reply(&mut self, text: String, tokens: u32, items: Option<Vec<String>>) {
+        let items = items.unwrap_or_else(|| match self.catalog {
+            Some(cat) => cat
+                .mentioned_items(&text)
+                .into_iter()
+                .map(|i| cat.items()[i].id.clone())
+                .collect(),
+            None => Vec::new(),
+        });
+        let mut unique: Vec<String> = Vec::with_capacity(items.len());
+        for item in items {
+            if !unique.contains(&item) {
+                unique.push(item);
+            }
+        }
         self.turns.push(TurnRecord {
             role: Side::Assistant,
             text,
             latents: BTreeMap::new(),
             tokens,
             real: None,
+            items: unique,
             note: self.pending_note.take(),
         });
         self.replies += 1;
     }
 
-    /// Whether the latest assistant message names the session's target item.
-    fn target_was_offered(&self) -> bool {
-        let (Some(cat), Some(var)) = (self.catalog, &self.scenario.conversation.target) else {
-            return false;
-        };
-        let Some(target_id) = self
-            .latents
+    /// The session's target item id, when the scenario has one.
+    fn target_id(&self) -> Option<&str> {
+        let var = self.scenario.conversation.target.as_ref()?;
+        self.latents
             .values
             .get(var)
             .and_then(|v| v.get("id"))
             .and_then(Value::as_str)
-        else {
+    }
+
+    /// Whether the latest assistant message recommended the session's
+    /// target item (its `items`: given by the system or spotted in its text).
+    fn target_was_offered(&self) -> bool {
+        let Some(target_id) = self.target_id() else {
             return false;
         };
-        let Some(last) = self.turns.iter().rev().find(|t| t.role == Side::Assistant) else {
-            return false;
-        };
-        cat.mentioned_items(&last.text)
-            .into_iter()
-            .any(|i| cat.items()[i].id == target_id)
+        self.turns
+            .iter()
+            .rev()
+            .find(|t| t.role == Side::Assistant)
+            .is_some_and(|last| last.items.iter().any(|i| i == target_id))
     }
 
     /// The finished record.
@@ -657,6 +690,15 @@ impl<'a> Conversation<'a> {
         system: &str,
         end: EndReason,
     ) -> ConversationRecord {
+        let conv = &self.scenario.conversation;
+        let outcome = self.target_id().map(|target| {
+            Outcome::of(
+                &self.turns,
+                target,
+                &conv.accept_intents,
+                &conv.reject_intents,
+            )
+        });
         ConversationRecord {
             id: format!("{}-{}-{:06}", run.scenario.name, run.run_seed, self.index),
             session_index: self.index,
@@ -670,6 +712,7 @@ impl<'a> Conversation<'a> {
             turns: self.turns,
             end_reason: end,
             replay: self.replay.map(|s| s.source.clone()),
+            outcome,
         }
     }
 }

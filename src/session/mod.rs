@@ -2,7 +2,8 @@
 //! which latents, when it ends), [`guard`] the role guard on its seeker
 //! turns, [`style`] the seeded typing-style rewrite of them, [`best_of`]
 //! the choice among a turn's candidates by a realism critic, [`system`]
-//! the other side it talks to,
+//! the other side it talks to, [`external`] the systems under test that
+//! answer later (HTTP, stdio, the recommender on its own engine),
 //! [`replay`] the real dialogues a session can follow instead, and
 //! [`record`] what a finished session writes.
 //!
@@ -11,6 +12,7 @@
 
 pub mod best_of;
 pub mod conversation;
+pub mod external;
 pub mod guard;
 pub mod record;
 pub mod replay;

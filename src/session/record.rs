@@ -30,6 +30,8 @@ pub enum EndReason {
     ContextFull,
     /// A replayed dialogue has no seeker turn left.
     ReplayEnd,
+    /// The system under test ended the conversation (`"end": true`).
+    SystemEnded,
 }
 
 /// The real turn a replayed user turn stands for.
@@ -70,6 +72,11 @@ pub struct TurnRecord {
     /// Replay: the real turn this simulated user turn stands for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub real: Option<RealTurn>,
+    /// System turns: the catalog ids of the items it recommended (its
+    /// `items` answer, or else the catalog titles spotted in its text), in
+    /// order, without repeats.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<String>,
     /// The note its speaker saw when writing it; repeated in later prompts,
     /// never written to the output.
     #[serde(skip)]
@@ -86,8 +93,80 @@ impl TurnRecord {
             latents: BTreeMap::new(),
             tokens: 0,
             real: None,
+            items: Vec::new(),
             note: None,
         }
+    }
+}
+
+/// How a conversation served its user's target item. Turn numbers are
+/// indices into the record's `turns`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The target item's catalog id.
+    pub target: String,
+    /// The first system turn whose items include the target.
+    #[serde(default)]
+    pub target_recommended: Option<usize>,
+    /// The user turn that accepted the target: an accept intent right after
+    /// a system turn that recommended it.
+    #[serde(default)]
+    pub accepted: Option<usize>,
+    /// Items the user rejected: those of every system turn answered with a
+    /// reject intent, in order, without repeats.
+    #[serde(default)]
+    pub rejected: Vec<String>,
+    /// User turns up to and including the acceptance (none without one).
+    #[serde(default)]
+    pub turns_to_success: Option<u32>,
+}
+
+impl Outcome {
+    /// The outcome of `turns` for `target`, with the scenario's accept and
+    /// reject intents (a user turn's `intent` latent). A pure function of
+    /// the turns, so a record's outcome can be recomputed from its lines.
+    pub fn of(
+        turns: &[TurnRecord],
+        target: &str,
+        accept_intents: &[String],
+        reject_intents: &[String],
+    ) -> Outcome {
+        let mut out = Outcome {
+            target: target.to_string(),
+            ..Outcome::default()
+        };
+        let mut user_turns = 0u32;
+        let mut last_system: Option<&TurnRecord> = None;
+        for (i, t) in turns.iter().enumerate() {
+            match t.role {
+                Side::Assistant => {
+                    if out.target_recommended.is_none() && t.items.iter().any(|x| x == target) {
+                        out.target_recommended = Some(i);
+                    }
+                    last_system = Some(t);
+                }
+                Side::User => {
+                    user_turns += 1;
+                    let intent = t.latents.get("intent");
+                    let offered = last_system.map_or(&[][..], |s| &s.items[..]);
+                    if intent.is_some_and(|x| reject_intents.contains(x)) {
+                        for item in offered {
+                            if !out.rejected.contains(item) {
+                                out.rejected.push(item.clone());
+                            }
+                        }
+                    }
+                    if out.accepted.is_none()
+                        && intent.is_some_and(|x| accept_intents.contains(x))
+                        && offered.iter().any(|x| x == target)
+                    {
+                        out.accepted = Some(i);
+                        out.turns_to_success = Some(user_turns);
+                    }
+                }
+            }
+        }
+        out
     }
 }
 
@@ -141,6 +220,9 @@ pub struct ConversationRecord {
     /// Replay: the real dialogue it follows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay: Option<ReplaySource>,
+    /// How the system served the target item (scenarios with a target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
 }
 
 /// Run-level facts every conversation records.

@@ -1,11 +1,21 @@
 //! The other side of the conversation: a [`System`] answers the simulated
 //! user.
 //!
-//! A system either answers at once (an HTTP system under test, a replay of
-//! real turns) or asks for a generation that decodes in the same batch as
-//! the simulated users (the built-in LLM recommender), so the recommender
-//! costs no extra pass over the model. The replay of real turns is
-//! [`crate::session::replay::ReplaySystem`].
+//! A system either answers at once (a replay of real turns), asks for a
+//! generation that decodes in the same batch as the simulated users (the
+//! built-in LLM recommender, so the recommender costs no extra pass over
+//! the model), or takes the turn away and answers later
+//! ([`SystemAction::Pending`]: an external system under test over HTTP or
+//! stdio, or the recommender on an engine of its own, see
+//! [`crate::session::external`]). The scheduler never blocks on one
+//! conversation: it collects pending answers with [`System::poll`] between
+//! engine steps and hands each to its conversation. The replay of real
+//! turns is [`crate::session::replay::ReplaySystem`].
+//!
+//! Invariant: a system's answer depends only on what it was sent (the
+//! conversation so far and its seed), never on when it arrives, so the
+//! output stays a function of the configuration and seed whenever the
+//! system itself is deterministic.
 
 use crate::backend::sampler::SamplingParams;
 use crate::backend::{GenerationRequest, Prompt};
@@ -24,6 +34,22 @@ pub enum SystemAction {
     Reply(String),
     /// Generate the reply with the shared backend.
     Generate(GenerationRequest),
+    /// The answer will come from [`System::poll`], tagged with the
+    /// conversation.
+    Pending,
+}
+
+/// An answer delivered later ([`SystemAction::Pending`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SystemReply {
+    /// The system's message.
+    pub text: String,
+    /// Items it recommended, by catalog id (`None`: spot them in the text).
+    pub items: Option<Vec<String>>,
+    /// The system ends the conversation after this message.
+    pub end: bool,
+    /// Tokens generated for it (0 when unknown).
+    pub tokens: u32,
 }
 
 /// Errors of a system.
@@ -32,6 +58,14 @@ pub enum SystemError {
     /// Prompt rendering failed.
     #[error(transparent)]
     Prompt(#[from] ScenarioError),
+    /// An external system failed: it timed out past its retries, died, or
+    /// answered something that is not the protocol. One line, naming the
+    /// system (URL or command).
+    #[error("system under test: {0}")]
+    External(String),
+    /// The system's options are wrong (a flag or the scenario's `[system]`).
+    #[error("{0}")]
+    Config(String),
     /// A replayed dialogue has no real reply where one was asked for.
     #[error("replay: session {conversation} has no real reply {reply_index}")]
     NoReplay {
@@ -46,6 +80,9 @@ pub enum SystemError {
 pub struct SystemTurn<'a> {
     /// Conversation (session index).
     pub conversation: u64,
+    /// The session's latents (sent to an external system only when asked,
+    /// for oracle experiments).
+    pub latents: &'a std::collections::BTreeMap<String, serde_json::Value>,
     /// Everything said so far.
     pub history: &'a [HistoryTurn<'a>],
     /// How many replies the system has given so far.
@@ -60,6 +97,17 @@ pub trait System {
     fn name(&self) -> &str;
     /// Answer the latest user message.
     fn respond(&mut self, turn: &SystemTurn<'_>) -> Result<SystemAction, SystemError>;
+    /// Answers to earlier [`SystemAction::Pending`] turns, by conversation:
+    /// waits up to `wait` for the first when none has arrived.
+    fn poll(&mut self, _wait: std::time::Duration) -> Result<Vec<(u64, SystemReply)>, SystemError> {
+        Ok(Vec::new())
+    }
+    /// Turns answered [`SystemAction::Pending`] and not yet polled.
+    fn pending(&self) -> usize {
+        0
+    }
+    /// The conversation is over (written or abandoned): forget it.
+    fn release(&mut self, _conversation: u64) {}
 }
 
 /// An LLM prompted with catalog candidates retrieved from the user's words.

@@ -18,6 +18,7 @@ mod replay;
 mod scripted;
 mod shard_resume;
 mod simulate;
+mod system;
 mod transcript;
 mod util;
 mod webdriver;

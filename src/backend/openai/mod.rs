@@ -1,7 +1,8 @@
 //! OpenAI-compatible backend: each request is one `POST /v1/chat/completions`
 //! to a serving engine (vLLM, SGLang, llama.cpp's `llama-server`, TGI).
 //!
-//! Concurrency comes from a fixed pool of worker threads (`concurrency`), so
+//! Concurrency comes from a fixed pool of worker threads (`concurrency`,
+//! [`super::http_pool`], shared with the `http` system under test), so
 //! the number of requests in flight is bounded whatever the number of live
 //! conversations. The batching happens on the server; `step` only collects
 //! the answers that arrived. Blocking HTTP on threads rather than an async
@@ -24,22 +25,19 @@
 //!
 //! Why one file of ~900 lines: the worker pool, retry policy and protocol mapping share the endpoint state and are tested together; about a third of the file is those tests.
 
-use std::collections::VecDeque;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::http_pool::{excerpt, HttpPool, PoolConfig, PoolError};
 use super::{
     Backend, BackendError, BackendInfo, BackendStats, FinishReason, Generation, GenerationRequest,
     Prompt,
 };
-use crate::chat::ChatMessage;
+use crate::chat::{ChatMessage, Side};
 
 /// Default requests in flight.
 pub const DEFAULT_CONCURRENCY: usize = 8;
@@ -53,13 +51,9 @@ pub const DEFAULT_BACKOFF_SECS: f64 = 0.5;
 pub const DEFAULT_API_KEY_ENV: &str = "OPENAI_API_KEY";
 /// Default context assumed per conversation side for the sizing check.
 pub const DEFAULT_CONTEXT: u32 = 8192;
-/// Longest backoff.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How long `step` waits for an answer before giving the caller a chance to
 /// notice Ctrl-C.
 const STEP_WAIT: Duration = Duration::from_millis(200);
-/// Largest response body read.
-const MAX_BODY: u64 = 16 << 20;
 
 /// Options of the OpenAI-compatible backend.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -137,82 +131,25 @@ impl Default for OpenAiConfig {
     }
 }
 
-/// One base URL and its health.
-struct Endpoint {
-    /// Normalised base, ending in `/v1`.
-    base: String,
-    /// Taken out of rotation until then.
-    dead_until: Mutex<Option<Instant>>,
-    /// Consecutive connect failures (sets the cooling-off period).
-    failures: AtomicU64,
-}
-
-impl Endpoint {
-    fn usable_at(&self) -> Option<Instant> {
-        *self.dead_until.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn mark_dead(&self) {
-        let mut until = self.dead_until.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        // Many workers see the same outage: it lengthens the pause once per
-        // cooling-off period, not once per failed request.
-        if until.is_some_and(|t| t > now) {
-            return;
-        }
-        let n = self.failures.fetch_add(1, Ordering::SeqCst).min(5);
-        let pause = Duration::from_secs(1) * (1u32 << n);
-        *until = Some(now + pause);
-        tracing::warn!(url = %self.base, pause_s = pause.as_secs(), "endpoint unreachable, taken out of rotation");
-    }
-
-    fn mark_alive(&self) {
-        if self.failures.swap(0, Ordering::SeqCst) > 0 {
-            tracing::info!(url = %self.base, "endpoint back in rotation");
-        }
-        *self.dead_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    }
-}
-
-/// What the workers share.
+/// How requests are written (shared with nothing: the pool's workers only
+/// carry bodies).
 struct Shared {
-    endpoints: Vec<Endpoint>,
-    next_endpoint: AtomicUsize,
-    agent: ureq::Agent,
-    api_key: Option<String>,
     model: String,
     cfg: OpenAiConfig,
-    shutdown: AtomicBool,
-    retries: AtomicU64,
     /// The compiled chat template (completions endpoint).
     template: Option<minijinja::Environment<'static>>,
 }
 
-/// Outcome of one HTTP attempt.
-enum Attempt {
-    Done(Value),
-    /// Worth trying again; `dead` when the endpoint refused the connection.
-    Retry {
-        reason: String,
-        dead: bool,
-    },
-    Fatal(String),
-}
-
-type Job = GenerationRequest;
-type JobResult = Result<Generation, BackendError>;
-
-/// The backend. Dropping it tells the workers to stop after their current
-/// request.
+/// The backend. Dropping it drops the pool, whose workers stop after their
+/// current request.
 pub struct OpenAiBackend {
     info: BackendInfo,
-    shared: Arc<Shared>,
-    jobs: Option<Sender<Job>>,
-    results: Receiver<JobResult>,
-    in_flight: usize,
+    shared: Shared,
+    pool: HttpPool,
+    /// Tag of each request in flight → (conversation, side).
+    pending: HashMap<u64, (u64, Side, u32)>,
+    next_tag: u64,
     stats: BackendStats,
-    /// Finished generations not yet handed out.
-    ready: VecDeque<Generation>,
 }
 
 /// `http://h:p`, `http://h:p/`, `http://h:p/v1/` → `http://h:p/v1`.
@@ -256,26 +193,14 @@ impl OpenAiBackend {
                 cfg.backoff_secs
             )));
         }
-        let endpoints = cfg
+        let bases = cfg
             .base_urls
             .iter()
-            .map(|u| {
-                Ok(Endpoint {
-                    base: normalise_base(u)?,
-                    dead_until: Mutex::new(None),
-                    failures: AtomicU64::new(0),
-                })
-            })
+            .map(|u| normalise_base(u))
             .collect::<Result<Vec<_>, BackendError>>()?;
         let api_key = std::env::var(&cfg.api_key_env)
             .ok()
             .filter(|k| !k.is_empty());
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs_f64(cfg.timeout_secs)))
-            .http_status_as_error(false)
-            .max_idle_connections_per_host(cfg.concurrency.max(3))
-            .build()
-            .into();
         let template = match (cfg.endpoint, &cfg.chat_template) {
             (ApiEndpoint::Chat, _) => None,
             (ApiEndpoint::Completions, None) => {
@@ -285,162 +210,74 @@ impl OpenAiBackend {
             }
             (ApiEndpoint::Completions, Some(path)) => Some(load_template(path)?),
         };
-        let mut shared = Shared {
-            endpoints,
-            next_endpoint: AtomicUsize::new(0),
-            agent,
+        let pool = HttpPool::new(PoolConfig {
+            bases,
+            concurrency: cfg.concurrency,
+            timeout_secs: cfg.timeout_secs,
+            max_retries: cfg.max_retries,
+            backoff_secs: cfg.backoff_secs,
             api_key,
-            model: String::new(),
-            cfg: cfg.clone(),
-            shutdown: AtomicBool::new(false),
-            retries: AtomicU64::new(0),
-            template,
-        };
-        shared.model = match &cfg.model {
+            name: "openai",
+            expect: "a JSON completion",
+        })
+        .map_err(BackendError::Engine)?;
+        let model = match &cfg.model {
             Some(m) => m.clone(),
-            None => shared.discover_model()?,
+            None => discover_model(&pool)?,
         };
         let info = BackendInfo {
             engine: "openai".into(),
-            model: shared.model.clone(),
+            model: model.clone(),
             // The weights are the server's: nothing here can hash them.
             model_sha256: String::new(),
             context_per_sequence: cfg.context_per_sequence,
         };
-        let shared = Arc::new(shared);
-        let (job_tx, job_rx) = mpsc::channel::<Job>();
-        let (res_tx, res_rx) = mpsc::channel::<JobResult>();
-        let job_rx = Arc::new(Mutex::new(job_rx));
-        for i in 0..cfg.concurrency {
-            let shared = Arc::clone(&shared);
-            let job_rx = Arc::clone(&job_rx);
-            let res_tx = res_tx.clone();
-            std::thread::Builder::new()
-                .name(format!("openai-{i}"))
-                .spawn(move || worker(&shared, &job_rx, &res_tx))
-                .map_err(|e| BackendError::Engine(format!("cannot start a worker thread: {e}")))?;
-        }
-        tracing::info!(model = %info.model, urls = shared.endpoints.len(), concurrency = cfg.concurrency, "openai backend ready");
+        tracing::info!(model = %info.model, urls = cfg.base_urls.len(), concurrency = cfg.concurrency, "openai backend ready");
         Ok(OpenAiBackend {
             info,
-            shared,
-            jobs: Some(job_tx),
-            results: res_rx,
-            in_flight: 0,
+            shared: Shared {
+                model,
+                cfg: cfg.clone(),
+                template,
+            },
+            pool,
+            pending: HashMap::new(),
+            next_tag: 0,
             stats: BackendStats::default(),
-            ready: VecDeque::new(),
         })
     }
 
     /// The base URLs in use, normalised.
     pub fn base_urls(&self) -> Vec<String> {
-        self.shared
-            .endpoints
-            .iter()
-            .map(|e| e.base.clone())
-            .collect()
-    }
-
-    fn accept(&mut self, r: JobResult) -> Result<(), BackendError> {
-        self.in_flight = self.in_flight.saturating_sub(1);
-        let g = r?;
-        self.stats.prompt_tokens_evaluated +=
-            u64::from(g.prompt_tokens.saturating_sub(g.reused_prompt_tokens));
-        self.stats.prompt_tokens_reused += u64::from(g.reused_prompt_tokens);
-        self.stats.tokens_generated += u64::from(g.completion_tokens);
-        self.ready.push_back(g);
-        Ok(())
+        self.pool.bases()
     }
 }
 
-impl Drop for OpenAiBackend {
-    fn drop(&mut self) {
-        // Workers finish (or time out) their current request and exit;
-        // nobody waits for them.
-        self.shared.shutdown.store(true, Ordering::SeqCst);
-        self.jobs = None;
-    }
+/// The first model id the first reachable server lists.
+fn discover_model(pool: &HttpPool) -> Result<String, BackendError> {
+    let (body, url) = pool.get_first("models").map_err(|last| {
+        BackendError::Unavailable(format!(
+            "no server answered the model list ({last}); pass --api-model to skip it"
+        ))
+    })?;
+    let v: Value = serde_json::from_str(&body).map_err(|e| {
+        BackendError::Protocol(format!(
+            "{url}: expected a JSON model list, got {}: {e}",
+            excerpt(&body)
+        ))
+    })?;
+    v["data"][0]["id"]
+        .as_str()
+        .map(String::from)
+        .ok_or_else(|| {
+            BackendError::Protocol(format!(
+                "{url}: expected data[0].id in the model list, got {}",
+                excerpt(&body)
+            ))
+        })
 }
 
 impl Shared {
-    fn auth(
-        &self,
-        req: ureq::RequestBuilder<ureq::typestate::WithBody>,
-    ) -> ureq::RequestBuilder<ureq::typestate::WithBody> {
-        match &self.api_key {
-            Some(k) => req.header("Authorization", format!("Bearer {k}")),
-            None => req,
-        }
-    }
-
-    /// The first model id the first reachable server lists.
-    fn discover_model(&self) -> Result<String, BackendError> {
-        let mut last = String::new();
-        for ep in &self.endpoints {
-            let url = format!("{}/models", ep.base);
-            let mut req = self.agent.get(&url);
-            if let Some(k) = &self.api_key {
-                req = req.header("Authorization", format!("Bearer {k}"));
-            }
-            match req.call() {
-                Ok(mut resp) => {
-                    let status = resp.status().as_u16();
-                    let body = resp
-                        .body_mut()
-                        .with_config()
-                        .limit(MAX_BODY)
-                        .read_to_string()
-                        .unwrap_or_default();
-                    if status != 200 {
-                        last = format!("{url}: HTTP {status}: {}", excerpt(&body));
-                        continue;
-                    }
-                    let v: Value = serde_json::from_str(&body).map_err(|e| {
-                        BackendError::Protocol(format!(
-                            "{url}: expected a JSON model list, got {}: {e}",
-                            excerpt(&body)
-                        ))
-                    })?;
-                    return v["data"][0]["id"]
-                        .as_str()
-                        .map(String::from)
-                        .ok_or_else(|| {
-                            BackendError::Protocol(format!(
-                                "{url}: expected data[0].id in the model list, got {}",
-                                excerpt(&body)
-                            ))
-                        });
-                }
-                Err(e) => last = format!("{url}: {e}"),
-            }
-        }
-        Err(BackendError::Unavailable(format!(
-            "no server answered the model list ({last}); pass --api-model to skip it"
-        )))
-    }
-
-    /// The next endpoint in rotation; when every one is cooling off, the one
-    /// due back first (the retry backoff paces the probing, so a single
-    /// server that restarts is found as soon as a retry comes round).
-    fn pick(&self) -> &Endpoint {
-        let n = self.endpoints.len();
-        let start = self.next_endpoint.fetch_add(1, Ordering::Relaxed);
-        let now = Instant::now();
-        let mut soonest: Option<(&Endpoint, Instant)> = None;
-        for k in 0..n {
-            let ep = &self.endpoints[(start + k) % n];
-            match ep.usable_at() {
-                Some(t) if t > now => {
-                    if soonest.is_none_or(|(_, s)| t < s) {
-                        soonest = Some((ep, t));
-                    }
-                }
-                _ => return ep,
-            }
-        }
-        soonest.map_or(&self.endpoints[start % n], |(ep, _)| ep)
-    }
-
     fn body(&self, req: &GenerationRequest) -> Result<Value, BackendError> {
         let p = &req.sampling;
         let mut body = json!({
@@ -484,127 +321,6 @@ impl Shared {
         match (self.cfg.endpoint, prompt) {
             (ApiEndpoint::Chat, Prompt::Chat(_)) => "chat/completions",
             (ApiEndpoint::Completions, _) | (_, Prompt::Text(_)) => "completions",
-        }
-    }
-
-    fn attempt(&self, ep: &Endpoint, path: &str, body: &str) -> Attempt {
-        let url = format!("{}/{path}", ep.base);
-        let req = self
-            .auth(self.agent.post(&url))
-            .header("Content-Type", "application/json");
-        let mut resp = match req.send(body) {
-            Ok(r) => r,
-            Err(e) => {
-                let dead = matches!(e, ureq::Error::ConnectionFailed | ureq::Error::HostNotFound)
-                    || matches!(&e, ureq::Error::Io(io) if matches!(io.kind(),
-                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::UnexpectedEof));
-                let reason = match e {
-                    ureq::Error::Timeout(_) => format!(
-                        "{url}: no answer within {} s (--timeout)",
-                        self.cfg.timeout_secs
-                    ),
-                    e => format!("{url}: {e}"),
-                };
-                return Attempt::Retry { reason, dead };
-            }
-        };
-        let status = resp.status().as_u16();
-        let text = match resp
-            .body_mut()
-            .with_config()
-            .limit(MAX_BODY)
-            .read_to_string()
-        {
-            Ok(t) => t,
-            Err(ureq::Error::Timeout(_)) => {
-                return Attempt::Retry {
-                    reason: format!(
-                        "{url}: body not complete within {} s (--timeout)",
-                        self.cfg.timeout_secs
-                    ),
-                    dead: false,
-                }
-            }
-            Err(e) => {
-                return Attempt::Retry {
-                    reason: format!("{url}: reading the answer: {e}"),
-                    dead: false,
-                }
-            }
-        };
-        match status {
-            200 => match serde_json::from_str::<Value>(&text) {
-                Ok(v) => Attempt::Done(v),
-                Err(e) => Attempt::Fatal(format!(
-                    "{url}: expected a JSON completion, got {}: {e}",
-                    excerpt(&text)
-                )),
-            },
-            429 | 500..=599 => Attempt::Retry {
-                reason: format!("{url}: HTTP {status}: {}", excerpt(&text)),
-                dead: false,
-            },
-            _ => Attempt::Fatal(format!("{url}: HTTP {status}: {}", excerpt(&text))),
-        }
-    }
-
-    fn backoff(&self, retry: u32) -> Duration {
-        let base = self.cfg.backoff_secs * f64::from(1u32 << retry.min(16));
-        let capped = base.min(MAX_BACKOFF.as_secs_f64());
-        // Jitter in [capped/2, capped]: workers that failed together do not
-        // all come back at the same instant.
-        let f = rand::rng().random_range(0.5..=1.0);
-        Duration::from_secs_f64(capped * f)
-    }
-
-    fn run(&self, req: &GenerationRequest) -> JobResult {
-        let body = self.body(req)?.to_string();
-        let started = Instant::now();
-        let mut last = String::new();
-        for attempt in 0..=self.cfg.max_retries {
-            if self.shutdown.load(Ordering::SeqCst) {
-                return Err(BackendError::Engine("backend shut down".into()));
-            }
-            if attempt > 0 {
-                self.retries.fetch_add(1, Ordering::Relaxed);
-                std::thread::sleep(self.backoff(attempt - 1));
-            }
-            let ep = self.pick();
-            let path = self.path(&req.prompt);
-            match self.attempt(ep, path, &body) {
-                Attempt::Done(v) => {
-                    ep.mark_alive();
-                    let url = format!("{}/{path}", ep.base);
-                    return parse_completion(&v, req, &url).map_err(BackendError::Protocol);
-                }
-                Attempt::Fatal(msg) => return Err(BackendError::Protocol(msg)),
-                Attempt::Retry { reason, dead } => {
-                    if dead {
-                        ep.mark_dead();
-                    }
-                    tracing::debug!(attempt, %reason, "request failed, retrying");
-                    last = reason;
-                }
-            }
-        }
-        Err(BackendError::Unavailable(format!(
-            "{last} (gave up after {} attempts over {:.1} s; finished conversations are saved, rerun with --resume)",
-            self.cfg.max_retries + 1,
-            started.elapsed().as_secs_f64()
-        )))
-    }
-}
-
-fn worker(shared: &Shared, jobs: &Mutex<Receiver<Job>>, results: &Sender<JobResult>) {
-    loop {
-        let job = {
-            let rx = jobs.lock().unwrap_or_else(|e| e.into_inner());
-            rx.recv()
-        };
-        let Ok(job) = job else { return };
-        let r = shared.run(&job);
-        if results.send(r).is_err() {
-            return;
         }
     }
 }
@@ -654,21 +370,13 @@ fn render_prompt(
         .map_err(|e| BackendError::Config(format!("chat template: {e}")))
 }
 
-/// A short, single-line excerpt of a response body for error messages.
-fn excerpt(s: &str) -> String {
-    let one: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one.is_empty() {
-        return "an empty body".into();
-    }
-    let mut out: String = one.chars().take(160).collect();
-    if one.chars().count() > 160 {
-        out.push('…');
-    }
-    format!("{out:?}")
-}
-
 /// A completion response (chat or raw) → [`Generation`].
-fn parse_completion(v: &Value, req: &GenerationRequest, url: &str) -> Result<Generation, String> {
+fn parse_completion(
+    v: &Value,
+    conversation: u64,
+    side: Side,
+    url: &str,
+) -> Result<Generation, String> {
     let bad = |what: &str| {
         format!(
             "{url}: expected {what} in the completion, got {}",
@@ -693,14 +401,14 @@ fn parse_completion(v: &Value, req: &GenerationRequest, url: &str) -> Result<Gen
     let prompt_tokens = count(&usage["prompt_tokens"]).unwrap_or(0);
     let reused = count(&usage["prompt_tokens_details"]["cached_tokens"]).unwrap_or(0);
     Ok(Generation {
-        conversation: req.conversation,
-        side: req.side,
+        conversation,
+        side,
         text: text.trim().to_string(),
         prompt_tokens,
         reused_prompt_tokens: reused.min(prompt_tokens),
         completion_tokens,
         finish,
-        candidate: req.candidate,
+        candidate: 0,
     })
 }
 
@@ -722,49 +430,56 @@ impl Backend for OpenAiBackend {
     }
 
     fn submit(&mut self, request: GenerationRequest) -> Result<(), BackendError> {
-        let tx = self
-            .jobs
-            .as_ref()
-            .ok_or_else(|| BackendError::Engine("backend shut down".into()))?;
         // Best-of-N: one server request per candidate, each with its seed.
         for one in request.split_candidates() {
-            tx.send(one)
-                .map_err(|_| BackendError::Engine("every worker thread has stopped".into()))?;
-            self.in_flight += 1;
+            let body = self.shared.body(&one)?.to_string();
+            let tag = self.next_tag;
+            self.next_tag += 1;
+            self.pool
+                .submit(tag, self.shared.path(&one.prompt), body)
+                .map_err(BackendError::Engine)?;
+            self.pending
+                .insert(tag, (one.conversation, one.side, one.candidate));
         }
         Ok(())
     }
 
     fn step(&mut self) -> Result<Vec<Generation>, BackendError> {
         let t0 = Instant::now();
-        if self.ready.is_empty() && self.in_flight > 0 {
-            match self.results.recv_timeout(STEP_WAIT) {
-                Ok(r) => self.accept(r)?,
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    return Err(BackendError::Engine(
-                        "every worker thread has stopped".into(),
-                    ))
-                }
-            }
-        }
-        while let Ok(r) = self.results.try_recv() {
-            self.accept(r)?;
+        let mut out = Vec::new();
+        for (tag, r) in self.pool.collect(STEP_WAIT).map_err(BackendError::Engine)? {
+            let (conversation, side, candidate) = self
+                .pending
+                .remove(&tag)
+                .ok_or_else(|| BackendError::Engine(format!("answer to unknown request {tag}")))?;
+            let (v, url) = r.map_err(|e| match e {
+                PoolError::Fatal(m) => BackendError::Protocol(m),
+                PoolError::GaveUp(m) => BackendError::Unavailable(m),
+                PoolError::Shutdown => BackendError::Engine("backend shut down".into()),
+            })?;
+            let mut g =
+                parse_completion(&v, conversation, side, &url).map_err(BackendError::Protocol)?;
+            g.candidate = candidate;
+            self.stats.prompt_tokens_evaluated +=
+                u64::from(g.prompt_tokens.saturating_sub(g.reused_prompt_tokens));
+            self.stats.prompt_tokens_reused += u64::from(g.reused_prompt_tokens);
+            self.stats.tokens_generated += u64::from(g.completion_tokens);
+            out.push(g);
         }
         self.stats.steps += 1;
         self.stats.decode_seconds += t0.elapsed().as_secs_f64();
-        Ok(self.ready.drain(..).collect())
+        Ok(out)
     }
 
     fn in_flight(&self) -> usize {
-        self.in_flight
+        self.pool.in_flight()
     }
 
     fn release(&mut self, _conversation: u64) {}
 
     fn stats(&self) -> BackendStats {
         let mut s = self.stats.clone();
-        s.requests_retried = self.shared.retries.load(Ordering::Relaxed);
+        s.requests_retried = self.pool.retries();
         s
     }
 }
@@ -774,7 +489,6 @@ mod tests {
     use super::*;
     use crate::backend::sampler::SamplingParams;
     use crate::chat::ChatRole;
-    use crate::chat::Side;
 
     fn request() -> GenerationRequest {
         GenerationRequest {
@@ -819,7 +533,13 @@ mod tests {
         let v = json!({"choices":[{"message":{"content":"  Hello there \n"},"finish_reason":"length"}],
                        "usage":{"prompt_tokens":40,"completion_tokens":3,
                                 "prompt_tokens_details":{"cached_tokens":32}}});
-        let g = parse_completion(&v, &req, "http://h/v1/chat/completions").unwrap();
+        let g = parse_completion(
+            &v,
+            req.conversation,
+            req.side,
+            "http://h/v1/chat/completions",
+        )
+        .unwrap();
         assert_eq!(g.text, "Hello there");
         assert_eq!(
             (g.prompt_tokens, g.reused_prompt_tokens, g.completion_tokens),
@@ -827,15 +547,21 @@ mod tests {
         );
         assert_eq!(g.finish, FinishReason::Length);
         assert_eq!((g.conversation, g.side), (4, Side::User));
-        let err = parse_completion(&json!({"choices":[]}), &req, "http://h/v1/chat/completions")
-            .unwrap_err();
+        let err = parse_completion(
+            &json!({"choices":[]}),
+            4,
+            Side::User,
+            "http://h/v1/chat/completions",
+        )
+        .unwrap_err();
         assert!(
             err.contains("choices[0]") && err.contains("http://h/v1/chat/completions"),
             "{err}"
         );
         let err = parse_completion(
             &json!({"choices":[{"message":{"content":"x"}}]}),
-            &req,
+            4,
+            Side::User,
             "http://h/v1/chat/completions",
         )
         .unwrap_err();
@@ -843,27 +569,12 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_within_jitter_and_is_capped() {
+    fn bodies_carry_the_request_and_its_seed() {
         let shared = Shared {
-            endpoints: Vec::new(),
-            next_endpoint: AtomicUsize::new(0),
-            agent: ureq::Agent::new_with_defaults(),
-            api_key: None,
             model: "m".into(),
-            cfg: OpenAiConfig {
-                backoff_secs: 1.0,
-                ..OpenAiConfig::default()
-            },
-            shutdown: AtomicBool::new(false),
-            retries: AtomicU64::new(0),
+            cfg: OpenAiConfig::default(),
             template: None,
         };
-        for retry in 0..4 {
-            let full = f64::from(1u32 << retry);
-            let d = shared.backoff(retry).as_secs_f64();
-            assert!(d >= full / 2.0 - 1e-9 && d <= full + 1e-9, "{retry}: {d}");
-        }
-        assert!(shared.backoff(20) <= MAX_BACKOFF);
         let body = shared.body(&request()).unwrap();
         assert_eq!(body["seed"], json!(0x1234_5678u64 & 0x7fff_ffff));
         assert_eq!(
@@ -905,7 +616,7 @@ mod tests {
         assert!(err.contains("chatml.jinja: chat template:"), "{err}");
         let v = json!({"choices":[{"text":" raw reply","finish_reason":"stop"}],
                        "usage":{"prompt_tokens":9,"completion_tokens":2}});
-        let g = parse_completion(&v, &request(), "http://h/v1/completions").unwrap();
+        let g = parse_completion(&v, 4, Side::User, "http://h/v1/completions").unwrap();
         assert_eq!((g.text.as_str(), g.completion_tokens), ("raw reply", 2));
         let _ = std::fs::remove_dir_all(&dir);
     }
