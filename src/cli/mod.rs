@@ -29,8 +29,7 @@ use usersim::tools::{bench, fit};
 
 use args::{
     BenchArgs, Command, CriticCommand, CriticTrainArgs, EngineArgs, EvalArgs, FitArgs,
-    JudgeCommand, MergeArgs, ModelArgs, ModelsCommand, ReportSystemArgs, ServerArgs,
-    SimulateArgs,
+    JudgeCommand, MergeArgs, ModelArgs, ModelsCommand, ReportSystemArgs, ServerArgs, SimulateArgs,
 };
 
 /// Run the parsed command; `Ok` holds the exit code of a run that ended
