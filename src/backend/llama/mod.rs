@@ -757,16 +757,39 @@ impl LlamaEngine {
             }
         }
         let t1 = Instant::now();
-        let ctx_per_seq = self.info.context_per_sequence as usize;
-        let mut finished: Vec<(usize, FinishReason)> = Vec::new();
-        // (slot whose prompt just completed, its logits, its candidates)
+        // Best-of-N: each further candidate of a prompt that just completed
+        // takes a copy of its KV cache and samples its first token from the
+        // same logits (from its own stream), so the prompt is evaluated
+        // once for all of them.
         let mut forks: Vec<(usize, i32, Vec<usize>)> = Vec::new();
         for (i, s) in self.slots.iter_mut().enumerate() {
             let Some(a) = s.active.as_mut() else { continue };
-            let Some(at) = a.logits_at else { continue };
-            if !a.forks.is_empty() {
+            if let (Some(at), false) = (a.logits_at, a.forks.is_empty()) {
                 forks.push((i, at, std::mem::take(&mut a.forks)));
             }
+        }
+        for (main, at, candidates) in forks {
+            let (seq, cached) = (self.slots[main].seq, self.slots[main].cached.clone());
+            for slot in candidates {
+                let fork_seq = self.slots[slot].seq;
+                self.clear_seq(fork_seq, 0);
+                self.ctx
+                    .copy_kv_cache_seq(seq, fork_seq, None, None)
+                    .map_err(|e| BackendError::Engine(format!("kv copy: {e}")))?;
+                let s = &mut self.slots[slot];
+                s.cached.clone_from(&cached);
+                if let Some(a) = s.active.as_mut() {
+                    a.waiting_for_fork = false;
+                    a.reused = a.prompt_len;
+                    a.logits_at = Some(at);
+                }
+            }
+        }
+        let ctx_per_seq = self.info.context_per_sequence as usize;
+        let mut finished: Vec<(usize, FinishReason)> = Vec::new();
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            let Some(a) = s.active.as_mut() else { continue };
+            let Some(at) = a.logits_at else { continue };
             let logits = self.ctx.get_logits_ith(at);
             let next = sample_next(
                 self.model,
@@ -779,37 +802,6 @@ impl LlamaEngine {
             );
             if let Some(reason) = next {
                 finished.push((i, reason));
-            }
-        }
-        // Best-of-N: each further candidate takes a copy of the prompt's KV
-        // cache and its first token from the same logits, from its own
-        // stream, so the prompt is evaluated once for all of them.
-        for (main, at, candidates) in forks {
-            let (seq, cached) = (self.slots[main].seq, self.slots[main].cached.clone());
-            for slot in candidates {
-                let fork_seq = self.slots[slot].seq;
-                self.clear_seq(fork_seq, 0);
-                self.ctx
-                    .copy_kv_cache_seq(seq, fork_seq, None, None)
-                    .map_err(|e| BackendError::Engine(format!("kv copy: {e}")))?;
-                let s = &mut self.slots[slot];
-                s.cached.clone_from(&cached);
-                let Some(a) = s.active.as_mut() else { continue };
-                a.waiting_for_fork = false;
-                a.reused = a.prompt_len;
-                let logits = self.ctx.get_logits_ith(at);
-                let next = sample_next(
-                    self.model,
-                    &mut self.sampler,
-                    &mut self.piece,
-                    logits,
-                    a,
-                    &s.cached,
-                    ctx_per_seq,
-                );
-                if let Some(reason) = next {
-                    finished.push((slot, reason));
-                }
             }
         }
         self.stats.sample_seconds += t1.elapsed().as_secs_f64();
