@@ -7,18 +7,13 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::rc::Rc;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 use usersim::backend::scripted::ScriptedBackend;
 use usersim::chat::Side;
 use usersim::critic::Critic;
 use usersim::output::read_records;
 use usersim::rng::{session_seed, stream_seed, Stream};
-use usersim::run::{
-    open_backend, prepare, prepared_sessions, simulate_with_backend, NoProgress, Prepared,
-    RunSummary, SimulateConfig,
-};
+use usersim::run::{open_backend, prepare, Prepared, RunSummary, SimulateConfig};
 use usersim::session::best_of::TurnScorer;
 
 use crate::util::*;
@@ -65,7 +60,6 @@ fn scripted_best_of(
     let mut prep: Prepared = prepare(cfg).expect("prepare");
     prep.critic = Some(scorer);
     prep.best_of = best_of;
-    let sessions = prepared_sessions(cfg, &prep).unwrap();
     let log = Rc::new(RefCell::new(Vec::new()));
     let seen = log.clone();
     let mut backend = ScriptedBackend::new(cfg.parallel).with_script(Box::new(move |req| {
@@ -79,15 +73,7 @@ fn scripted_best_of(
             .trim()
             .to_string()
     }));
-    let s = simulate_with_backend(
-        cfg,
-        &prep,
-        &mut backend,
-        &sessions,
-        &NoProgress,
-        Arc::new(AtomicBool::new(false)),
-    )
-    .expect("scripted run");
+    let s = run_prepared(cfg, &prep, &mut backend).expect("scripted run");
     let log = log.borrow().clone();
     (s, log)
 }
@@ -184,17 +170,8 @@ fn real_best_of(
     let mut prep = prepare(cfg).expect("prepare");
     prep.critic = scorer;
     prep.best_of = best_of;
-    let sessions = prepared_sessions(cfg, &prep).unwrap();
     let mut backend = open_backend(cfg, &prep, cfg.parallel).expect("engine");
-    simulate_with_backend(
-        cfg,
-        &prep,
-        backend.as_mut(),
-        &sessions,
-        &NoProgress,
-        Arc::new(AtomicBool::new(false)),
-    )
-    .expect("real run")
+    run_prepared(cfg, &prep, backend.as_mut()).expect("real run")
 }
 
 #[test]
@@ -288,17 +265,8 @@ fn critic_train_learns_real_from_simulated_and_saves_a_loadable_file() {
         ..SimulateConfig::default()
     };
     let prep = prepare(&cfg).unwrap();
-    let sessions = prepared_sessions(&cfg, &prep).unwrap();
     let mut backend = ScriptedBackend::new(cfg.parallel);
-    simulate_with_backend(
-        &cfg,
-        &prep,
-        &mut backend,
-        &sessions,
-        &NoProgress,
-        Arc::new(AtomicBool::new(false)),
-    )
-    .unwrap();
+    run_prepared(&cfg, &prep, &mut backend).unwrap();
     let iard = shared_data().join("iard/iard.json");
     let out = dir.path().join("critic.json");
     let o = std::process::Command::new(bin())

@@ -359,17 +359,8 @@ fn a_context_too_small_for_the_turns_is_an_input_error_before_any_output() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), "ctx.jsonl");
     let prep = prepare(&cfg).unwrap();
-    let sessions = prepared_sessions(&cfg, &prep).unwrap();
     let mut backend = ScriptedBackend::new(4).with_context(200);
-    let e = simulate_with_backend(
-        &cfg,
-        &prep,
-        &mut backend,
-        &sessions,
-        &NoProgress,
-        Arc::new(AtomicBool::new(false)),
-    )
-    .unwrap_err();
+    let e = run_prepared(&cfg, &prep, &mut backend).unwrap_err();
     assert!(e.to_string().contains("context too small"), "{e}");
     assert_eq!(e.exit_code(), 2);
     assert!(!cfg.output.exists());
@@ -407,18 +398,9 @@ fn the_length_latent_is_drawn_rendered_budgeted_and_enforced() {
     };
     let run_scripted = |cfg: &SimulateConfig, budgets: Rc<RefCell<Vec<u32>>>| {
         let prep = prepare(cfg).unwrap();
-        let sessions = prepared_sessions(cfg, &prep).unwrap();
         let mut backend =
             ScriptedBackend::new(cfg.parallel).with_script(three_word_sentences(budgets));
-        simulate_with_backend(
-            cfg,
-            &prep,
-            &mut backend,
-            &sessions,
-            &NoProgress,
-            Arc::new(AtomicBool::new(false)),
-        )
-        .unwrap();
+        run_prepared(cfg, &prep, &mut backend).unwrap();
         prep
     };
     let budgets = Rc::new(RefCell::new(Vec::new()));

@@ -16,7 +16,7 @@ use usersim::backend::scripted::ScriptedBackend;
 use usersim::chat::Side;
 use usersim::eval::system::{report_system, SystemReportConfig};
 use usersim::output::read_records;
-use usersim::run::{prepare, prepared_sessions, simulate_with_backend, NoProgress, SimulateConfig};
+use usersim::run::{prepare, NoProgress, SimulateConfig};
 use usersim::scenario::system::{SystemKind, SystemOverrides};
 use usersim::session::record::EndReason;
 
@@ -64,16 +64,8 @@ fn http(url: String) -> SystemOverrides {
 
 fn scripted(cfg: &SimulateConfig) -> Result<usersim::run::RunSummary, usersim::Error> {
     let prep = prepare(cfg)?;
-    let sessions = prepared_sessions(cfg, &prep)?;
     let mut backend = ScriptedBackend::new(cfg.parallel);
-    simulate_with_backend(
-        cfg,
-        &prep,
-        &mut backend,
-        &sessions,
-        &NoProgress,
-        Arc::new(AtomicBool::new(false)),
-    )
+    run_prepared(cfg, &prep, &mut backend)
 }
 
 fn crs_cmd(extra: &str) -> String {

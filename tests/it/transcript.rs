@@ -5,8 +5,6 @@
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 use usersim::backend::scripted::{Script, ScriptedBackend};
 use usersim::backend::{GenerationRequest, Prompt};
@@ -14,7 +12,7 @@ use usersim::chat::Side;
 use usersim::corpus::load_dialogues;
 use usersim::corpus::pool::Pool;
 use usersim::output::read_records;
-use usersim::run::{prepare, prepared_sessions, simulate_with_backend, NoProgress, SimulateConfig};
+use usersim::run::{prepare, SimulateConfig};
 
 use crate::util::*;
 
@@ -77,17 +75,8 @@ fn replay_config(dir: &Path, scenario: PathBuf, sessions: u64) -> SimulateConfig
 
 fn run_scripted(cfg: &SimulateConfig, script: Script) -> usersim::run::RunSummary {
     let prep = prepare(cfg).unwrap_or_else(|e| panic!("{e}"));
-    let sessions = prepared_sessions(cfg, &prep).unwrap();
     let mut backend = ScriptedBackend::new(cfg.parallel).with_script(script);
-    simulate_with_backend(
-        cfg,
-        &prep,
-        &mut backend,
-        &sessions,
-        &NoProgress,
-        Arc::new(AtomicBool::new(false)),
-    )
-    .unwrap_or_else(|e| panic!("{e}"))
+    run_prepared(cfg, &prep, &mut backend).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn recording(

@@ -60,6 +60,25 @@ pub fn small_config(dir: &Path, name: &str) -> SimulateConfig {
     cfg
 }
 
+/// `prep`'s sessions of `cfg` on `backend`, uninterrupted and without a
+/// progress bar: how in-process tests run a prepared config on a backend
+/// of their own (scripted, or an engine they opened).
+pub fn run_prepared(
+    cfg: &SimulateConfig,
+    prep: &usersim::run::Prepared,
+    backend: &mut dyn usersim::backend::Backend,
+) -> Result<RunSummary, usersim::Error> {
+    let sessions = usersim::run::prepared_sessions(cfg, prep)?;
+    usersim::run::simulate_with_backend(
+        cfg,
+        prep,
+        backend,
+        &sessions,
+        &NoProgress,
+        Arc::new(AtomicBool::new(false)),
+    )
+}
+
 pub fn run(cfg: &SimulateConfig) -> RunSummary {
     usersim::run::simulate(cfg, &NoProgress, Arc::new(AtomicBool::new(false)))
         .unwrap_or_else(|e| panic!("simulate failed: {e}"))
