@@ -344,9 +344,13 @@ fn system_http_faults_retry_or_fail_in_one_line_and_resume_completes() {
     scripted(&full).unwrap();
     let want = std::fs::read(&full.output).unwrap();
 
-    // A 503 now and then is retried: same file.
-    let flaky = fake_system(Arc::new(|n, v| {
-        if n % 3 == 0 {
+    // A 503 now and then is retried: same file. Each request's first
+    // attempt fails (by its body, not by the server's global count: with
+    // requests in flight together, one request could draw the failing
+    // count on every attempt and exhaust its retries).
+    let failed_once = Mutex::new(std::collections::HashSet::new());
+    let flaky = fake_system(Arc::new(move |_, v| {
+        if failed_once.lock().unwrap().insert(v.to_string()) {
             Some((503, "busy".into()))
         } else {
             good(v)
