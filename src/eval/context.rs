@@ -340,26 +340,24 @@ fn in_context(
     let picked = sample
         .real
         .iter()
-        .map(|&i| (&real[i], false, dense.map(|d| (d.0, i))))
+        .map(|&i| (&real[i], dense.map(|d| (d.0, i))))
         .chain(
             sample
                 .sim
                 .iter()
-                .map(|&i| (&sim[i], true, dense.map(|d| (d.1, i)))),
+                .map(|&i| (&sim[i], dense.map(|d| (d.1, i)))),
         );
     let mut examples: Vec<&TurnInContext> = Vec::with_capacity(2 * sample.n);
-    let mut labels: Vec<bool> = Vec::with_capacity(2 * sample.n);
     let mut vectors = Vec::with_capacity(2 * sample.n);
-    for (ex, label, emb) in picked {
+    for (ex, emb) in picked {
         examples.push(ex);
-        labels.push(label);
         vectors.push(emb.map(|(e, i)| (&e.turns[i], e.contexts.map(|c| &c[i]))));
     }
     let pair: Vec<[f32; 5]> = examples
         .iter()
         .map(|e| pair_features(&e.context, &e.turn))
         .collect();
-    let fitted = cross_validate_fitted(&labels, sample.n, dense.is_some(), cfg, |train| {
+    let fitted = cross_validate_fitted(&sample, dense.is_some(), cfg, |train| {
         let turns: Vec<&str> = train.iter().map(|&i| examples[i].turn.as_str()).collect();
         let contexts: Vec<&str> = train
             .iter()

@@ -100,6 +100,20 @@ pub struct DiscriminatorResult {
     pub top_real: Vec<(String, f64)>,
     /// Whether dense features were appended.
     pub used_dense: bool,
+    /// Out-of-fold scores of every example (not serialised): what a paired
+    /// comparison with another discriminator resamples.
+    #[serde(skip)]
+    pub out_of_fold: OutOfFold,
+}
+
+/// Out-of-fold P(simulated) of a discriminator's examples, each keyed by
+/// its index in the real or the simulated input.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OutOfFold {
+    /// `(real input index, score)`, increasing index.
+    pub real: Vec<(usize, f64)>,
+    /// `(simulated input index, score)`, increasing index.
+    pub sim: Vec<(usize, f64)>,
 }
 
 fn thin_roc(pts: Vec<(f64, f64)>, max: usize) -> Vec<(f64, f64)> {
@@ -217,25 +231,28 @@ pub(crate) fn dense_dim(
 /// out-of-fold accuracy and ROC AUC with bootstrap 95% intervals; a final
 /// model on every example for the listing of the most telling features.
 pub(crate) fn cross_validate<E: Encoder>(
-    labels: &[bool],
-    n_per_class: usize,
+    sample: &Balanced,
     used_dense: bool,
     cfg: &DiscriminatorConfig,
     fit: impl Fn(&[usize]) -> Result<E, DiscriminatorError>,
 ) -> Result<DiscriminatorResult, DiscriminatorError> {
-    cross_validate_fitted(labels, n_per_class, used_dense, cfg, fit).map(|(r, _, _)| r)
+    cross_validate_fitted(sample, used_dense, cfg, fit).map(|(r, _, _)| r)
 }
 
 /// [`cross_validate`], also returning the final model (fitted on every
-/// example) and its encoder: what a critic keeps.
+/// example) and its encoder: what a critic keeps. The examples are the
+/// sample's real ones, then its simulated ones, in its order.
 pub(crate) fn cross_validate_fitted<E: Encoder>(
-    labels: &[bool],
-    n_per_class: usize,
+    sample: &Balanced,
     used_dense: bool,
     cfg: &DiscriminatorConfig,
     fit: impl Fn(&[usize]) -> Result<E, DiscriminatorError>,
 ) -> Result<(DiscriminatorResult, E, LogReg), DiscriminatorError> {
-    let n_examples = labels.len();
+    let n_per_class = sample.n;
+    let n_examples = 2 * n_per_class;
+    let labels: &[bool] = &(0..n_examples)
+        .map(|i| i >= n_per_class)
+        .collect::<Vec<bool>>();
     let folds = stratified_kfold(labels, cfg.folds, cfg.seed ^ 0x9e37_79b9);
     let mut scores = vec![0.0; n_examples];
     for k in 0..cfg.folds {
@@ -298,6 +315,15 @@ pub(crate) fn cross_validate_fitted<E: Encoder>(
     coefs.sort_by(|a, b| b.1.total_cmp(&a.1));
     let top_simulated = coefs.iter().take(cfg.top_k).cloned().collect();
     let top_real = coefs.iter().rev().take(cfg.top_k).cloned().collect();
+    let out_of_fold = OutOfFold {
+        real: sample.real.iter().copied().zip(scores.clone()).collect(),
+        sim: sample
+            .sim
+            .iter()
+            .copied()
+            .zip(scores[n_per_class..].iter().copied())
+            .collect(),
+    };
     let result = DiscriminatorResult {
         n_per_class,
         accuracy,
@@ -306,6 +332,7 @@ pub(crate) fn cross_validate_fitted<E: Encoder>(
         top_simulated,
         top_real,
         used_dense,
+        out_of_fold,
     };
     Ok((result, enc, model))
 }
@@ -383,8 +410,7 @@ pub fn discriminate_dense(
         .map(|&i| &real[i])
         .chain(sample.sim.iter().map(|&i| &sim[i]))
         .collect();
-    let labels: Vec<bool> = (0..2 * sample.n).map(|i| i >= sample.n).collect();
-    cross_validate(&labels, sample.n, true, cfg, |_| {
+    cross_validate(&sample, true, cfg, |_| {
         Ok(DenseEncoder {
             vectors: &vectors,
             dim,
@@ -408,19 +434,16 @@ pub fn discriminate<S: AsRef<str>>(
         .transpose()?;
     // examples: real ones first, then simulated ones
     let mut texts: Vec<&str> = Vec::with_capacity(2 * sample.n);
-    let mut labels: Vec<bool> = Vec::with_capacity(2 * sample.n);
     let mut dvecs: Vec<Option<&Vec<f32>>> = Vec::with_capacity(2 * sample.n);
     for &i in &sample.real {
         texts.push(real[i].as_ref());
-        labels.push(false);
         dvecs.push(dense.map(|d| &d.0[i]));
     }
     for &i in &sample.sim {
         texts.push(sim[i].as_ref());
-        labels.push(true);
         dvecs.push(dense.map(|d| &d.1[i]));
     }
-    cross_validate(&labels, sample.n, dim.is_some(), cfg, |train| {
+    cross_validate(&sample, dim.is_some(), cfg, |train| {
         let tr_texts: Vec<&str> = train.iter().map(|&i| texts[i]).collect();
         Ok(TextEncoder {
             vectorizer: TfidfVectorizer::fit(&tr_texts, &cfg.tfidf)?,
@@ -429,6 +452,78 @@ pub fn discriminate<S: AsRef<str>>(
             dense_dim: dim.unwrap_or(0),
             dense_scale: cfg.dense_scale,
         })
+    })
+}
+
+/// `a − b` of two discriminators' out-of-fold AUCs, both made against the
+/// same real inputs, with a paired cluster-bootstrap 95% interval. Each
+/// replicate draws real clusters (`real_cluster`: the dialogue of each real
+/// input) and simulated clusters (each run's map from input to conversation
+/// index) once, with replacement, and computes both AUCs on the examples of
+/// the drawn clusters. One draw for both runs pairs them: the shared real
+/// turns, and in replay the same dialogues replayed, cancel out of the
+/// difference's noise, which two separate intervals cannot show. Clusters,
+/// not turns, because a conversation's turns are not independent. `None` if
+/// an input index has no cluster or an AUC is undefined on the full data.
+pub fn paired_auc_difference(
+    a: (&OutOfFold, &[usize]),
+    b: (&OutOfFold, &[usize]),
+    real_cluster: &[usize],
+    n_boot: usize,
+    seed: u64,
+) -> Option<Estimate> {
+    use rand::Rng;
+    let n_real = real_cluster.iter().max().map_or(0, |m| m + 1);
+    let n_sim = a.1.iter().chain(b.1).max().map_or(0, |m| m + 1);
+    let group = |scores: &[(usize, f64)], cluster: &[usize], n: usize| {
+        let mut g = vec![Vec::new(); n];
+        for &(i, s) in scores {
+            g[*cluster.get(i)?].push(s);
+        }
+        Some(g)
+    };
+    let side = |(o, sim_cluster): (&OutOfFold, &[usize])| {
+        Some((
+            group(&o.real, real_cluster, n_real)?,
+            group(&o.sim, sim_cluster, n_sim)?,
+        ))
+    };
+    let (ga, gb) = (side(a)?, side(b)?);
+    let auc = |(real, sim): &(Vec<Vec<f64>>, Vec<Vec<f64>>), rd: &[usize], sd: &[usize]| {
+        let (mut scores, mut labels) = (Vec::new(), Vec::new());
+        for (groups, label, draw) in [(real, false, rd), (sim, true, sd)] {
+            for &c in draw {
+                scores.extend(&groups[c]);
+                labels.extend(std::iter::repeat_n(label, groups[c].len()));
+            }
+        }
+        roc_auc(&scores, &labels).ok()
+    };
+    let diff = |rd: &[usize], sd: &[usize]| Some(auc(&ga, rd, sd)? - auc(&gb, rd, sd)?);
+    let (all_real, all_sim): (Vec<usize>, Vec<usize>) =
+        ((0..n_real).collect(), (0..n_sim).collect());
+    let value = diff(&all_real, &all_sim)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (mut rd, mut sd) = (vec![0; n_real], vec![0; n_sim]);
+    let mut reps = Vec::with_capacity(n_boot);
+    for _ in 0..n_boot {
+        rd.iter_mut().for_each(|c| *c = rng.random_range(0..n_real));
+        sd.iter_mut().for_each(|c| *c = rng.random_range(0..n_sim));
+        reps.extend(diff(&rd, &sd));
+    }
+    if reps.is_empty() {
+        return Some(Estimate {
+            value,
+            lo: value,
+            hi: value,
+        });
+    }
+    reps.sort_by(f64::total_cmp);
+    let q = |p: f64| reps[((p * (reps.len() - 1) as f64).round() as usize).min(reps.len() - 1)];
+    Some(Estimate {
+        value,
+        lo: q(0.025),
+        hi: q(0.975),
     })
 }
 
@@ -497,5 +592,93 @@ mod tests {
         assert!(r.auc.value > 0.99, "{:?}", r.auc);
         assert!(discriminate(&real, &sim, Some((&dr[..3], &ds)), &fast()).is_err());
         assert!(discriminate(&real[..1], &sim, None, &fast()).is_err());
+    }
+
+    /// Scores of `n` examples in clusters of 4: a cluster level (shared by
+    /// its examples) plus noise, from `rng`.
+    fn clustered(rng: &mut ChaCha8Rng, n: usize, shift: f64) -> (Vec<(usize, f64)>, Vec<usize>) {
+        use rand::Rng;
+        let mut level = 0.0;
+        let scores = (0..n)
+            .map(|i| {
+                if i % 4 == 0 {
+                    level = rng.random_range(0.0..1.0);
+                }
+                (i, level + rng.random_range(0.0..0.3) + shift)
+            })
+            .collect();
+        (scores, (0..n).map(|i| i / 4).collect())
+    }
+
+    #[test]
+    fn paired_auc_difference_of_a_run_with_itself_is_exactly_zero() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let (real, real_cluster) = clustered(&mut rng, 200, 0.0);
+        let (sim, sim_cluster) = clustered(&mut rng, 160, 0.2);
+        let o = OutOfFold { real, sim };
+        let d = paired_auc_difference(
+            (&o, &sim_cluster),
+            (&o, &sim_cluster),
+            &real_cluster,
+            200,
+            3,
+        )
+        .unwrap();
+        assert_eq!((d.value, d.lo, d.hi), (0.0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn paired_auc_difference_cancels_the_shared_noise() {
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let (real, real_cluster) = clustered(&mut rng, 200, 0.0);
+        let (sim_a, sim_cluster) = clustered(&mut rng, 160, 0.2);
+        // The baseline: the same conversations, a little easier to spot in
+        // every turn (as a replay of the same dialogues with a worse setting).
+        let sim_b: Vec<(usize, f64)> = sim_a.iter().map(|&(i, s)| (i, s + 0.05)).collect();
+        let a = OutOfFold {
+            real: real.clone(),
+            sim: sim_a.clone(),
+        };
+        let b = OutOfFold {
+            real: real.clone(),
+            sim: sim_b.clone(),
+        };
+        let d = paired_auc_difference(
+            (&a, &sim_cluster),
+            (&b, &sim_cluster),
+            &real_cluster,
+            400,
+            5,
+        )
+        .unwrap();
+        assert!(d.value < 0.0 && d.hi < 0.0, "{d:?}");
+        assert!(d.lo <= d.value && d.value <= d.hi, "{d:?}");
+        // Each AUC alone varies far more than their paired difference.
+        let auc_ci = |sim: &[(usize, f64)]| {
+            let all: Vec<(f64, bool)> = real
+                .iter()
+                .map(|&(_, s)| (s, false))
+                .chain(sim.iter().map(|&(_, s)| (s, true)))
+                .collect();
+            bootstrap_ci(all.len(), 400, 5, |ix| {
+                let (s, l): (Vec<f64>, Vec<bool>) = ix.iter().map(|&i| all[i]).unzip();
+                roc_auc(&s, &l).ok()
+            })
+            .unwrap()
+        };
+        let (ea, eb) = (auc_ci(&sim_a), auc_ci(&sim_b));
+        assert!(
+            (d.hi - d.lo) < 0.5 * ((ea.hi - ea.lo) + (eb.hi - eb.lo)) / 2.0,
+            "paired {d:?}, alone {ea:?} {eb:?}"
+        );
+        // An input without a cluster is refused, not miscounted.
+        assert!(paired_auc_difference(
+            (&a, &sim_cluster[..10]),
+            (&b, &sim_cluster),
+            &real_cluster,
+            10,
+            5
+        )
+        .is_none());
     }
 }

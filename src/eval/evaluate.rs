@@ -708,6 +708,8 @@ pub fn evaluate_with(
     };
     let turn_values = TurnValues {
         real: SideTurns {
+            dialogue: real.seeker_turn_dialogues(),
+            n_dialogues: real.dialogues.len(),
             words: wc(&real_texts),
             sentiment: real_sent,
             genres: real_genres,
@@ -715,6 +717,8 @@ pub fn evaluate_with(
             fidelity_hits: None,
         },
         sim: SideTurns {
+            dialogue: sim.seeker_turn_dialogues(),
+            n_dialogues: sim.dialogues.len(),
             words: wc(&sim_texts),
             sentiment: sim_sent,
             genres: sim_genres,

@@ -120,6 +120,16 @@ impl Corpus {
         self.seeker_turns().map(|t| t.text.clone()).collect()
     }
 
+    /// The dialogue index of each seeker turn, in the order of
+    /// [`Corpus::seeker_turns`].
+    pub fn seeker_turn_dialogues(&self) -> Vec<usize> {
+        self.dialogues
+            .iter()
+            .enumerate()
+            .flat_map(|(k, d)| d.turns.iter().filter(|t| t.seeker).map(move |_| k))
+            .collect()
+    }
+
     /// Seeker turns, in order.
     pub fn seeker_turns(&self) -> impl Iterator<Item = &EvalTurn> {
         self.dialogues

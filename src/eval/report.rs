@@ -80,6 +80,11 @@ pub struct SessionFidelity {
 /// kept (not serialised) so a baseline can be compared turn-resampled.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SideTurns {
+    /// The dialogue index of each user turn (the cluster a paired
+    /// bootstrap draws).
+    pub dialogue: Vec<usize>,
+    /// Number of dialogues (also those without user turns).
+    pub n_dialogues: usize,
     /// Words per user turn.
     pub words: Vec<f64>,
     /// Sentiment label of each turn.

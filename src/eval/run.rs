@@ -239,7 +239,12 @@ pub fn run_eval(cfg: &EvalRunConfig) -> Result<EvalRun, EvalRunError> {
                 cfg.eval.discriminator.n_bootstrap,
                 cfg.eval.seed,
             );
-            d.extend(auc_differences(&sim.report, &b.report));
+            d.extend(auc_differences(
+                &sim.report,
+                &b.report,
+                cfg.eval.discriminator.n_bootstrap,
+                cfg.eval.seed,
+            ));
             d
         })
         .unwrap_or_default();
@@ -254,47 +259,74 @@ pub fn run_eval(cfg: &EvalRunConfig) -> Result<EvalRun, EvalRunError> {
     })
 }
 
-/// `simulated − baseline` of the discriminator AUCs. Each AUC comes from its
-/// own cross-validated classifier, so no paired resample exists; the
-/// interval combines the two bootstrap intervals as if independent
-/// (standard errors from their widths). Both runs share the real turns,
-/// which correlates the AUCs positively, so this interval is conservative.
-fn auc_differences(sim: &EvalReport, base: &EvalReport) -> Vec<(String, super::stats::Estimate)> {
-    use super::discriminator::DiscriminatorResult;
-    let pair = |name: &str, a: &Option<DiscriminatorResult>, b: &Option<DiscriminatorResult>| {
-        let (a, b) = (&a.as_ref()?.auc, &b.as_ref()?.auc);
-        let se = |e: &super::stats::Estimate| (e.hi - e.lo) / (2.0 * 1.96);
-        let half = 1.96 * (se(a).powi(2) + se(b).powi(2)).sqrt();
-        let value = a.value - b.value;
-        Some((
-            name.to_string(),
-            super::stats::Estimate {
-                value,
-                lo: value - half,
-                hi: value + half,
-            },
-        ))
+/// `simulated − baseline` of the discriminator AUCs, each with the paired
+/// cluster-bootstrap interval of
+/// [`paired_auc_difference`](super::discriminator::paired_auc_difference):
+/// one draw of real dialogues and of conversation indices per replicate,
+/// applied to both runs' out-of-fold scores. Empty if the two reports were
+/// made against different real sets or without per-turn values.
+fn auc_differences(
+    sim: &EvalReport,
+    base: &EvalReport,
+    n_boot: usize,
+    seed: u64,
+) -> Vec<(String, super::stats::Estimate)> {
+    use super::discriminator::{paired_auc_difference, DiscriminatorResult};
+    let (Some(a), Some(b)) = (&sim.turn_values, &base.turn_values) else {
+        return Vec::new();
+    };
+    if a.real.dialogue != b.real.dialogue || a.real.words != b.real.words {
+        return Vec::new();
+    }
+    let identity = |n: usize| (0..n).collect::<Vec<usize>>();
+    let (real_dialogues, a_dialogues, b_dialogues) = (
+        identity(a.real.n_dialogues),
+        identity(a.sim.n_dialogues),
+        identity(b.sim.n_dialogues),
+    );
+    let pair = |name: &str,
+                x: &Option<DiscriminatorResult>,
+                y: &Option<DiscriminatorResult>,
+                per_dialogue: bool| {
+        let (x, y) = (x.as_ref()?, y.as_ref()?);
+        let (real, xs, ys) = if per_dialogue {
+            (&real_dialogues, &a_dialogues, &b_dialogues)
+        } else {
+            (&a.real.dialogue, &a.sim.dialogue, &b.sim.dialogue)
+        };
+        let d = paired_auc_difference(
+            (&x.out_of_fold, xs),
+            (&y.out_of_fold, ys),
+            real,
+            n_boot,
+            seed.wrapping_add(7),
+        )?;
+        Some((name.to_string(), d))
     };
     [
         pair(
             "turn discriminator AUC",
             &sim.turn_discriminator,
             &base.turn_discriminator,
+            false,
         ),
         pair(
             "embedding-only turn discriminator AUC",
             &sim.embedding_discriminator,
             &base.embedding_discriminator,
+            false,
         ),
         pair(
             "context discriminator AUC",
             &sim.context_discriminator,
             &base.context_discriminator,
+            false,
         ),
         pair(
             "conversation discriminator AUC",
             &sim.conversation_discriminator,
             &base.conversation_discriminator,
+            true,
         ),
     ]
     .into_iter()

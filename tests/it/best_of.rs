@@ -252,23 +252,23 @@ fn kv_forks_leave_the_first_candidate_as_it_was_and_output_is_identical_across_p
     );
 }
 
-#[test]
-fn critic_train_learns_real_from_simulated_and_saves_a_loadable_file() {
-    let dir = tempfile::tempdir().unwrap();
+/// Trains a critic with `usersim critic train` on IARD against a scripted
+/// run (no model): returns the critic's path and the command's output.
+fn train_scripted_critic(dir: &Path) -> (std::path::PathBuf, std::process::Output) {
     // A simulated set: scripted turns (no model), whose words no person wrote.
     let cfg = SimulateConfig {
-        output: dir.path().join("sim.jsonl"),
+        output: dir.join("sim.jsonl"),
         sessions: 60,
         parallel: 8,
         seed: 3,
-        scenario_dir: plain_scenario(dir.path()),
+        scenario_dir: plain_scenario(dir),
         ..SimulateConfig::default()
     };
     let prep = prepare(&cfg).unwrap();
     let mut backend = ScriptedBackend::new(cfg.parallel);
     run_prepared(&cfg, &prep, &mut backend).unwrap();
     let iard = shared_data().join("iard/iard.json");
-    let out = dir.path().join("critic.json");
+    let out = dir.join("critic.json");
     let o = std::process::Command::new(bin())
         .args(["critic", "train", "--bootstrap", "50", "--real"])
         .arg(&iard)
@@ -278,6 +278,13 @@ fn critic_train_learns_real_from_simulated_and_saves_a_loadable_file() {
         .arg(&out)
         .output()
         .unwrap();
+    (out, o)
+}
+
+#[test]
+fn critic_train_learns_real_from_simulated_and_saves_a_loadable_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, o) = train_scripted_critic(dir.path());
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(stdout.contains("held-out AUC"), "{stdout}");
@@ -357,4 +364,68 @@ fn bad_critic_input_is_one_error_line_and_no_output() {
         &[os("--scenario"), scen.as_os_str()],
         &["scenario.toml", "critic.best_of", "from 1 to 16"],
     );
+}
+
+#[test]
+fn bench_reports_each_best_of_in_one_run_counting_discarded_candidates() {
+    let _heavy = crate::util::heavy();
+    crate::util::model_path();
+    let dir = tempfile::tempdir().unwrap();
+    let (critic, o) = train_scripted_critic(dir.path());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = std::process::Command::new(bin())
+        .args([
+            "bench",
+            "--parallel",
+            "1",
+            "--best-of",
+            "2,1",
+            "--sessions-per-slot",
+            "1",
+            "--max-turns",
+            "1",
+            "--raw-steps",
+            "8",
+            "--raw-prompt-tokens",
+            "32",
+            "--threads",
+            "2",
+            "--json",
+            "-q",
+            "--critic",
+        ])
+        .arg(&critic)
+        .output()
+        .expect("run usersim bench");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("JSON rows");
+    let best_of: Vec<u64> = rows.iter().filter_map(|r| r["best_of"].as_u64()).collect();
+    assert_eq!(best_of, [2, 1], "one row per best-of, in the order asked");
+    let f = |row: &serde_json::Value, k: &str| {
+        row[k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{k} missing: {row}"))
+    };
+    for row in &rows {
+        assert_eq!(row["conversations"].as_u64(), Some(1), "{row}");
+        for k in [
+            "conversations_per_minute",
+            "work_ratio",
+            "depth_matched_work_ratio",
+        ] {
+            assert!(f(row, k) > 0.0 && f(row, k).is_finite(), "{k}: {row}");
+        }
+    }
+    // Best-of 2 decodes a second candidate for each seeker turn and keeps
+    // one: a smaller share of what it generates is kept than at best-of 1,
+    // which discards only what the role guard rejects.
+    let (two, one) = (&rows[0], &rows[1]);
+    let kept_share =
+        |row| f(row, "decode_tokens_per_second") / f(row, "candidate_tokens_per_second");
+    assert!(kept_share(one) <= 1.0 + 1e-9, "{one}");
+    assert!(kept_share(two) < kept_share(one), "{two} vs {one}");
 }
