@@ -172,7 +172,10 @@ mod tests {
                 s.cached += n;
                 ends.push(s.cached);
             }
-            assert!(ends[..ends.len() - 1].iter().all(|e| (e - 2) % 4 == 0), "{ends:?}");
+            assert!(
+                ends[..ends.len() - 1].iter().all(|e| (e - 2) % 4 == 0),
+                "{ends:?}"
+            );
             assert_eq!(*ends.last().unwrap(), 292);
         }
         // A budget below the group still feeds an idle engine.

@@ -1016,7 +1016,10 @@ fn system_summary_counts_external_answers() {
     let s = scripted(&cfg).unwrap();
     let recs = read_records(&cfg.output).unwrap();
     assert_eq!(s.assistant_turns, count(&recs));
-    assert_eq!(s.assistant_turns as usize, fake.bodies.lock().unwrap().len());
+    assert_eq!(
+        s.assistant_turns as usize,
+        fake.bodies.lock().unwrap().len()
+    );
 }
 
 /// A file written before records had `items` and `outcome` is not
@@ -1075,10 +1078,18 @@ fn system_llm_on_a_second_model_is_the_same_file_at_any_parallel() {
     let _ = model_path();
     let dir = tempfile::tempdir().unwrap();
     let gemma = ["--system", "llm", "--system-model", "gemma-3-270m-q4_k_m"];
-    let short = ["--assistant-max-tokens", "24"];
+    // Before the engine decoded gemma's rows apart, these settings gave
+    // files that differ at -p 1 and -p 4 (session 0's first answer, near its
+    // 45th token).
     let run = |out: &str, p: u32, system: &[&str]| {
-        let args: Vec<&str> = system.iter().chain(&short).copied().collect();
-        let o = simulate_cli(dir.path(), out, 4, p, &args);
+        let o = Command::new(bin())
+            .current_dir(dir.path())
+            .args(["-q", "simulate", "-n", "4", "-p", &p.to_string()])
+            .args(["--seed", "3", "--max-turns", "3", "--max-tokens", "16"])
+            .args(["--threads", "2", "-o", out])
+            .args(system)
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         read_records(&dir.path().join(out)).unwrap()
     };

@@ -138,7 +138,10 @@ fn gguf_tensor_types(path: &Path) -> std::io::Result<Vec<u32>> {
                 }
                 Ok(())
             }
-            t => Err(Error::new(ErrorKind::InvalidData, format!("value type {t}"))),
+            t => Err(Error::new(
+                ErrorKind::InvalidData,
+                format!("value type {t}"),
+            )),
         }
     }
     let mut r = BufReader::new(std::fs::File::open(path)?);
@@ -193,4 +196,65 @@ pub(super) fn context_params(
         .with_n_threads_batch(threads)
         .with_kv_unified(false)
         .with_flash_attention_policy(flash_attention_policy(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A GGUF v3 header: one string key, then the given tensors.
+    fn header(tensors: &[(&str, &[u64], u32)]) -> Vec<u8> {
+        let mut b = b"GGUF".to_vec();
+        b.extend(3u32.to_le_bytes());
+        b.extend((tensors.len() as u64).to_le_bytes());
+        b.extend(1u64.to_le_bytes());
+        let key = b"general.name";
+        b.extend((key.len() as u64).to_le_bytes());
+        b.extend(key);
+        b.extend(8u32.to_le_bytes());
+        b.extend(2u64.to_le_bytes());
+        b.extend(b"xy");
+        for (name, dims, ty) in tensors {
+            b.extend((name.len() as u64).to_le_bytes());
+            b.extend(name.as_bytes());
+            b.extend((dims.len() as u32).to_le_bytes());
+            for d in *dims {
+                b.extend(d.to_le_bytes());
+            }
+            b.extend(ty.to_le_bytes());
+            b.extend(0u64.to_le_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn tensor_types_come_from_the_gguf_header() {
+        let dir = std::env::temp_dir().join(format!("usersim-gguf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let q4k = dir.join("q4k.gguf");
+        std::fs::write(
+            &q4k,
+            header(&[("blk.0.w", &[64, 64], 12), ("norm", &[64], 0)]),
+        )
+        .unwrap();
+        assert_eq!(gguf_tensor_types(&q4k).unwrap(), vec![12, 0]);
+        // Q4_1 and F32 only: nothing llama.cpp repacks.
+        let q41 = dir.join("q41.gguf");
+        std::fs::write(
+            &q41,
+            header(&[("blk.0.w", &[64, 64], 3), ("norm", &[64], 0)]),
+        )
+        .unwrap();
+        assert!(!has_repacked_weights(&q41, 0));
+        if cfg!(all(target_arch = "x86_64", target_feature = "avx2")) {
+            assert!(has_repacked_weights(&q4k, 0));
+        }
+        // On a GPU nothing is repacked; an unreadable header is the exact way.
+        assert!(!has_repacked_weights(&q4k, 99));
+        let torn = dir.join("torn.gguf");
+        std::fs::write(&torn, &header(&[("blk.0.w", &[64, 64], 3)])[..40]).unwrap();
+        assert!(gguf_tensor_types(&torn).is_err());
+        assert!(has_repacked_weights(&torn, 0));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
