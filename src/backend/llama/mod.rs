@@ -16,7 +16,7 @@
 //! The process-wide llama.cpp state (backend init, model cache) is in
 //! [`process`]; the raw decode ceiling the bench compares against in [`raw`].
 //!
-//! Why ~760 lines: the engine's slot state, batch building and step are one
+//! Why ~900 lines: the engine's slot state, batch building and step are one
 //! state machine over private types, tested through the real model.
 
 use std::path::Path;
