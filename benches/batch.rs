@@ -32,7 +32,7 @@ fn planning(c: &mut Criterion) {
         let s = slots(n);
         c.bench_function(&format!("plan_step over {n} slots, budget 512"), |b| {
             b.iter(|| {
-                plan_step(black_box(&s), 512, &mut plan);
+                plan_step(black_box(&s), 512, 1, &mut plan);
                 plan.tokens()
             })
         });

@@ -45,7 +45,13 @@ impl StepPlan {
 }
 
 /// Plan one step over `slots` (`None`: free slot) within `budget` tokens.
-pub fn plan_step(slots: &[Option<SlotView>], budget: usize, plan: &mut StepPlan) {
+/// With `align` above 1 a prompt chunk that does not finish its prompt holds
+/// a multiple of `align` tokens, so where chunks end depends on the prompt
+/// alone, not on the budget other slots left (an engine whose token rows
+/// are computed in groups needs every prompt cut alike at any
+/// `--parallel`); a budget below `align` still feeds a prompt when nothing
+/// else would run.
+pub fn plan_step(slots: &[Option<SlotView>], budget: usize, align: usize, plan: &mut StepPlan) {
     plan.decode.clear();
     plan.prefill.clear();
     let mut left = budget;
@@ -71,7 +77,16 @@ pub fn plan_step(slots: &[Option<SlotView>], budget: usize, plan: &mut StepPlan)
         if s.pending || s.cached >= s.prompt_len {
             continue;
         }
-        let n = (s.prompt_len - s.cached).min(left);
+        let rest = s.prompt_len - s.cached;
+        let mut n = rest.min(left);
+        if n < rest && align > 1 {
+            let aligned = n - n % align;
+            let idle = plan.decode.is_empty() && plan.prefill.is_empty();
+            n = if aligned == 0 && idle { n } else { aligned };
+        }
+        if n == 0 {
+            continue;
+        }
         plan.prefill.push((i, n));
         left -= n;
     }
@@ -103,13 +118,13 @@ mod tests {
             view(false, 20, 20),
         ];
         let mut plan = StepPlan::default();
-        plan_step(&slots, 256, &mut plan);
+        plan_step(&slots, 256, 1, &mut plan);
         assert_eq!(plan.decode, vec![2, 4]);
         // 254 tokens left: slot 0 needs 290 and takes them all.
         assert_eq!(plan.prefill, vec![(0, 254)]);
         assert_eq!(plan.tokens(), 256);
 
-        plan_step(&slots, 400, &mut plan);
+        plan_step(&slots, 400, 1, &mut plan);
         assert_eq!(plan.prefill, vec![(0, 290), (3, 100)]);
         assert_eq!(plan.tokens(), 392);
     }
@@ -123,7 +138,7 @@ mod tests {
         let mut served = [0usize; 6];
         let mut plan = StepPlan::default();
         for _ in 0..60 {
-            plan_step(&slots, 300, &mut plan);
+            plan_step(&slots, 300, 1, &mut plan);
             assert_eq!(plan.tokens(), 300);
             for &(i, n) in &plan.prefill {
                 served[i] += n;
@@ -141,10 +156,39 @@ mod tests {
     }
 
     #[test]
+    fn aligned_chunks_end_where_the_prompt_says_whatever_the_budget() {
+        // Slot 0 reads 290 prompt tokens; with 1 or 3 decoding neighbours
+        // the budget left differs, the chunk ends stay on multiples of 4.
+        for decoding in [1, 3] {
+            let mut slots = vec![view(false, 2, 292)];
+            slots.extend((0..decoding).map(|_| view(true, 5, 5)));
+            let mut plan = StepPlan::default();
+            let mut ends = Vec::new();
+            while slots[0].unwrap().cached < 292 {
+                plan_step(&slots, 103, 4, &mut plan);
+                let &(i, n) = plan.prefill.first().expect("a chunk");
+                assert_eq!(i, 0);
+                let s = slots[0].as_mut().unwrap();
+                s.cached += n;
+                ends.push(s.cached);
+            }
+            assert!(
+                ends[..ends.len() - 1].iter().all(|e| (e - 2) % 4 == 0),
+                "{ends:?}"
+            );
+            assert_eq!(*ends.last().unwrap(), 292);
+        }
+        // A budget below the group still feeds an idle engine.
+        let mut plan = StepPlan::default();
+        plan_step(&[view(false, 0, 10)], 3, 4, &mut plan);
+        assert_eq!(plan.prefill, vec![(0, 3)]);
+    }
+
+    #[test]
     fn decode_tokens_are_never_cut_by_the_budget() {
         let slots: Vec<_> = (0..8).map(|_| view(true, 5, 5)).collect();
         let mut plan = StepPlan::default();
-        plan_step(&slots, 4, &mut plan);
+        plan_step(&slots, 4, 1, &mut plan);
         assert_eq!(plan.decode.len(), 8);
         assert!(plan.prefill.is_empty());
     }

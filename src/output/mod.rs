@@ -127,6 +127,17 @@ pub enum OutputError {
         /// In this run.
         expected: String,
     },
+    /// `--resume` on a file an older usersim wrote, in a format this one
+    /// does not continue.
+    #[error("{path}: cannot resume: line {line} was written by an older usersim (it has no {missing}; records gained system-turn `items` and a conversation `outcome`), so the file cannot be completed in one format: simulate into a new file, or rerun with --force to overwrite it")]
+    OlderFormat {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What the line lacks.
+        missing: String,
+    },
 }
 
 impl OutputError {
@@ -135,7 +146,10 @@ impl OutputError {
     pub fn is_input(&self) -> bool {
         matches!(
             self,
-            OutputError::Exists(_) | OutputError::Corrupt { .. } | OutputError::Mismatch { .. }
+            OutputError::Exists(_)
+                | OutputError::Corrupt { .. }
+                | OutputError::Mismatch { .. }
+                | OutputError::OlderFormat { .. }
         )
     }
 }
@@ -312,7 +326,9 @@ pub fn render(record: &ConversationRecord, format: OutputFormat) -> String {
 }
 
 /// The chat form: the simulated user is `user`, the system is
-/// `assistant`, labels ride along in `metadata`.
+/// `assistant`, labels ride along in `metadata` (`turn_latents` and
+/// `turn_items` hold one entry per message, `outcome` is the jsonl
+/// record's).
 fn chat_record(r: &ConversationRecord) -> serde_json::Value {
     let messages: Vec<serde_json::Value> = r
         .turns
@@ -340,6 +356,18 @@ fn chat_record(r: &ConversationRecord) -> serde_json::Value {
         meta["replay"] = json!(src);
         meta["real_turns"] = r.turns.iter().map(|t| json!(t.real)).collect();
     }
+    // What the system recommended (one list per message, as the jsonl
+    // turns' `items`) and how it served the target, when the run has
+    // either: a scenario with a catalog and a target.
+    let has_items = r.turns.iter().any(|t| !t.items.is_empty());
+    if let Some(meta) = out.get_mut("metadata") {
+        if has_items || r.outcome.is_some() {
+            meta["turn_items"] = r.turns.iter().map(|t| json!(t.items)).collect();
+        }
+        if let Some(o) = &r.outcome {
+            meta["outcome"] = json!(o);
+        }
+    }
     out
 }
 
@@ -362,6 +390,8 @@ pub struct ResumeState {
     pub done: std::collections::BTreeSet<u64>,
     /// One of the existing records (to check the run matches).
     pub sample: Option<ConversationRecord>,
+    /// The sample's 1-based line.
+    pub sample_line: usize,
     /// Bytes of a torn last line that were cut off.
     pub truncated_bytes: u64,
 }
@@ -401,6 +431,7 @@ pub fn scan_for_resume(path: &Path) -> Result<ResumeState, OutputError> {
         state.done.insert(rec.session_index);
         if state.sample.is_none() {
             state.sample = Some(rec);
+            state.sample_line = i + 1;
         }
     }
     Ok(state)

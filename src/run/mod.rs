@@ -102,8 +102,13 @@ pub fn simulate_with_backend(
     let run = run_identity(cfg, prep, backend);
     let to_file = cfg.output != Path::new("-");
     let (sessions, mut writer) = if cfg.resume {
-        let remaining =
-            resume::remaining_sessions(&cfg.output, &run, prep.replay.as_ref(), sessions)?;
+        let remaining = resume::remaining_sessions(
+            &cfg.output,
+            &run,
+            prep.replay.as_ref(),
+            sessions,
+            prep.scenario.conversation.target.as_deref(),
+        )?;
         let writer = OutputWriter::append(&cfg.output, cfg.format, remaining.clone())?;
         (remaining, writer)
     } else {

@@ -12,15 +12,18 @@ use crate::session::record::{ConversationRecord, ReplaySource, RunIdentity};
 use crate::session::replay::Replay;
 
 /// The sessions of `sessions` that `output` does not hold yet, after
-/// checking that its records are of this run and cutting a torn last line.
+/// checking that its records are of this run, in this usersim's format
+/// (`target`: the scenario's target latent), and cutting a torn last line.
 pub(crate) fn remaining_sessions(
     output: &Path,
     run: &RunIdentity,
     replay: Option<&Replay>,
     sessions: &[u64],
+    target: Option<&str>,
 ) -> Result<Vec<u64>, Error> {
     let state = scan_for_resume(output)?;
     if let Some(rec) = &state.sample {
+        check_current_format(output, state.sample_line, rec, target)?;
         if let Some((field, found, expected)) = run.mismatch(rec) {
             return Err(OutputError::Mismatch {
                 path: output.to_path_buf(),
@@ -57,6 +60,30 @@ pub(crate) fn remaining_sessions(
 pub(crate) fn restore_order(output: &Path) -> Result<(), Error> {
     if restore_session_order(output)? {
         tracing::info!("put {} back in session order", output.display());
+    }
+    Ok(())
+}
+
+/// Records written before usersim tested systems had no `outcome` (nor
+/// system-turn `items`): a scenario with a target now writes an outcome on
+/// every record whose target has a catalog id, so such a record without
+/// one is of the older format. Checked before the run identity, as an older usersim's
+/// scenario files differ too and that mismatch would hide the cause.
+fn check_current_format(
+    path: &Path,
+    line: usize,
+    rec: &ConversationRecord,
+    target: Option<&str>,
+) -> Result<(), OutputError> {
+    let has_target_id = target
+        .and_then(|t| rec.latents.get(t))
+        .is_some_and(|v| v.get("id").is_some_and(|id| id.is_string()));
+    if has_target_id && rec.outcome.is_none() {
+        return Err(OutputError::OlderFormat {
+            path: path.to_path_buf(),
+            line,
+            missing: "`outcome`".into(),
+        });
     }
     Ok(())
 }

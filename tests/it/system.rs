@@ -906,3 +906,229 @@ fn system_llm_on_its_own_server_answers_in_place_of_the_builtin() {
     assert_eq!(e.exit_code(), 2, "{e}");
     assert!(!both.output.exists());
 }
+
+/// The chat format carries what the jsonl records do: each message's
+/// `items` (as `metadata.turn_items`, one list per message) and the
+/// conversation's `outcome`; the messages keep their shape.
+#[test]
+fn system_chat_format_has_items_and_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let oracle = python_system(
+        dir.path(),
+        "oracle.py",
+        "t = req['latents']['target_item']['id']\nout['items'] = ['m001'] if req['turn'] == 0 and t != 'm001' else [t]\nout['text'] = 'how about these'\nout['end'] = False",
+    );
+    let mut sys = stdio(oracle);
+    sys.sees_latents = Some(true);
+    let jsonl = SimulateConfig {
+        pins: vec!["turn.intent=ACC".into()],
+        ..config(dir.path(), "run.jsonl", sys.clone())
+    };
+    scripted(&jsonl).unwrap();
+    let chat = SimulateConfig {
+        format: usersim::output::OutputFormat::Chat,
+        ..config(dir.path(), "chat.jsonl", sys)
+    };
+    let chat = SimulateConfig {
+        pins: jsonl.pins.clone(),
+        ..chat
+    };
+    scripted(&chat).unwrap();
+    let recs = read_records(&jsonl.output).unwrap();
+    let lines: Vec<Value> = std::fs::read_to_string(&chat.output)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), recs.len());
+    let mut with_items = 0;
+    for (l, r) in lines.iter().zip(&recs) {
+        let meta = &l["metadata"];
+        assert_eq!(meta["id"], r.id.as_str());
+        let msgs = l["messages"].as_array().unwrap();
+        for (m, t) in msgs.iter().zip(&r.turns) {
+            let keys: Vec<&String> = m.as_object().unwrap().keys().collect();
+            assert_eq!(keys, ["content", "role"], "{m}");
+            assert_eq!(m["content"], t.text.as_str());
+        }
+        let items = meta["turn_items"].as_array().expect("turn_items");
+        assert_eq!(items.len(), msgs.len());
+        for (i, t) in items.iter().zip(&r.turns) {
+            assert_eq!(i, &json!(t.items));
+        }
+        with_items += r.turns.iter().filter(|t| !t.items.is_empty()).count();
+        let outcome = r.outcome.as_ref().expect("an outcome");
+        assert_eq!(meta["outcome"], json!(outcome));
+        assert_eq!(meta["outcome"]["target"], r.latents["target_item"]["id"]);
+    }
+    assert!(with_items >= 8, "{with_items} system turns with items");
+    // A run without a catalog target has neither (the support scenario).
+    let support = SimulateConfig {
+        scenario_dir: root().join("prompts/support"),
+        format: usersim::output::OutputFormat::Chat,
+        sessions: 2,
+        ..config(dir.path(), "support.jsonl", SystemOverrides::default())
+    };
+    scripted(&support).unwrap();
+    for l in std::fs::read_to_string(&support.output).unwrap().lines() {
+        let v: Value = serde_json::from_str(l).unwrap();
+        assert!(v["metadata"].get("outcome").is_none(), "{l}");
+        assert!(v["metadata"].get("turn_items").is_none(), "{l}");
+    }
+}
+
+/// An external system's answers cost no tokens of ours, and the summary
+/// still counts them as assistant turns.
+#[test]
+fn system_summary_counts_external_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let count = |recs: &[usersim::session::record::ConversationRecord]| -> u64 {
+        recs.iter()
+            .map(|r| {
+                let first_user = r.turns.iter().position(|t| t.role == Side::User).unwrap();
+                r.turns[first_user..]
+                    .iter()
+                    .filter(|t| t.role == Side::Assistant)
+                    .count() as u64
+            })
+            .sum()
+    };
+    let cfg = config(dir.path(), "stdio.jsonl", stdio(crs_cmd("")));
+    let s = scripted(&cfg).unwrap();
+    let recs = read_records(&cfg.output).unwrap();
+    assert!(recs
+        .iter()
+        .flat_map(|r| &r.turns)
+        .all(|t| t.role == Side::User || t.tokens == 0));
+    let answers = count(&recs);
+    assert!(answers >= 8, "{answers}");
+    assert_eq!(s.assistant_turns, answers);
+    assert_eq!(
+        s.user_turns,
+        recs.iter()
+            .flat_map(|r| &r.turns)
+            .filter(|t| t.role == Side::User)
+            .count() as u64
+    );
+    // Over HTTP too.
+    let fake = fake_system(Arc::new(|_, v| good(v)));
+    let cfg = config(dir.path(), "http.jsonl", http(fake.url.clone()));
+    let s = scripted(&cfg).unwrap();
+    let recs = read_records(&cfg.output).unwrap();
+    assert_eq!(s.assistant_turns, count(&recs));
+    assert_eq!(
+        s.assistant_turns as usize,
+        fake.bodies.lock().unwrap().len()
+    );
+}
+
+/// A file written before records had `items` and `outcome` is not
+/// continued into a file of two formats: one error line naming it and what
+/// to do, exit code 2, the file untouched.
+#[test]
+fn system_resume_refuses_an_older_format_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = config(dir.path(), "full.jsonl", stdio(crs_cmd("")));
+    scripted(&full).unwrap();
+    let text = std::fs::read_to_string(&full.output).unwrap();
+    // The older format: the same lines without `outcome` and `items`.
+    let mut old = String::new();
+    for l in text.lines().take(4) {
+        let mut v: Value = serde_json::from_str(l).unwrap();
+        assert!(v.as_object_mut().unwrap().remove("outcome").is_some());
+        for t in v["turns"].as_array_mut().unwrap() {
+            t.as_object_mut().unwrap().remove("items");
+        }
+        old.push_str(&v.to_string());
+        old.push('\n');
+    }
+    let path = dir.path().join("old.jsonl");
+    std::fs::write(&path, &old).unwrap();
+    let resume = SimulateConfig {
+        resume: true,
+        ..config(dir.path(), "old.jsonl", stdio(crs_cmd("")))
+    };
+    let err = scripted(&resume).unwrap_err();
+    assert_eq!(err.exit_code(), 2, "{err}");
+    let msg = err.to_string();
+    assert!(
+        !msg.contains('\n')
+            && msg.contains("old.jsonl")
+            && msg.contains("older usersim")
+            && msg.contains("--force"),
+        "{msg}"
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), old);
+    // The current format's first half resumes to the whole file.
+    let half: String = text.lines().take(4).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&path, half).unwrap();
+    scripted(&resume).unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+}
+
+/// `--system llm --system-model`: the built-in recommender on gemma-3-270m
+/// in the same process as the SmolLM2 users. Its answers are gemma's (the
+/// records name it, and they differ from the built-in run's while the
+/// users' first turns agree), every conversation is whole, and the file is
+/// the same at `-p 1` and `-p 4` (gemma's Q4_K weights are repacked by
+/// llama.cpp, so the engine decodes its rows apart).
+#[test]
+fn system_llm_on_a_second_model_is_the_same_file_at_any_parallel() {
+    let _heavy = heavy();
+    let _ = model_path();
+    let dir = tempfile::tempdir().unwrap();
+    let gemma = ["--system", "llm", "--system-model", "gemma-3-270m-q4_k_m"];
+    // Before the engine decoded gemma's rows apart, these settings gave
+    // files that differ at -p 1 and -p 4 (session 0's first answer, near its
+    // 45th token).
+    let run = |out: &str, p: u32, system: &[&str]| {
+        let o = Command::new(bin())
+            .current_dir(dir.path())
+            .args(["-q", "simulate", "-n", "4", "-p", &p.to_string()])
+            .args(["--seed", "3", "--max-turns", "3", "--max-tokens", "16"])
+            .args(["--threads", "2", "-o", out])
+            .args(system)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        read_records(&dir.path().join(out)).unwrap()
+    };
+    let p4 = run("p4.jsonl", 4, &gemma);
+    assert_eq!(p4.len(), 4);
+    for r in &p4 {
+        assert_eq!(r.system, "llm-recommender@gemma-3-270m-q4_k_m");
+        assert_eq!(r.model.name, "smollm2-135m-instruct-q4_1");
+        assert_eq!(r.turns[0].role, Side::User, "{}", r.id);
+        for w in r.turns.windows(2) {
+            assert_ne!(w[0].role, w[1].role, "{}: sides alternate", r.id);
+        }
+        for t in &r.turns {
+            assert!(t.tokens > 0 && !t.text.trim().is_empty(), "{}: {t:?}", r.id);
+        }
+        assert!(r.outcome.is_some());
+    }
+    let answers = p4
+        .iter()
+        .flat_map(|r| &r.turns)
+        .filter(|t| t.role == Side::Assistant)
+        .count();
+    assert!(answers >= 4, "{answers} answers");
+    let p1 = run("p1.jsonl", 1, &gemma);
+    assert_eq!(
+        std::fs::read(dir.path().join("p1.jsonl")).unwrap(),
+        std::fs::read(dir.path().join("p4.jsonl")).unwrap(),
+        "-p 1 and -p 4 differ"
+    );
+    // The built-in recommender (SmolLM2 itself) answers otherwise; the
+    // users' first turns, written before any answer, are the same.
+    let builtin = run("builtin.jsonl", 4, &[]);
+    let mut differ = 0;
+    for (a, b) in p1.iter().zip(&builtin) {
+        assert_eq!(a.turns[0], b.turns[0], "{}", a.id);
+        assert_ne!(a.system, b.system);
+        if a.turns.get(1).map(|t| &t.text) != b.turns.get(1).map(|t| &t.text) {
+            differ += 1;
+        }
+    }
+    assert!(differ >= 3, "only {differ} of 4 first answers differ");
+}

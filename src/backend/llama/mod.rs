@@ -16,7 +16,7 @@
 //! The process-wide llama.cpp state (backend init, model cache) is in
 //! [`process`]; the raw decode ceiling the bench compares against in [`raw`].
 //!
-//! Why ~760 lines: the engine's slot state, batch building and step are one
+//! Why ~900 lines: the engine's slot state, batch building and step are one
 //! state machine over private types, tested through the real model.
 
 use std::path::Path;
@@ -34,7 +34,7 @@ mod raw;
 
 pub use raw::{raw_decode_bench, RawDecodeBench};
 
-use process::{context_params, llama_backend, load_model};
+use process::{context_params, has_repacked_weights, llama_backend, load_model};
 
 use super::batch::{plan_step, SlotView, StepPlan};
 use super::{
@@ -101,9 +101,28 @@ impl Default for LlamaConfig {
 enum Phase {
     /// One token per generating sequence.
     Decode,
+    /// The next token of one generating sequence (a model whose rows are
+    /// decoded apart).
+    DecodeOne(usize),
     /// `(slot, tokens)`: the prompt chunk of one sequence still reading its
     /// prompt.
     Prefill(usize, usize),
+}
+
+impl Phase {
+    /// Whether the call evaluates generated tokens (not a prompt).
+    fn is_decode(self) -> bool {
+        matches!(self, Phase::Decode | Phase::DecodeOne(_))
+    }
+
+    /// Whether the call evaluates slot `i`'s pending token.
+    fn decodes(self, i: usize) -> bool {
+        match self {
+            Phase::Decode => true,
+            Phase::DecodeOne(slot) => slot == i,
+            Phase::Prefill(..) => false,
+        }
+    }
 }
 
 /// A request being prefetched or decoded in a slot.
@@ -172,7 +191,17 @@ pub struct LlamaEngine {
     finished_early: Vec<Generation>,
     stats: BackendStats,
     clock: u64,
+    /// llama.cpp repacks some of this model's weights
+    /// (`process::has_repacked_weights`), so a token row's numbers depend
+    /// on its place in a call: each sequence then decodes in a call of its
+    /// own and prompt chunks end at multiples of [`ROW_GROUP`] rows (or at
+    /// the prompt's end), so every row meets the same kernel at any
+    /// `--parallel`.
+    rows_apart: bool,
 }
+
+/// Token rows a repacked matrix multiplies together.
+const ROW_GROUP: usize = 4;
 
 enum ChatTemplate {
     Native(LlamaChatTemplate),
@@ -271,6 +300,7 @@ impl LlamaEngine {
             finished_early: Vec::new(),
             stats,
             clock: 0,
+            rows_apart: has_repacked_weights(model_path, config.gpu_layers),
         })
     }
 
@@ -625,9 +655,17 @@ impl Backend for LlamaEngine {
                 })
         }));
         let mut plan = std::mem::take(&mut self.plan);
-        plan_step(&self.views, self.batch_capacity, &mut plan);
+        let align = if self.rows_apart { ROW_GROUP } else { 1 };
+        plan_step(&self.views, self.batch_capacity, align, &mut plan);
         let mut result = Ok(());
-        if !plan.decode.is_empty() {
+        if self.rows_apart {
+            for &slot in &plan.decode {
+                if result.is_err() {
+                    break;
+                }
+                result = self.run_phase(Phase::DecodeOne(slot), &mut done);
+            }
+        } else if !plan.decode.is_empty() {
             result = self.run_phase(Phase::Decode, &mut done);
         }
         for &(slot, tokens) in &plan.prefill {
@@ -669,11 +707,11 @@ impl LlamaEngine {
         let mut n = 0i32;
         // Context of the deepest decoding sequence, counting its new token.
         let mut depth = 0u64;
-        for s in self.slots.iter_mut() {
+        for (i, s) in self.slots.iter_mut().enumerate() {
             let Some(a) = s.active.as_mut() else { continue };
             a.logits_at = None;
             a.fed = 0;
-            if phase != Phase::Decode {
+            if !phase.decodes(i) {
                 continue;
             }
             if let Some(tok) = a.pending {
@@ -734,7 +772,7 @@ impl LlamaEngine {
         let call_seconds = t0.elapsed().as_secs_f64();
         self.stats.decode_seconds += call_seconds;
         self.stats.steps += 1;
-        if phase == Phase::Decode {
+        if phase.is_decode() {
             self.stats.generation_call_seconds += call_seconds;
             self.stats.generation_call_tokens += n as u64;
             self.stats.generation_depth_token_sum += n as u64 * depth;
@@ -743,9 +781,12 @@ impl LlamaEngine {
         }
 
         // Record what the cache now holds.
-        for s in self.slots.iter_mut() {
+        for (i, s) in self.slots.iter_mut().enumerate() {
             let Some(a) = s.active.as_mut() else { continue };
-            if phase == Phase::Decode {
+            if phase.is_decode() {
+                if !phase.decodes(i) {
+                    continue;
+                }
                 if let Some(tok) = a.pending.take() {
                     s.cached.push(tok);
                 }

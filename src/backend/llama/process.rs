@@ -66,6 +66,110 @@ pub(super) fn load_model(
     Ok(model)
 }
 
+/// Whether llama.cpp will repack some of the model's weights on this CPU
+/// (its `CPU_REPACK` buffer: Q4_0, Q4_K, IQ4_NL and MXFP4 on x86 with AVX2;
+/// on ARM also Q8_0, Q5_K and Q6_K). A repacked matrix multiplies the token
+/// rows of a call four at a time and the rest one by one, with another
+/// summation order, so a row's numbers depend on its place in the call:
+/// the engine then decodes each sequence in a call of its own and cuts
+/// prompts at multiples of four (see `LlamaEngine::rows_apart`). Read from
+/// the GGUF header's tensor types; a header it cannot read counts as
+/// repacked (the slower, exact way).
+pub(super) fn has_repacked_weights(path: &Path, gpu_layers: u32) -> bool {
+    if gpu_layers > 0 {
+        return false;
+    }
+    // ggml types: Q4_0 2, Q5_K 13, Q4_K 12, Q6_K 14, Q8_0 8, IQ4_NL 20, MXFP4 39.
+    let repacked: &[u32] = if cfg!(target_arch = "aarch64") {
+        &[2, 8, 12, 13, 14, 20, 39]
+    } else if cfg!(any(target_arch = "x86_64", target_arch = "x86")) {
+        if cfg!(target_feature = "avx2") {
+            &[2, 12, 20, 39]
+        } else {
+            &[]
+        }
+    } else {
+        &[2, 8, 12, 20]
+    };
+    match gguf_tensor_types(path) {
+        Ok(types) => types.iter().any(|t| repacked.contains(t)),
+        Err(e) => {
+            tracing::debug!("{}: cannot read tensor types: {e}", path.display());
+            true
+        }
+    }
+}
+
+/// The ggml type of every tensor in a GGUF file, from its header.
+fn gguf_tensor_types(path: &Path) -> std::io::Result<Vec<u32>> {
+    use std::io::{BufReader, Error, ErrorKind, Read};
+    fn u32_of(r: &mut impl Read) -> std::io::Result<u32> {
+        let mut b = [0u8; 4];
+        r.read_exact(&mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+    fn u64_of(r: &mut impl Read) -> std::io::Result<u64> {
+        let mut b = [0u8; 8];
+        r.read_exact(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+    fn skip(r: &mut impl Read, n: u64) -> std::io::Result<()> {
+        let copied = std::io::copy(&mut r.take(n), &mut std::io::sink())?;
+        if copied < n {
+            return Err(Error::new(ErrorKind::UnexpectedEof, "truncated header"));
+        }
+        Ok(())
+    }
+    fn skip_value(r: &mut impl Read, ty: u32) -> std::io::Result<()> {
+        match ty {
+            0 | 1 | 7 => skip(r, 1),
+            2 | 3 => skip(r, 2),
+            4..=6 => skip(r, 4),
+            10..=12 => skip(r, 8),
+            8 => {
+                let n = u64_of(r)?;
+                skip(r, n)
+            }
+            9 => {
+                let inner = u32_of(r)?;
+                let n = u64_of(r)?;
+                for _ in 0..n {
+                    skip_value(r, inner)?;
+                }
+                Ok(())
+            }
+            t => Err(Error::new(
+                ErrorKind::InvalidData,
+                format!("value type {t}"),
+            )),
+        }
+    }
+    let mut r = BufReader::new(std::fs::File::open(path)?);
+    let mut magic = [0u8; 4];
+    r.read_exact(&mut magic)?;
+    if &magic != b"GGUF" || u32_of(&mut r)? < 2 {
+        return Err(Error::new(ErrorKind::InvalidData, "not a GGUF v2/v3 file"));
+    }
+    let n_tensors = u64_of(&mut r)?;
+    let n_kv = u64_of(&mut r)?;
+    for _ in 0..n_kv {
+        let key_len = u64_of(&mut r)?;
+        skip(&mut r, key_len)?;
+        let ty = u32_of(&mut r)?;
+        skip_value(&mut r, ty)?;
+    }
+    let mut types = Vec::new();
+    for _ in 0..n_tensors {
+        let name_len = u64_of(&mut r)?;
+        skip(&mut r, name_len)?;
+        let n_dims = u32_of(&mut r)?;
+        skip(&mut r, 8 * u64::from(n_dims))?;
+        types.push(u32_of(&mut r)?);
+        skip(&mut r, 8)?;
+    }
+    Ok(types)
+}
+
 /// The context parameters the engine and the raw ceiling share: `n_ctx`
 /// tokens over `n_seq` sequences, calls of up to `budget` tokens, the
 /// configured threads (0: all cores), per-sequence KV (`kv_unified` off:
@@ -92,4 +196,65 @@ pub(super) fn context_params(
         .with_n_threads_batch(threads)
         .with_kv_unified(false)
         .with_flash_attention_policy(flash_attention_policy(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A GGUF v3 header: one string key, then the given tensors.
+    fn header(tensors: &[(&str, &[u64], u32)]) -> Vec<u8> {
+        let mut b = b"GGUF".to_vec();
+        b.extend(3u32.to_le_bytes());
+        b.extend((tensors.len() as u64).to_le_bytes());
+        b.extend(1u64.to_le_bytes());
+        let key = b"general.name";
+        b.extend((key.len() as u64).to_le_bytes());
+        b.extend(key);
+        b.extend(8u32.to_le_bytes());
+        b.extend(2u64.to_le_bytes());
+        b.extend(b"xy");
+        for (name, dims, ty) in tensors {
+            b.extend((name.len() as u64).to_le_bytes());
+            b.extend(name.as_bytes());
+            b.extend((dims.len() as u32).to_le_bytes());
+            for d in *dims {
+                b.extend(d.to_le_bytes());
+            }
+            b.extend(ty.to_le_bytes());
+            b.extend(0u64.to_le_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn tensor_types_come_from_the_gguf_header() {
+        let dir = std::env::temp_dir().join(format!("usersim-gguf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let q4k = dir.join("q4k.gguf");
+        std::fs::write(
+            &q4k,
+            header(&[("blk.0.w", &[64, 64], 12), ("norm", &[64], 0)]),
+        )
+        .unwrap();
+        assert_eq!(gguf_tensor_types(&q4k).unwrap(), vec![12, 0]);
+        // Q4_1 and F32 only: nothing llama.cpp repacks.
+        let q41 = dir.join("q41.gguf");
+        std::fs::write(
+            &q41,
+            header(&[("blk.0.w", &[64, 64], 3), ("norm", &[64], 0)]),
+        )
+        .unwrap();
+        assert!(!has_repacked_weights(&q41, 0));
+        if cfg!(all(target_arch = "x86_64", target_feature = "avx2")) {
+            assert!(has_repacked_weights(&q4k, 0));
+        }
+        // On a GPU nothing is repacked; an unreadable header is the exact way.
+        assert!(!has_repacked_weights(&q4k, 99));
+        let torn = dir.join("torn.gguf");
+        std::fs::write(&torn, &header(&[("blk.0.w", &[64, 64], 3)])[..40]).unwrap();
+        assert!(gguf_tensor_types(&torn).is_err());
+        assert!(has_repacked_weights(&torn, 0));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
