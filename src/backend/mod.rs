@@ -175,8 +175,28 @@ pub struct BackendStats {
     pub prefill_calls: u64,
     /// Seconds sampling.
     pub sample_seconds: f64,
-    /// KV cache bytes per sequence slot.
+    /// KV cache bytes per sequence slot (the `--context` cells it may fill;
+    /// what a split cache reserves for it).
     pub kv_bytes_per_sequence: u64,
+    /// KV cache bytes per cached token (K and V of every layer, in the
+    /// cache's element type).
+    pub kv_bytes_per_token: u64,
+    /// KV cache bytes the engine allocated (every sequence's stream, or
+    /// the unified pool).
+    pub kv_cache_bytes: u64,
+    /// KV sequences each conversation holds (two sides and the best-of-N
+    /// candidates).
+    pub kv_sequences_per_conversation: u64,
+    /// Most tokens the sequences held at once (a shared prefix copied into
+    /// many sequences counts in each: an upper bound of a unified pool's
+    /// cells in use, where copies share cells).
+    pub peak_kv_tokens: u64,
+    /// Decode tokens evaluated, in any call (packed calls mix them with
+    /// prompt chunks).
+    pub decode_tokens: u64,
+    /// Σ over calls of their decode tokens × the deepest decoding
+    /// sequence's context; ÷ `decode_tokens` = the mean depth decode ran at.
+    pub decode_depth_token_sum: u64,
     /// Requests sent again after a connect error, timeout, 429 or 5xx
     /// (network backends).
     pub requests_retried: u64,

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use usersim::backend::llama::{DEFAULT_CONTEXT_PER_SEQUENCE, DEFAULT_STEP_TOKEN_BUDGET};
+use usersim::backend::llama::{
+    Batching, KvLayout, KvType, DEFAULT_CONTEXT_PER_SEQUENCE, DEFAULT_STEP_TOKEN_BUDGET,
+};
 use usersim::backend::openai::{self, ApiEndpoint};
 use usersim::output::OutputFormat;
 use usersim::run::{BackendKind, DEFAULT_PARALLEL, DEFAULT_SEED};
@@ -104,8 +106,31 @@ pub struct EngineArgs {
     pub gpu_layers: u32,
     /// Use flash attention (faster on GPU; on CPU it makes output depend on
     /// batch composition, so the same seed may no longer give the same file).
+    /// Needed by --kv-type q8_0.
     #[arg(long)]
     pub flash_attn: bool,
+    /// Cells of the unified KV pool (--kv-layout unified) [default:
+    /// --context for every sequence].
+    #[arg(long, value_name = "TOKENS")]
+    pub kv_pool: Option<u32>,
+}
+
+/// How the engine batches and caches (simulate; bench takes lists).
+#[derive(Args)]
+pub struct EngineModeArgs {
+    /// `invariant`: decode tokens in one llama.cpp call, each prompt chunk
+    /// in its own, byte-identical at any --parallel on CPU; `packed`: the
+    /// whole step in one call (llama-server's way, for GPUs) [default:
+    /// invariant; packed with --features cuda].
+    #[arg(long)]
+    pub batching: Option<Batching>,
+    /// KV cache element type: f16 or q8_0 (q8_0 needs --flash-attn).
+    #[arg(long, default_value = "f16")]
+    pub kv_type: KvType,
+    /// KV layout: `split` (a --context stream per sequence) or `unified`
+    /// (one pool the sequences share; needs --batching packed).
+    #[arg(long, default_value = "split")]
+    pub kv_layout: KvLayout,
 }
 
 #[derive(Args)]
@@ -114,6 +139,8 @@ pub struct SimulateArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub engine: EngineArgs,
+    #[command(flatten)]
+    pub mode: EngineModeArgs,
     /// Number of conversations [default: 16; with --replay: every dialogue].
     #[arg(short = 'n', long)]
     pub sessions: Option<u64>,
@@ -312,6 +339,22 @@ pub struct BenchArgs {
     /// Realism critic file for --best-of above 1.
     #[arg(long, value_name = "FILE")]
     pub critic: Option<PathBuf>,
+    /// Batching modes to measure, comma-separated (invariant, packed)
+    /// [default: the build's default].
+    #[arg(long, value_delimiter = ',')]
+    pub batching: Vec<Batching>,
+    /// KV cache types to measure, comma-separated (f16, q8_0; q8_0 needs
+    /// --flash-attn).
+    #[arg(long, value_delimiter = ',', default_value = "f16")]
+    pub kv_type: Vec<KvType>,
+    /// KV layouts to measure, comma-separated (split, unified; unified
+    /// rows run packed batching only).
+    #[arg(long, value_delimiter = ',', default_value = "split")]
+    pub kv_layout: Vec<KvLayout>,
+    /// Memory for KV cache, in GiB, that the "fit" column divides by each
+    /// row's KV bytes per conversation (24: a 24 GB GPU).
+    #[arg(long, default_value_t = usersim::tools::bench::DEFAULT_KV_MEMORY_GIB)]
+    pub kv_memory_gib: f64,
     /// Also run each row's sessions through this llama-server binary (started
     /// per row with -np = parallel, same model, context and threads) with the
     /// openai backend; `.ci/build-llama-server` builds one.

@@ -60,6 +60,8 @@ impl EngineArgs {
             chat_template: None,
             forks_per_conversation: 0,
             flash_attention: self.flash_attn,
+            kv_pool_tokens: self.kv_pool,
+            ..LlamaConfig::default()
         }
     }
 }
@@ -146,6 +148,12 @@ fn simulate(a: SimulateArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         },
         ..a.model.config(&a.engine, quiet)
     };
+    let mut cfg = cfg;
+    if let Some(b) = a.mode.batching {
+        cfg.llama.batching = b;
+    }
+    cfg.llama.kv_type = a.mode.kv_type;
+    cfg.llama.kv_layout = a.mode.kv_layout;
     let interrupt = Arc::new(AtomicBool::new(false));
     {
         let flag = interrupt.clone();
@@ -207,6 +215,10 @@ fn bench(a: BenchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         raw_prompt_tokens: a.raw_prompt_tokens,
         llama_server: a.llama_server,
         best_of: a.best_of,
+        batching: a.batching,
+        kv_types: a.kv_type,
+        kv_layouts: a.kv_layout,
+        kv_memory_bytes: (a.kv_memory_gib * (1u64 << 30) as f64) as u64,
         simulate: SimulateConfig {
             max_user_turns: a.max_turns,
             critic: a.critic,

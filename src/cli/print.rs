@@ -45,7 +45,18 @@ pub fn summary(s: &RunSummary, output: &Path, json: bool) -> anyhow::Result<()> 
             s.critic.turns
         )
     };
-    let guard = format!("{guard}{critic}");
+    let b = &s.backend;
+    let kv = if b.kv_bytes_per_token == 0 {
+        String::new()
+    } else {
+        let mib = |bytes: f64| bytes / (1024.0 * 1024.0) / s.parallel.max(1) as f64;
+        format!(
+            "\n  KV cache: {:.1} MiB per conversation allocated, at most {:.1} MiB per conversation in use",
+            mib(b.kv_cache_bytes as f64),
+            mib((b.peak_kv_tokens * b.kv_bytes_per_token) as f64),
+        )
+    };
+    let guard = format!("{guard}{critic}{kv}");
     eprintln!(
         "{} conversations -> {}\n  turns: {} user, {} assistant\n  tokens: {} generated ({} by users) in {:.1}s\n  throughput: {:.1} tok/s aggregate, {:.1} tok/s per conversation ({} in parallel), {:.1} conversations/min\n  prompt tokens: {} computed, {} reused ({} from shared prefixes)\n  intents: {}\n  ended: {}{guard}",
         s.conversations,

@@ -193,6 +193,19 @@ pub fn prepare(cfg: &SimulateConfig) -> Result<Prepared, Error> {
         h.update(format!("\0critic {} best_of {best_of}", c.sha256()).as_bytes());
         scenario.hash = hex::encode(h.finalize());
     }
+    if cfg.backend == BackendKind::Llama {
+        cfg.llama.check()?;
+        if let Some(key) = cfg.llama.output_key() {
+            // Packed batching, a quantised or unified cache and flash
+            // attention each change the tokens: a resume or a merge must
+            // not mix runs made with different ones.
+            use sha2::{Digest, Sha256};
+            let mut h = Sha256::new();
+            h.update(scenario.hash.as_bytes());
+            h.update(format!("\0engine {key}").as_bytes());
+            scenario.hash = hex::encode(h.finalize());
+        }
+    }
     let prefix_candidates = match (&pool, scenario.user_prompt) {
         (Some(pool), UserPrompt::Transcript) => {
             let spec = &scenario.transcript;

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::backend::llama::raw_decode_bench;
+use crate::backend::llama::{raw_decode_bench, Batching, KvLayout, KvType};
 use crate::backend::openai::OpenAiConfig;
 use crate::error::Error;
 use crate::output::MemorySink;
@@ -41,7 +41,21 @@ pub struct BenchConfig {
     /// the openai backend against it (started with `-np` = the row's
     /// sessions, same model, context and threads), what users run today.
     pub llama_server: Option<PathBuf>,
+    /// Batching modes: every row runs at each (empty: the build's default).
+    pub batching: Vec<Batching>,
+    /// KV cache element types: every row runs at each (empty: f16). `q8_0`
+    /// needs `simulate.llama.flash_attention`.
+    pub kv_types: Vec<KvType>,
+    /// KV layouts: every row runs at each (empty: split). Unified rows run
+    /// packed batching only (the engine refuses unified with invariant).
+    pub kv_layouts: Vec<KvLayout>,
+    /// KV cache memory the `conversations_in_kv_memory` column divides by
+    /// each row's KV bytes per conversation (model weights not counted).
+    pub kv_memory_bytes: u64,
 }
+
+/// Default memory of the "fit" column, GiB: a 24 GB GPU.
+pub const DEFAULT_KV_MEMORY_GIB: f64 = 24.0;
 
 /// Default parallel-session counts.
 pub const DEFAULT_BENCH_PARALLEL: [usize; 4] = [1, 4, 16, 64];
@@ -56,6 +70,10 @@ impl Default for BenchConfig {
             simulate: SimulateConfig::default(),
             best_of: vec![1],
             llama_server: None,
+            batching: Vec::new(),
+            kv_types: Vec::new(),
+            kv_layouts: Vec::new(),
+            kv_memory_bytes: (DEFAULT_KV_MEMORY_GIB * (1u64 << 30) as f64) as u64,
         }
     }
 }
@@ -67,6 +85,12 @@ pub struct BenchRow {
     pub parallel: usize,
     /// Candidates decoded per seeker turn (best-of-N).
     pub best_of: u32,
+    /// How steps reached llama.cpp.
+    pub batching: Batching,
+    /// KV cache element type.
+    pub kv_type: KvType,
+    /// KV layout.
+    pub kv_layout: KvLayout,
     /// Real loop: every generated token per second, the candidates a
     /// best-of-N turn discards included (`decode_tokens_per_second` counts
     /// the kept text only).
@@ -92,8 +116,16 @@ pub struct BenchRow {
     pub prompt_tokens_reused: u64,
     /// Of those, copied from the shared prefixes.
     pub prompt_tokens_from_shared_prefix: u64,
-    /// KV cache bytes per session (two sequences).
+    /// KV cache bytes a conversation needs: with the split layout its
+    /// sequences' reserved streams (`--context` each); with the unified
+    /// pool the most the conversations held at once ÷ parallel (an upper
+    /// bound: shared prefixes count in every sequence).
     pub kv_bytes_per_session: u64,
+    /// Conversations whose KV cache fits in the configured memory
+    /// (`kv_memory_bytes` ÷ `kv_bytes_per_session`; weights and compute
+    /// buffers not counted). A unified row assumes `--kv-pool` sized to
+    /// that use.
+    pub conversations_in_kv_memory: u64,
     /// Peak resident memory of the process so far (bytes).
     pub peak_rss_bytes: u64,
     /// Real decode tokens/s ÷ raw decode tokens/s.
@@ -185,95 +217,151 @@ pub fn bench(cfg: &BenchConfig, mut on_row: impl FnMut(&BenchRow)) -> Result<Vec
     let mut parallel = cfg.parallel.clone();
     parallel.sort_unstable();
     parallel.dedup();
-    for &p in &parallel {
-        let raw = raw_decode_bench(
-            &model.path,
-            p,
-            cfg.raw_prompt_tokens,
-            cfg.raw_steps,
-            &cfg.simulate.llama,
-        )?;
-        for (b, sim, prep) in &preps {
-            let mut sim = sim.clone();
-            sim.parallel = p;
-            sim.sessions = cfg.sessions_per_slot * p as u64;
-            let sessions: Vec<u64> = (0..sim.sessions).collect();
-            let s = measured_run(&sim, prep, &sessions)?;
-            let depth = s.backend.generation_depth_token_sum as f64
-                / (s.backend.generation_call_tokens as f64).max(1.0);
-            let raw_deep = raw_decode_bench(
-                &model.path,
-                p,
-                depth.round() as usize,
-                cfg.raw_steps,
-                &cfg.simulate.llama,
-            )?;
-            let server = match &cfg.llama_server {
-                Some(binary) => {
-                    let st = server_run(binary, &model.path, &sim, prep, &sessions)?;
-                    Some(ServerRow {
-                        conversations: st.conversations,
-                        decode_tokens_per_second: st.tokens_per_second,
-                        conversations_per_minute: st.conversations_per_minute,
-                        in_process_over_server: s.tokens_per_second
-                            / st.tokens_per_second.max(1e-9),
-                    })
+    let batchings = if cfg.batching.is_empty() {
+        vec![Batching::default()]
+    } else {
+        cfg.batching.clone()
+    };
+    let kv_types = if cfg.kv_types.is_empty() {
+        vec![KvType::default()]
+    } else {
+        cfg.kv_types.clone()
+    };
+    let kv_layouts = if cfg.kv_layouts.is_empty() {
+        vec![KvLayout::default()]
+    } else {
+        cfg.kv_layouts.clone()
+    };
+    // Every combination a row will run, checked before the first is
+    // measured (q8_0 without flash attention fails here, not mid-bench).
+    let mut engines = Vec::new();
+    for &batching in &batchings {
+        for &kv_type in &kv_types {
+            for &kv_layout in &kv_layouts {
+                if kv_layout == KvLayout::Unified && batching == Batching::Invariant {
+                    continue;
                 }
-                None => None,
-            };
-            let mut row = BenchRow {
-                parallel: p,
-                best_of: *b,
-                candidate_tokens_per_second: s.backend.tokens_generated as f64
-                    / s.seconds.max(1e-9),
-                raw_prompt_tokens_per_second: raw.prompt_tokens_per_second,
-                raw_decode_tokens_per_second: raw.decode_tokens_per_second,
-                conversations: s.conversations,
-                decode_tokens_per_second: s.tokens_per_second,
-                decode_tokens_per_second_per_session: s.tokens_per_second / p as f64,
-                prompt_tokens_per_second: s.backend.prompt_tokens_evaluated as f64
-                    / s.seconds.max(1e-9),
-                time_to_first_turn: s.mean_time_to_first_turn,
-                conversations_per_minute: s.conversations_per_minute,
-                prompt_tokens_reused: s.backend.prompt_tokens_reused,
-                prompt_tokens_from_shared_prefix: s.backend.prompt_tokens_from_shared_prefix,
-                kv_bytes_per_session: 2 * s.backend.kv_bytes_per_sequence,
-                peak_rss_bytes: peak_rss_bytes(),
-                ratio: s.tokens_per_second / raw.decode_tokens_per_second.max(1e-9),
-                prompt_tokens_per_generated_token: s.backend.prompt_tokens_evaluated as f64
-                    / (s.tokens_generated as f64).max(1.0),
-                generation_call_tokens_per_second: s.tokens_generated as f64
-                    / s.backend.generation_call_seconds.max(1e-9),
-                work_ratio: work_ratio(
-                    &s,
-                    raw.prompt_tokens_per_second,
-                    raw.decode_tokens_per_second,
-                ),
-                loop_decode_depth: depth,
-                raw_decode_tokens_per_second_at_loop_depth: raw_deep.decode_tokens_per_second,
-                generation_call_ratio_at_loop_depth: s.backend.generation_call_tokens as f64
-                    / s.backend.generation_call_seconds.max(1e-9)
-                    / raw_deep.decode_tokens_per_second.max(1e-9),
-                depth_matched_work_ratio: work_ratio(
-                    &s,
-                    raw.prompt_tokens_per_second,
-                    raw_deep.decode_tokens_per_second,
-                ),
-                raw_decode_speedup: 1.0,
-                decode_speedup: 1.0,
-                server,
-            };
-            if let Some(first) = rows.first() {
-                row.raw_decode_speedup =
-                    row.raw_decode_tokens_per_second / first.raw_decode_tokens_per_second.max(1e-9);
-                row.decode_speedup =
-                    row.decode_tokens_per_second / first.decode_tokens_per_second.max(1e-9);
+                let mut llama = cfg.simulate.llama.clone();
+                llama.batching = batching;
+                llama.kv_type = kv_type;
+                llama.kv_layout = kv_layout;
+                llama.check()?;
+                engines.push(llama);
             }
-            on_row(&row);
-            rows.push(row);
+        }
+    }
+    if engines.is_empty() {
+        return Err(Error::Config(
+            "--kv-layout unified: expected --batching packed among the modes (unified rows run packed only)".into(),
+        ));
+    }
+    for &p in &parallel {
+        for llama in &engines {
+            let raw =
+                raw_decode_bench(&model.path, p, cfg.raw_prompt_tokens, cfg.raw_steps, llama)?;
+            for (b, sim, prep) in &preps {
+                let mut sim = sim.clone();
+                sim.llama = llama.clone();
+                sim.parallel = p;
+                sim.sessions = cfg.sessions_per_slot * p as u64;
+                let sessions: Vec<u64> = (0..sim.sessions).collect();
+                let s = measured_run(&sim, prep, &sessions)?;
+                let row = measured_row(cfg, &model.path, &sim, prep, &sessions, *b, &raw, &s)?;
+                let mut row = row;
+                if let Some(first) = rows.first() {
+                    row.raw_decode_speedup = row.raw_decode_tokens_per_second
+                        / first.raw_decode_tokens_per_second.max(1e-9);
+                    row.decode_speedup =
+                        row.decode_tokens_per_second / first.decode_tokens_per_second.max(1e-9);
+                }
+                on_row(&row);
+                rows.push(row);
+            }
         }
     }
     Ok(rows)
+}
+
+/// One row from a measured run `s` of `sim` and the raw ceiling `raw` of
+/// its engine options: the depth-matched ceiling and the llama-server run
+/// (`--llama-server`) are measured here.
+#[allow(clippy::too_many_arguments)]
+fn measured_row(
+    cfg: &BenchConfig,
+    model: &std::path::Path,
+    sim: &SimulateConfig,
+    prep: &Prepared,
+    sessions: &[u64],
+    best_of: u32,
+    raw: &crate::backend::llama::RawDecodeBench,
+    s: &RunSummary,
+) -> Result<BenchRow, Error> {
+    let p = sim.parallel;
+    // Every decode token's depth, packed calls (mixed with prompt chunks)
+    // included.
+    let depth = s.backend.decode_depth_token_sum as f64 / (s.backend.decode_tokens as f64).max(1.0);
+    let raw_deep = raw_decode_bench(model, p, depth.round() as usize, cfg.raw_steps, &sim.llama)?;
+    let server = match &cfg.llama_server {
+        Some(binary) => {
+            let st = server_run(binary, model, sim, prep, sessions)?;
+            Some(ServerRow {
+                conversations: st.conversations,
+                decode_tokens_per_second: st.tokens_per_second,
+                conversations_per_minute: st.conversations_per_minute,
+                in_process_over_server: s.tokens_per_second / st.tokens_per_second.max(1e-9),
+            })
+        }
+        None => None,
+    };
+    let b = &s.backend;
+    let kv_bytes_per_session = match sim.llama.kv_layout {
+        KvLayout::Split => b.kv_bytes_per_sequence * b.kv_sequences_per_conversation,
+        KvLayout::Unified => b.peak_kv_tokens * b.kv_bytes_per_token / p.max(1) as u64,
+    };
+    Ok(BenchRow {
+        parallel: p,
+        best_of,
+        batching: sim.llama.batching,
+        kv_type: sim.llama.kv_type,
+        kv_layout: sim.llama.kv_layout,
+        candidate_tokens_per_second: b.tokens_generated as f64 / s.seconds.max(1e-9),
+        raw_prompt_tokens_per_second: raw.prompt_tokens_per_second,
+        raw_decode_tokens_per_second: raw.decode_tokens_per_second,
+        conversations: s.conversations,
+        decode_tokens_per_second: s.tokens_per_second,
+        decode_tokens_per_second_per_session: s.tokens_per_second / p as f64,
+        prompt_tokens_per_second: b.prompt_tokens_evaluated as f64 / s.seconds.max(1e-9),
+        time_to_first_turn: s.mean_time_to_first_turn,
+        conversations_per_minute: s.conversations_per_minute,
+        prompt_tokens_reused: b.prompt_tokens_reused,
+        prompt_tokens_from_shared_prefix: b.prompt_tokens_from_shared_prefix,
+        kv_bytes_per_session,
+        conversations_in_kv_memory: cfg.kv_memory_bytes / kv_bytes_per_session.max(1),
+        peak_rss_bytes: peak_rss_bytes(),
+        ratio: s.tokens_per_second / raw.decode_tokens_per_second.max(1e-9),
+        prompt_tokens_per_generated_token: b.prompt_tokens_evaluated as f64
+            / (s.tokens_generated as f64).max(1.0),
+        generation_call_tokens_per_second: s.tokens_generated as f64
+            / b.generation_call_seconds.max(1e-9),
+        work_ratio: work_ratio(
+            s,
+            raw.prompt_tokens_per_second,
+            raw.decode_tokens_per_second,
+        ),
+        loop_decode_depth: depth,
+        raw_decode_tokens_per_second_at_loop_depth: raw_deep.decode_tokens_per_second,
+        generation_call_ratio_at_loop_depth: b.generation_call_tokens as f64
+            / b.generation_call_seconds.max(1e-9)
+            / raw_deep.decode_tokens_per_second.max(1e-9),
+        depth_matched_work_ratio: work_ratio(
+            s,
+            raw.prompt_tokens_per_second,
+            raw_deep.decode_tokens_per_second,
+        ),
+        raw_decode_speedup: 1.0,
+        decode_speedup: 1.0,
+        server,
+    })
 }
 
 /// The time raw llama.cpp needs for the run's computed prompt tokens and
@@ -343,13 +431,16 @@ fn measured_run(
 /// The table as text.
 pub fn table(rows: &[BenchRow]) -> String {
     let mut s = String::from(
-        "parallel  best-of  candidate tok/s  raw prompt tok/s  raw decode tok/s  sim decode tok/s  per session  ratio  in decode calls  prompt/gen  work ratio  depth  raw@depth  calls/raw@depth  matched work  raw ×first  sim ×first  TTFT s  conv/min  reused prompt  KV MiB/session  peak RSS MiB\n",
+        "parallel  best-of  batching   kv    layout   candidate tok/s  raw prompt tok/s  raw decode tok/s  sim decode tok/s  per session  ratio  in decode calls  prompt/gen  work ratio  depth  raw@depth  calls/raw@depth  matched work  raw ×first  sim ×first  TTFT s  conv/min  reused prompt  KV MiB/session  fit in KV memory  peak RSS MiB\n",
     );
     for r in rows {
         s.push_str(&format!(
-            "{:>8}  {:>7}  {:>15.1}  {:>16.1}  {:>16.1}  {:>16.1}  {:>11.1}  {:>5.2}  {:>15.1}  {:>10.2}  {:>10.2}  {:>5.0}  {:>9.1}  {:>15.2}  {:>12.2}  {:>10.2}  {:>10.2}  {:>6.2}  {:>8.1}  {:>13}  {:>14.1}  {:>12.0}\n",
+            "{:>8}  {:>7}  {:<9}  {:<4}  {:<7}  {:>15.1}  {:>16.1}  {:>16.1}  {:>16.1}  {:>11.1}  {:>5.2}  {:>15.1}  {:>10.2}  {:>10.2}  {:>5.0}  {:>9.1}  {:>15.2}  {:>12.2}  {:>10.2}  {:>10.2}  {:>6.2}  {:>8.1}  {:>13}  {:>14.1}  {:>16}  {:>12.0}\n",
             r.parallel,
             r.best_of,
+            r.batching.to_string(),
+            r.kv_type.to_string(),
+            r.kv_layout.to_string(),
             r.candidate_tokens_per_second,
             r.raw_prompt_tokens_per_second,
             r.raw_decode_tokens_per_second,
@@ -369,6 +460,7 @@ pub fn table(rows: &[BenchRow]) -> String {
             r.conversations_per_minute,
             r.prompt_tokens_reused,
             r.kv_bytes_per_session as f64 / (1024.0 * 1024.0),
+            r.conversations_in_kv_memory,
             r.peak_rss_bytes as f64 / (1024.0 * 1024.0),
         ));
     }

@@ -14,6 +14,7 @@ mod judge;
 mod llama_server;
 mod models_gemma;
 mod openai;
+mod packed;
 mod replay;
 mod scripted;
 mod shard_resume;

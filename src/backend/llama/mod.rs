@@ -6,9 +6,17 @@
 //! reserved sequences hold prompt prefixes shared by all sessions, evaluated
 //! once and copied into a fresh sequence (full-range copy: a partial-range
 //! copy aborts in the per-sequence KV layout). The per-sequence layout
-//! (`kv_unified = false`) is kept on purpose: it is faster at many sequences
-//! and keeps each sequence's numbers independent of its batch neighbours,
-//! which is what makes output identical across batch sizes on CPU.
+//! (`kv_unified = false`) is the default on purpose: it keeps each
+//! sequence's numbers independent of its batch neighbours, which is what
+//! makes output identical across batch sizes on CPU. `--kv-layout unified`
+//! (one pool, llama-server's way) is there for memory and GPUs; it needs
+//! packed batching.
+//!
+//! A step's plan ([`super::batch`]) goes to llama.cpp in one call per
+//! prefilling sequence plus one for the decode tokens (`invariant`), or in
+//! a single call (`packed`, [`Batching`]): a GPU pays a launch and a
+//! synchronisation per call, and its kernels promise no batch invariance
+//! to keep anyway.
 //!
 //! Sampling is ours ([`crate::backend::sampler`]), seeded per request, so a sequence's
 //! tokens depend only on its own logits and seed.
@@ -16,7 +24,7 @@
 //! The process-wide llama.cpp state (backend init, model cache) is in
 //! [`process`]; the raw decode ceiling the bench compares against in [`raw`].
 //!
-//! Why ~900 lines: the engine's slot state, batch building and step are one
+//! Why ~950 lines: the engine's slot state, batch building and step are one
 //! state machine over private types, tested through the real model.
 
 use std::path::Path;
@@ -29,9 +37,11 @@ use llama_cpp_2::token::LlamaToken;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+mod options;
 mod process;
 mod raw;
 
+pub use options::{Batching, KvLayout, KvType};
 pub use raw::{raw_decode_bench, RawDecodeBench};
 
 use process::{context_params, has_repacked_weights, llama_backend, load_model};
@@ -80,6 +90,21 @@ pub struct LlamaConfig {
     /// logits are bit-identical across batch compositions. Worth turning on
     /// on a GPU, where the contract is per-run anyway.
     pub flash_attention: bool,
+    /// How a step's tokens reach llama.cpp: `invariant` (one call for the
+    /// decode tokens, one per prefilling sequence; the CPU default) or
+    /// `packed` (all in one call; the default with `--features cuda`).
+    pub batching: Batching,
+    /// What the KV cache stores (`type_k` and `type_v`); `q8_0` needs
+    /// `flash_attention`.
+    pub kv_type: KvType,
+    /// A stream of cells per sequence (`split`) or one shared pool
+    /// (`unified`, needs `packed`).
+    pub kv_layout: KvLayout,
+    /// Cells of the unified pool (`None`: `context_per_sequence` for every
+    /// sequence, the split layout's total). Smaller pools hold more
+    /// conversations in the same memory; a run whose sequences outgrow the
+    /// pool stops with an error naming this option.
+    pub kv_pool_tokens: Option<u32>,
 }
 
 impl Default for LlamaConfig {
@@ -92,35 +117,35 @@ impl Default for LlamaConfig {
             chat_template: None,
             forks_per_conversation: 0,
             flash_attention: false,
+            batching: Batching::default(),
+            kv_type: KvType::default(),
+            kv_layout: KvLayout::default(),
+            kv_pool_tokens: None,
         }
     }
 }
 
-/// Which half of a step a llama.cpp call evaluates.
+/// Token rows a repacked matrix multiplies together.
+const ROW_GROUP: usize = 4;
+
+/// Which generating sequences' pending tokens a llama.cpp call evaluates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    /// One token per generating sequence.
-    Decode,
-    /// The next token of one generating sequence (a model whose rows are
-    /// decoded apart).
-    DecodeOne(usize),
-    /// `(slot, tokens)`: the prompt chunk of one sequence still reading its
-    /// prompt.
-    Prefill(usize, usize),
+enum Decoding {
+    /// None: the call evaluates prompt chunks only.
+    None,
+    /// Every generating sequence's.
+    All,
+    /// One sequence's (a model whose rows are decoded apart).
+    One(usize),
 }
 
-impl Phase {
-    /// Whether the call evaluates generated tokens (not a prompt).
-    fn is_decode(self) -> bool {
-        matches!(self, Phase::Decode | Phase::DecodeOne(_))
-    }
-
+impl Decoding {
     /// Whether the call evaluates slot `i`'s pending token.
-    fn decodes(self, i: usize) -> bool {
+    fn takes(self, i: usize) -> bool {
         match self {
-            Phase::Decode => true,
-            Phase::DecodeOne(slot) => slot == i,
-            Phase::Prefill(..) => false,
+            Decoding::None => false,
+            Decoding::All => true,
+            Decoding::One(slot) => slot == i,
         }
     }
 }
@@ -193,15 +218,12 @@ pub struct LlamaEngine {
     clock: u64,
     /// llama.cpp repacks some of this model's weights
     /// (`process::has_repacked_weights`), so a token row's numbers depend
-    /// on its place in a call: each sequence then decodes in a call of its
-    /// own and prompt chunks end at multiples of [`ROW_GROUP`] rows (or at
-    /// the prompt's end), so every row meets the same kernel at any
-    /// `--parallel`.
+    /// on its place in a call: with invariant batching each sequence then
+    /// decodes in a call of its own and prompt chunks end at multiples of
+    /// [`ROW_GROUP`] rows (or at the prompt's end), so every row meets the
+    /// same kernel at any `--parallel`.
     rows_apart: bool,
 }
-
-/// Token rows a repacked matrix multiplies together.
-const ROW_GROUP: usize = 4;
 
 enum ChatTemplate {
     Native(LlamaChatTemplate),
@@ -223,6 +245,7 @@ impl LlamaEngine {
         config: &LlamaConfig,
     ) -> Result<LlamaEngine, BackendError> {
         let backend = llama_backend()?;
+        config.check()?;
         if max_conversations == 0 {
             return Err(BackendError::Engine(
                 "at least one conversation slot is needed".into(),
@@ -247,7 +270,7 @@ impl LlamaEngine {
                 "--context: {ctx_per_seq} tokens per sequence is too small (expected at least 64)"
             )));
         }
-        let n_ctx = ctx_per_seq as usize * n_seq;
+        let n_ctx = process::kv_cells(config, ctx_per_seq as usize, n_seq);
         let budget = (config.step_token_budget as usize).max(n_slots + 1);
         let params = context_params(config, n_ctx, n_seq, budget);
         let ctx = model.new_context(backend, params).map_err(|e| {
@@ -262,10 +285,15 @@ impl LlamaEngine {
         };
 
         let head_dim = model.n_embd() as u64 / u64::from(model.n_head().max(1));
-        let kv_bytes_per_token =
-            u64::from(model.n_layer()) * u64::from(model.n_head_kv()) * head_dim * 2 * 2;
+        // K and V, every layer, in the cache's element type.
+        let kv_bytes_per_token = 2 * config
+            .kv_type
+            .bytes(u64::from(model.n_layer()) * u64::from(model.n_head_kv()) * head_dim);
         let stats = BackendStats {
             kv_bytes_per_sequence: kv_bytes_per_token * u64::from(ctx_per_seq),
+            kv_bytes_per_token,
+            kv_cache_bytes: kv_bytes_per_token * n_ctx as u64,
+            kv_sequences_per_conversation: per_conversation as u64,
             ..BackendStats::default()
         };
         let slots = (0..n_slots)
@@ -640,8 +668,9 @@ impl Backend for LlamaEngine {
 
     fn step(&mut self) -> Result<Vec<Generation>, BackendError> {
         let mut done = std::mem::take(&mut self.finished_early);
-        // See `batch`: all decode tokens in one call, each prompt chunk in a
-        // call of its own, so output does not depend on --parallel.
+        // See `batch`: invariant batching puts all decode tokens in one call
+        // and each prompt chunk in a call of its own, so output does not
+        // depend on --parallel; packed batching puts the whole plan in one.
         self.views.clear();
         self.views.extend(self.slots.iter().map(|s| {
             // A waiting candidate gets its cache from its request's fork.
@@ -655,25 +684,46 @@ impl Backend for LlamaEngine {
                 })
         }));
         let mut plan = std::mem::take(&mut self.plan);
-        let align = if self.rows_apart { ROW_GROUP } else { 1 };
+        // Chunk ends matter only where a call's rows must not depend on
+        // their place in it.
+        let align = match self.config.batching {
+            Batching::Invariant if self.rows_apart => ROW_GROUP,
+            _ => 1,
+        };
         plan_step(&self.views, self.batch_capacity, align, &mut plan);
-        let mut result = Ok(());
-        if self.rows_apart {
-            for &slot in &plan.decode {
-                if result.is_err() {
-                    break;
+        let result = match self.config.batching {
+            // One call for everything planned: what a GPU wants.
+            Batching::Packed if plan.tokens() > 0 => {
+                let decoding = if plan.decode.is_empty() {
+                    Decoding::None
+                } else {
+                    Decoding::All
+                };
+                self.run_call(decoding, &plan.prefill, &mut done)
+            }
+            Batching::Packed => Ok(()),
+            Batching::Invariant => {
+                let mut result = Ok(());
+                if self.rows_apart {
+                    for &slot in &plan.decode {
+                        if result.is_err() {
+                            break;
+                        }
+                        result = self.run_call(Decoding::One(slot), &[], &mut done);
+                    }
+                } else if !plan.decode.is_empty() {
+                    result = self.run_call(Decoding::All, &[], &mut done);
                 }
-                result = self.run_phase(Phase::DecodeOne(slot), &mut done);
+                for &chunk in &plan.prefill {
+                    if result.is_err() {
+                        break;
+                    }
+                    result = self.run_call(Decoding::None, &[chunk], &mut done);
+                }
+                result
             }
-        } else if !plan.decode.is_empty() {
-            result = self.run_phase(Phase::Decode, &mut done);
-        }
-        for &(slot, tokens) in &plan.prefill {
-            if result.is_err() {
-                break;
-            }
-            result = self.run_phase(Phase::Prefill(slot, tokens), &mut done);
-        }
+        };
+        self.note_kv_in_use();
         self.plan = plan;
         result.map(|()| done)
     }
@@ -700,18 +750,26 @@ impl Backend for LlamaEngine {
 }
 
 impl LlamaEngine {
-    /// Evaluate one llama.cpp batch: every pending decode token, or one
-    /// sequence's planned prompt chunk; then sample where logits arrived.
-    fn run_phase(&mut self, phase: Phase, done: &mut Vec<Generation>) -> Result<(), BackendError> {
+    /// Evaluate one llama.cpp batch: every pending decode token (`decode`)
+    /// and the planned prompt chunks of `prefill`; then sample where logits
+    /// arrived. Invariant batching calls it with decode alone or one chunk
+    /// alone; packed batching with the whole step.
+    fn run_call(
+        &mut self,
+        decoding: Decoding,
+        prefill: &[(usize, usize)],
+        done: &mut Vec<Generation>,
+    ) -> Result<(), BackendError> {
         self.batch.clear();
         let mut n = 0i32;
+        let mut n_decode = 0u64;
         // Context of the deepest decoding sequence, counting its new token.
         let mut depth = 0u64;
         for (i, s) in self.slots.iter_mut().enumerate() {
             let Some(a) = s.active.as_mut() else { continue };
             a.logits_at = None;
             a.fed = 0;
-            if !phase.decodes(i) {
+            if !decoding.takes(i) {
                 continue;
             }
             if let Some(tok) = a.pending {
@@ -721,14 +779,13 @@ impl LlamaEngine {
                     .map_err(|e| BackendError::Engine(format!("batch: {e}")))?;
                 a.logits_at = Some(n);
                 n += 1;
+                n_decode += 1;
                 depth = depth.max(pos as u64 + 1);
             }
         }
-        if let Phase::Prefill(i, tokens) = phase {
+        for &(i, tokens) in prefill {
             let s = &mut self.slots[i];
-            let Some(a) = s.active.as_mut() else {
-                return Ok(());
-            };
+            let Some(a) = s.active.as_mut() else { continue };
             let start = s.cached.len();
             let end = (start + tokens).min(a.prompt.len());
             for p in start..end {
@@ -766,13 +823,21 @@ impl LlamaEngine {
             tracing::trace!(n, "step {desc}");
         }
         let t0 = Instant::now();
-        self.ctx
-            .decode(&mut self.batch)
-            .map_err(|e| BackendError::Engine(format!("decode of {n} tokens failed: {e}")))?;
+        self.ctx.decode(&mut self.batch).map_err(|e| match e {
+            // Only a unified pool can run out: a split cache reserves every
+            // sequence's full context.
+            llama_cpp_2::DecodeError::NoKvCacheSlot => BackendError::Config(format!(
+                "--kv-pool: the unified KV pool of {} cells is full (expected more cells, or a lower --parallel)",
+                self.stats.kv_cache_bytes / self.stats.kv_bytes_per_token.max(1)
+            )),
+            e => BackendError::Engine(format!("decode of {n} tokens failed: {e}")),
+        })?;
         let call_seconds = t0.elapsed().as_secs_f64();
         self.stats.decode_seconds += call_seconds;
         self.stats.steps += 1;
-        if phase.is_decode() {
+        self.stats.decode_tokens += n_decode;
+        self.stats.decode_depth_token_sum += n_decode * depth;
+        if prefill.is_empty() {
             self.stats.generation_call_seconds += call_seconds;
             self.stats.generation_call_tokens += n as u64;
             self.stats.generation_depth_token_sum += n as u64 * depth;
@@ -783,13 +848,12 @@ impl LlamaEngine {
         // Record what the cache now holds.
         for (i, s) in self.slots.iter_mut().enumerate() {
             let Some(a) = s.active.as_mut() else { continue };
-            if phase.is_decode() {
-                if !phase.decodes(i) {
-                    continue;
-                }
-                if let Some(tok) = a.pending.take() {
-                    s.cached.push(tok);
-                }
+            // A token sampled in an earlier call of this step is not in
+            // this one: only a call decoding this sequence takes its
+            // pending token.
+            if let (true, Some(tok)) = (decoding.takes(i), a.pending) {
+                a.pending = None;
+                s.cached.push(tok);
             } else if a.fed > 0 {
                 let start = s.cached.len();
                 s.cached.extend_from_slice(&a.prompt[start..start + a.fed]);
@@ -913,6 +977,14 @@ fn sample_next(
 }
 
 impl LlamaEngine {
+    /// Track the most tokens the sequences hold at once (what a unified
+    /// pool must have room for).
+    fn note_kv_in_use(&mut self) {
+        let held: usize = self.slots.iter().map(|s| s.cached.len()).sum::<usize>()
+            + self.prefixes.iter().map(|p| p.tokens.len()).sum::<usize>();
+        self.stats.peak_kv_tokens = self.stats.peak_kv_tokens.max(held as u64);
+    }
+
     /// The engine's configuration.
     pub fn config(&self) -> &LlamaConfig {
         &self.config

@@ -16,7 +16,7 @@ use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 
-use super::LlamaConfig;
+use super::{KvLayout, LlamaConfig};
 use crate::backend::BackendError;
 
 /// llama.cpp's `llama_flash_attn_type`: 0 disabled, 1 enabled.
@@ -170,10 +170,21 @@ fn gguf_tensor_types(path: &Path) -> std::io::Result<Vec<u32>> {
     Ok(types)
 }
 
+/// KV cells of a context for `n_seq` sequences of `ctx_per_seq` tokens:
+/// a stream of `ctx_per_seq` each (split), or the unified pool's size
+/// (`kv_pool_tokens`, by default as many cells as split would reserve).
+pub(super) fn kv_cells(config: &LlamaConfig, ctx_per_seq: usize, n_seq: usize) -> usize {
+    match (config.kv_layout, config.kv_pool_tokens) {
+        (KvLayout::Unified, Some(pool)) => pool as usize,
+        _ => ctx_per_seq * n_seq,
+    }
+}
+
 /// The context parameters the engine and the raw ceiling share: `n_ctx`
 /// tokens over `n_seq` sequences, calls of up to `budget` tokens, the
-/// configured threads (0: all cores), per-sequence KV (`kv_unified` off:
-/// a sequence's numbers do not depend on its neighbours).
+/// configured threads (0: all cores), the configured KV element type and
+/// layout (split, `kv_unified` off, by default: a sequence's numbers do
+/// not depend on its neighbours).
 pub(super) fn context_params(
     config: &LlamaConfig,
     n_ctx: usize,
@@ -194,7 +205,9 @@ pub(super) fn context_params(
         .with_n_seq_max(n_seq as u32)
         .with_n_threads(threads)
         .with_n_threads_batch(threads)
-        .with_kv_unified(false)
+        .with_kv_unified(config.kv_layout == KvLayout::Unified)
+        .with_type_k(config.kv_type.ggml())
+        .with_type_v(config.kv_type.ggml())
         .with_flash_attention_policy(flash_attention_policy(config))
 }
 

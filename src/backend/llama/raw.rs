@@ -10,7 +10,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
 use serde::Serialize;
 
-use super::process::{context_params, llama_backend, load_model};
+use super::process::{context_params, kv_cells, llama_backend, load_model};
 use super::{LlamaConfig, MAX_SEQUENCES, PREFIX_SEQUENCES};
 use crate::backend::BackendError;
 
@@ -41,6 +41,7 @@ pub fn raw_decode_bench(
     config: &LlamaConfig,
 ) -> Result<RawDecodeBench, BackendError> {
     let backend = llama_backend()?;
+    config.check()?;
     let model = load_model(model_path, config.gpu_layers)?;
     // The same context shape as the engine would make for this many
     // conversations, so the two numbers compare like with like.
@@ -49,7 +50,7 @@ pub fn raw_decode_bench(
         .context_per_sequence
         .min(model.n_ctx_train().max(256)) as usize;
     let budget = (config.step_token_budget as usize).max(2 * sequences + 1);
-    let params = context_params(config, ctx_per_seq * n_seq, n_seq, budget);
+    let params = context_params(config, kv_cells(config, ctx_per_seq, n_seq), n_seq, budget);
     let mut ctx = model
         .new_context(backend, params)
         .map_err(|e| BackendError::Engine(format!("context: {e}")))?;
