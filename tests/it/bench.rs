@@ -5,40 +5,32 @@
 
 use std::process::Command;
 
-use serde_json::Value;
-
 #[test]
 fn bench_measures_raw_and_real_loop_per_parallel_count() {
     let _heavy = crate::util::heavy();
     crate::util::model_path();
-    let out = Command::new(crate::util::bin())
-        .args([
-            "bench",
-            "--parallel",
-            "2,1",
-            "--sessions-per-slot",
-            "2",
-            "--max-turns",
-            "1",
-            "--raw-steps",
-            "8",
-            "--raw-prompt-tokens",
-            "32",
-            "--threads",
-            "2",
-            "--json",
-            "-q",
-            "--llama-server",
-        ])
-        .arg(crate::util::llama_server_binary())
-        .output()
-        .expect("run usersim bench");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let rows = crate::util::bench_json_rows(
+        Command::new(crate::util::bin())
+            .args([
+                "bench",
+                "--parallel",
+                "2,1",
+                "--sessions-per-slot",
+                "2",
+                "--max-turns",
+                "1",
+                "--raw-steps",
+                "8",
+                "--raw-prompt-tokens",
+                "32",
+                "--threads",
+                "2",
+                "--json",
+                "-q",
+                "--llama-server",
+            ])
+            .arg(crate::util::llama_server_binary()),
     );
-    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).expect("JSON rows");
     assert_eq!(rows.len(), 2);
     for (row, p) in rows.iter().zip([1u64, 2]) {
         let f = |k: &str| {

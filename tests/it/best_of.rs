@@ -373,36 +373,30 @@ fn bench_reports_each_best_of_in_one_run_counting_discarded_candidates() {
     let dir = tempfile::tempdir().unwrap();
     let (critic, o) = train_scripted_critic(dir.path());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let out = std::process::Command::new(bin())
-        .args([
-            "bench",
-            "--parallel",
-            "1",
-            "--best-of",
-            "2,1",
-            "--sessions-per-slot",
-            "1",
-            "--max-turns",
-            "1",
-            "--raw-steps",
-            "8",
-            "--raw-prompt-tokens",
-            "32",
-            "--threads",
-            "2",
-            "--json",
-            "-q",
-            "--critic",
-        ])
-        .arg(&critic)
-        .output()
-        .expect("run usersim bench");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let rows = crate::util::bench_json_rows(
+        std::process::Command::new(bin())
+            .args([
+                "bench",
+                "--parallel",
+                "1",
+                "--best-of",
+                "2,1",
+                "--sessions-per-slot",
+                "1",
+                "--max-turns",
+                "1",
+                "--raw-steps",
+                "8",
+                "--raw-prompt-tokens",
+                "32",
+                "--threads",
+                "2",
+                "--json",
+                "-q",
+                "--critic",
+            ])
+            .arg(&critic),
     );
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("JSON rows");
     let best_of: Vec<u64> = rows.iter().filter_map(|r| r["best_of"].as_u64()).collect();
     assert_eq!(best_of, [2, 1], "one row per best-of, in the order asked");
     let f = |row: &serde_json::Value, k: &str| {

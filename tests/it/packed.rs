@@ -168,39 +168,30 @@ fn engine_options_that_change_output_change_the_run_identity() {
 fn bench_rows_per_batching_kv_type_and_layout() {
     let _heavy = heavy();
     let _ = model_path();
-    let out = Command::new(bin())
-        .args([
-            "bench",
-            "--parallel",
-            "2",
-            "--sessions-per-slot",
-            "1",
-            "--max-turns",
-            "1",
-            "--raw-steps",
-            "4",
-            "--raw-prompt-tokens",
-            "16",
-            "--threads",
-            "2",
-            "--batching",
-            "invariant,packed",
-            "--kv-type",
-            "f16,q8_0",
-            "--kv-layout",
-            "split,unified",
-            "--flash-attn",
-            "--json",
-            "-q",
-        ])
-        .output()
-        .expect("run usersim bench");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).expect("JSON rows");
+    let rows = crate::util::bench_json_rows(Command::new(bin()).args([
+        "bench",
+        "--parallel",
+        "2",
+        "--sessions-per-slot",
+        "1",
+        "--max-turns",
+        "1",
+        "--raw-steps",
+        "4",
+        "--raw-prompt-tokens",
+        "16",
+        "--threads",
+        "2",
+        "--batching",
+        "invariant,packed",
+        "--kv-type",
+        "f16,q8_0",
+        "--kv-layout",
+        "split,unified",
+        "--flash-attn",
+        "--json",
+        "-q",
+    ]));
     // invariant × {f16, q8_0} × split, packed × {f16, q8_0} × {split,
     // unified}: unified runs packed only.
     assert_eq!(rows.len(), 6, "{rows:?}");

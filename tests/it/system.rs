@@ -95,18 +95,25 @@ fn python_system(dir: &Path, name: &str, body: &str) -> String {
     format!("python3 {}", path.display())
 }
 
-#[test]
-fn system_outcome_fields_on_scripted_conversations() {
-    let dir = tempfile::tempdir().unwrap();
-    // An oracle (it sees the latents): the target first, on its second
-    // answer; a decoy on the first.
+/// A stdio system that sees the latents and recommends the target on its
+/// second answer, a decoy (`m001`) on its first.
+fn target_oracle(dir: &Path) -> SystemOverrides {
     let oracle = python_system(
-        dir.path(),
+        dir,
         "oracle.py",
         "t = req['latents']['target_item']['id']\nout['items'] = ['m001'] if req['turn'] == 0 and t != 'm001' else [t]\nout['text'] = 'how about these'\nout['end'] = False",
     );
     let mut sys = stdio(oracle);
     sys.sees_latents = Some(true);
+    sys
+}
+
+#[test]
+fn system_outcome_fields_on_scripted_conversations() {
+    let dir = tempfile::tempdir().unwrap();
+    // An oracle (it sees the latents): the target first, on its second
+    // answer; a decoy on the first.
+    let sys = target_oracle(dir.path());
     let accept = SimulateConfig {
         pins: vec!["turn.intent=ACC".into()],
         ..config(dir.path(), "accept.jsonl", sys.clone())
@@ -913,13 +920,7 @@ fn system_llm_on_its_own_server_answers_in_place_of_the_builtin() {
 #[test]
 fn system_chat_format_has_items_and_outcome() {
     let dir = tempfile::tempdir().unwrap();
-    let oracle = python_system(
-        dir.path(),
-        "oracle.py",
-        "t = req['latents']['target_item']['id']\nout['items'] = ['m001'] if req['turn'] == 0 and t != 'm001' else [t]\nout['text'] = 'how about these'\nout['end'] = False",
-    );
-    let mut sys = stdio(oracle);
-    sys.sees_latents = Some(true);
+    let sys = target_oracle(dir.path());
     let jsonl = SimulateConfig {
         pins: vec!["turn.intent=ACC".into()],
         ..config(dir.path(), "run.jsonl", sys.clone())

@@ -102,6 +102,18 @@ pub mod fake_server;
 
 /// llama.cpp's llama-server: `$USERSIM_LLAMA_SERVER` (as `.ci/run` sets
 /// it), else built once per machine by `.ci/build-llama-server`.
+/// Run a `usersim bench … --json` command; its rows, after checking it
+/// succeeded (stderr in the failure message).
+pub fn bench_json_rows(cmd: &mut std::process::Command) -> Vec<serde_json::Value> {
+    let out = cmd.output().expect("run usersim bench");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON rows")
+}
+
 pub fn llama_server_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("USERSIM_LLAMA_SERVER").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
