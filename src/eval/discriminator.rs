@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use super::features::{FeatureError, SparseVec, TfidfConfig, TfidfVectorizer};
 use super::logreg::{LogReg, LogRegConfig, LogRegError};
-use super::stats::{self, bootstrap_ci, roc_auc, roc_curve, stratified_kfold, Estimate};
+use super::stats::{
+    self, bootstrap_ci, percentile_interval, roc_auc, roc_curve, stratified_kfold, Estimate,
+};
 
 /// Errors of the discriminator.
 #[derive(Debug, thiserror::Error)]
@@ -250,9 +252,8 @@ pub(crate) fn cross_validate_fitted<E: Encoder>(
 ) -> Result<(DiscriminatorResult, E, LogReg), DiscriminatorError> {
     let n_per_class = sample.n;
     let n_examples = 2 * n_per_class;
-    let labels: &[bool] = &(0..n_examples)
-        .map(|i| i >= n_per_class)
-        .collect::<Vec<bool>>();
+    let labels: Vec<bool> = (0..n_examples).map(|i| i >= n_per_class).collect();
+    let labels = &labels[..];
     let folds = stratified_kfold(labels, cfg.folds, cfg.seed ^ 0x9e37_79b9);
     let mut scores = vec![0.0; n_examples];
     for k in 0..cfg.folds {
@@ -316,7 +317,12 @@ pub(crate) fn cross_validate_fitted<E: Encoder>(
     let top_simulated = coefs.iter().take(cfg.top_k).cloned().collect();
     let top_real = coefs.iter().rev().take(cfg.top_k).cloned().collect();
     let out_of_fold = OutOfFold {
-        real: sample.real.iter().copied().zip(scores.clone()).collect(),
+        real: sample
+            .real
+            .iter()
+            .copied()
+            .zip(scores.iter().copied())
+            .collect(),
         sim: sample
             .sim
             .iter()
@@ -511,20 +517,8 @@ pub fn paired_auc_difference(
         sd.iter_mut().for_each(|c| *c = rng.random_range(0..n_sim));
         reps.extend(diff(&rd, &sd));
     }
-    if reps.is_empty() {
-        return Some(Estimate {
-            value,
-            lo: value,
-            hi: value,
-        });
-    }
-    reps.sort_by(f64::total_cmp);
-    let q = |p: f64| reps[((p * (reps.len() - 1) as f64).round() as usize).min(reps.len() - 1)];
-    Some(Estimate {
-        value,
-        lo: q(0.025),
-        hi: q(0.975),
-    })
+    let (lo, hi) = percentile_interval(reps).unwrap_or((value, value));
+    Some(Estimate { value, lo, hi })
 }
 
 #[cfg(test)]

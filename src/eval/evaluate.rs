@@ -26,8 +26,8 @@ use super::report::{
     SideTurns, TurnValues,
 };
 use super::stats::{
-    align_distributions, entropy_bits, frechet_distance, js_divergence, total_variation,
-    wasserstein_1d, Estimate, StatsError,
+    align_distributions, entropy_bits, frechet_distance, js_divergence, percentile_interval,
+    total_variation, wasserstein_1d, Estimate, StatsError,
 };
 use super::text::word_count;
 use crate::session::guard;
@@ -212,15 +212,6 @@ fn resample(rng: &mut rand_chacha::ChaCha8Rng, n: usize, out: &mut Vec<usize>) {
     use rand::Rng;
     out.clear();
     out.extend((0..n).map(|_| rng.random_range(0..n)));
-}
-
-fn percentile_interval(mut v: Vec<f64>) -> Option<(f64, f64)> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let q = |p: f64| v[((p * (v.len() - 1) as f64).round() as usize).min(v.len() - 1)];
-    Some((q(0.025), q(0.975)))
 }
 
 /// Percentile interval of a distance's resamples, shifted by their bias

@@ -165,20 +165,19 @@ where
             vals.push(s);
         }
     }
-    if vals.is_empty() {
-        return Some(Estimate {
-            value,
-            lo: value,
-            hi: value,
-        });
+    let (lo, hi) = percentile_interval(vals).unwrap_or((value, value));
+    Some(Estimate { value, lo, hi })
+}
+
+/// The 2.5th and 97.5th percentiles of bootstrap replicates (`None` when
+/// there are none).
+pub fn percentile_interval(mut reps: Vec<f64>) -> Option<(f64, f64)> {
+    if reps.is_empty() {
+        return None;
     }
-    vals.sort_by(f64::total_cmp);
-    let q = |p: f64| vals[((p * (vals.len() - 1) as f64).round() as usize).min(vals.len() - 1)];
-    Some(Estimate {
-        value,
-        lo: q(0.025),
-        hi: q(0.975),
-    })
+    reps.sort_by(f64::total_cmp);
+    let q = |p: f64| reps[((p * (reps.len() - 1) as f64).round() as usize).min(reps.len() - 1)];
+    Some((q(0.025), q(0.975)))
 }
 
 /// Normalises counts over the union of keys of `a` and `b` into two aligned
