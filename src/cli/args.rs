@@ -333,8 +333,9 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json: bool,
     /// Candidates per seeker turn to measure, comma-separated: every
-    /// parallel count runs at each (more than 1 needs --critic).
-    #[arg(long, value_delimiter = ',', default_value = "1")]
+    /// parallel count runs at each (more than 1 needs a critic: --critic or
+    /// the scenario's [critic]) [default: the scenario's best_of].
+    #[arg(long, value_delimiter = ',')]
     pub best_of: Vec<u32>,
     /// Realism critic file for --best-of above 1.
     #[arg(long, value_name = "FILE")]

@@ -252,10 +252,14 @@ fn load_critic(cfg: &SimulateConfig, scenario: &Scenario) -> Result<(Option<Crit
             "--best-of: expected a number from 1 to {MAX_BEST_OF} (got {best_of})"
         )));
     }
+    // The scenario's critic chooses only when there is a choice: at
+    // best-of 1 (`--best-of 1` over a scenario that ships one) the run is
+    // the plain one, same hash, same file. A `--critic` flag always loads
+    // (its scores of the kept turns still go to the summary).
     let path = cfg
         .critic
         .clone()
-        .or_else(|| spec.and_then(|s| s.file.clone()));
+        .or_else(|| spec.filter(|_| best_of > 1).and_then(|s| s.file.clone()));
     let Some(path) = path else {
         if best_of > 1 {
             return Err(Error::Config(format!(

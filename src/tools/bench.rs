@@ -35,7 +35,8 @@ pub struct BenchConfig {
     /// `sessions`, `parallel` and `output` are set per row.
     pub simulate: SimulateConfig,
     /// Candidates per seeker turn: every parallel count runs at each (more
-    /// than 1 needs `simulate.critic`, or a scenario `[critic] file`).
+    /// than 1 needs `simulate.critic`, or a scenario `[critic] file`);
+    /// empty: the scenario's `[critic] best_of`, as `simulate` runs it.
     pub best_of: Vec<u32>,
     /// A `llama-server` binary: each row also runs the same sessions through
     /// the openai backend against it (started with `-np` = the row's
@@ -68,7 +69,7 @@ impl Default for BenchConfig {
             raw_steps: 64,
             raw_prompt_tokens: 128,
             simulate: SimulateConfig::default(),
-            best_of: vec![1],
+            best_of: Vec::new(),
             llama_server: None,
             batching: Vec::new(),
             kv_types: Vec::new(),
@@ -195,16 +196,18 @@ pub fn peak_rss_bytes() -> u64 {
 pub fn bench(cfg: &BenchConfig, mut on_row: impl FnMut(&BenchRow)) -> Result<Vec<BenchRow>, Error> {
     // One preparation per best-of: the critic and the engine's forks
     // differ, all else is the same.
-    let mut best_of = cfg.best_of.clone();
-    if best_of.is_empty() {
-        best_of.push(1);
-    }
+    // None: the scenario's own (its `[critic]`), as `simulate` would run.
+    let best_of: Vec<Option<u32>> = if cfg.best_of.is_empty() {
+        vec![cfg.simulate.best_of]
+    } else {
+        cfg.best_of.iter().map(|&b| Some(b)).collect()
+    };
     let preps = best_of
         .iter()
         .map(|&b| {
             let mut sim = cfg.simulate.clone();
-            sim.best_of = Some(b);
-            prepare(&sim).map(|p| (b, sim, p))
+            sim.best_of = b;
+            prepare(&sim).map(|p| (p.best_of, sim, p))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let model = resolve_model(

@@ -315,8 +315,18 @@ fn bad_critic_input_is_one_error_line_and_no_output() {
         expect_input_error_line(&args, &out, needles);
     };
     let os = |s: &'static str| std::ffi::OsStr::new(s);
+    // A scenario without [critic] has nothing to choose with.
+    let no_critic = scenario_copy(&dir.path().join("no_critic"), |n, t| match n {
+        "scenario.toml" => without_section(&t, "[critic]"),
+        _ => t,
+    });
     run(
-        &[os("--best-of"), os("4")],
+        &[
+            os("--scenario"),
+            no_critic.as_os_str(),
+            os("--best-of"),
+            os("4"),
+        ],
         &["--best-of 4", "expected a critic"],
     );
     run(&[os("--best-of"), os("0")], &["--best-of", "from 1 to 16"]);
@@ -357,7 +367,10 @@ fn bad_critic_input_is_one_error_line_and_no_output() {
     );
     // The scenario's [critic] is checked as it loads.
     let scen = scenario_copy(dir.path(), |n, t| match n {
-        "scenario.toml" => format!("{t}\n[critic]\nbest_of = 17\n"),
+        "scenario.toml" => format!(
+            "{}\n[critic]\nbest_of = 17\n",
+            without_section(&t, "[critic]")
+        ),
         _ => t,
     });
     run(
