@@ -295,6 +295,8 @@ pub struct TurnPlanner<'a> {
     scenario: &'a Scenario,
     pins: &'a Pins,
     previous: Option<TurnLatents>,
+    /// Turn variable → value → this session's `[turn.by]` factor.
+    profile_tilt: BTreeMap<String, BTreeMap<String, f64>>,
 }
 
 impl<'a> TurnPlanner<'a> {
@@ -304,7 +306,33 @@ impl<'a> TurnPlanner<'a> {
             scenario,
             pins,
             previous: None,
+            profile_tilt: BTreeMap::new(),
         }
+    }
+
+    /// The planner of a session with these session values: each turn
+    /// variable's `[turn.by]` factors for them, multiplied together.
+    pub fn for_session(mut self, session: &SessionLatents) -> Self {
+        for var in &self.scenario.turn {
+            let mut tilt: BTreeMap<String, f64> = BTreeMap::new();
+            for (svar, cases) in &var.by {
+                let Some(factors) = session
+                    .values
+                    .get(svar)
+                    .and_then(Value::as_str)
+                    .and_then(|v| cases.get(v))
+                else {
+                    continue;
+                };
+                for (k, f) in factors {
+                    *tilt.entry(k.clone()).or_insert(1.0) *= f;
+                }
+            }
+            if !tilt.is_empty() {
+                self.profile_tilt.insert(var.name.clone(), tilt);
+            }
+        }
+        self
     }
 
     /// Values of a replayed turn whose real intent labels are `labels`: the
@@ -335,7 +363,15 @@ impl<'a> TurnPlanner<'a> {
     }
 
     /// Decide user turn `turn_index` (0-based) with that turn's generator.
-    pub fn next(&mut self, turn_index: u32, rng: &mut SessionRng) -> TurnDecision {
+    /// `asked`: whether the system's turn before this one asked a question
+    /// (`None` before the system's first turn); a markov row is tilted by
+    /// its table's `after_question` or `after_statement` factors.
+    pub fn next(
+        &mut self,
+        turn_index: u32,
+        asked: Option<bool>,
+        rng: &mut SessionRng,
+    ) -> TurnDecision {
         let conv = &self.scenario.conversation;
         if turn_index >= conv.max_user_turns {
             return TurnDecision::End;
@@ -350,20 +386,45 @@ impl<'a> TurnPlanner<'a> {
                     let i = (turn_index as usize).min(script.len() - 1);
                     Some(script[i].clone())
                 }
-                TurnPolicy::Iid(c) => Some(c.values[draw_index(&c.probs, rng)].clone()),
+                TurnPolicy::Iid(c) => {
+                    let probs = match self.profile_tilt.get(&var.name) {
+                        None => c.probs.clone(),
+                        Some(t) => {
+                            let w: Vec<f64> = c
+                                .values
+                                .iter()
+                                .zip(&c.probs)
+                                .map(|(v, p)| p * t.get(v).copied().unwrap_or(1.0))
+                                .collect();
+                            let sum: f64 = w.iter().sum();
+                            w.iter().map(|x| x / sum).collect()
+                        }
+                    };
+                    Some(c.values[draw_index(&probs, rng)].clone())
+                }
                 TurnPolicy::Markov(table) => {
                     let prev = self.previous.as_ref().and_then(|p| p.values.get(&var.name));
                     let row = match prev {
                         None => Some(&table.first),
                         Some(p) => table.transitions.get(p),
                     };
+                    let tilt = match asked {
+                        Some(true) => Some(&table.after_question),
+                        Some(false) => Some(&table.after_statement),
+                        None => None,
+                    };
+                    let profile = self.profile_tilt.get(&var.name);
                     match row {
                         None => None,
                         Some(row) => {
                             let entries: Vec<(&String, f64)> = row
                                 .iter()
                                 .filter(|(k, _)| may_end || k.as_str() != END_STATE)
-                                .map(|(k, w)| (k, *w))
+                                .map(|(k, w)| {
+                                    let f = tilt.and_then(|t| t.get(k)).copied().unwrap_or(1.0)
+                                        * profile.and_then(|t| t.get(k)).copied().unwrap_or(1.0);
+                                    (k, *w * f)
+                                })
                                 .collect();
                             let sum: f64 = entries.iter().map(|e| e.1).sum();
                             if sum <= 0.0 {
@@ -396,5 +457,119 @@ impl<'a> TurnPlanner<'a> {
         }
         self.previous = Some(out.clone());
         TurnDecision::Speak(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::{stream_rng, Stream};
+
+    /// Intent of user turn 1 of `sessions` sessions of `scenario`, after
+    /// a system turn that asked (or not).
+    fn second_intents(scenario: &Scenario, asked: Option<bool>, sessions: u64) -> Vec<String> {
+        let pins = Pins::default();
+        (0..sessions)
+            .map(|seed| {
+                let mut planner = TurnPlanner::new(scenario, &pins);
+                planner.next(0, None, &mut stream_rng(seed, Stream::TurnLatents(0)));
+                match planner.next(1, asked, &mut stream_rng(seed, Stream::TurnLatents(1))) {
+                    TurnDecision::Speak(t) => t.intent().unwrap_or_default().to_string(),
+                    TurnDecision::End => "END".into(),
+                }
+            })
+            .collect()
+    }
+
+    /// Every intent of `sessions` sessions of up to 8 turns whose
+    /// personality is `personality` (no question asked), and their mean
+    /// number of turns.
+    fn intents_of(scenario: &Scenario, personality: &str, sessions: u64) -> (Vec<String>, f64) {
+        let pins = Pins::default();
+        let session = SessionLatents {
+            values: [("personality".to_string(), json!(personality))].into(),
+            text: BTreeMap::new(),
+        };
+        let mut all = Vec::new();
+        let mut turns = 0;
+        for seed in 0..sessions {
+            let mut planner = TurnPlanner::new(scenario, &pins).for_session(&session);
+            for i in 0..8 {
+                let rng = &mut stream_rng(seed, Stream::TurnLatents(i));
+                match planner.next(i, Some(false), rng) {
+                    TurnDecision::Speak(t) => all.push(t.intent().unwrap_or_default().to_string()),
+                    TurnDecision::End => break,
+                }
+                turns += 1;
+            }
+        }
+        (all, turns as f64 / sessions as f64)
+    }
+
+    #[test]
+    fn a_sessions_personality_tilts_its_intents_by_turn_by() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts/movies");
+        let scenario = Scenario::load(&dir).expect("movies scenario");
+        let share = |v: &[String], of: &[&str]| {
+            v.iter().filter(|i| of.contains(&i.as_str())).count() as f64 / v.len() as f64
+        };
+        let critical = ["REJ", "CRI-F", "CRI-A", "CRI-C"];
+        let (picky, _) = intents_of(&scenario, "picky", 1500);
+        let (agreeable, _) = intents_of(&scenario, "agreeable", 1500);
+        let (curious, _) = intents_of(&scenario, "curious", 1500);
+        let (impatient, impatient_turns) = intents_of(&scenario, "impatient", 1500);
+        let (_, curious_turns) = intents_of(&scenario, "curious", 1500);
+        assert!(
+            share(&picky, &critical) > 2.0 * share(&agreeable, &critical),
+            "critical: picky {} agreeable {}",
+            share(&picky, &critical),
+            share(&agreeable, &critical)
+        );
+        assert!(share(&agreeable, &["ACC"]) > 2.0 * share(&picky, &["ACC"]));
+        assert!(share(&curious, &["INQ", "ASK"]) > 2.0 * share(&picky, &["INQ", "ASK"]));
+        assert!(share(&impatient, &["OTH"]) < share(&curious, &["OTH"]));
+        assert!(
+            impatient_turns < curious_turns,
+            "{impatient_turns} vs {curious_turns}"
+        );
+        // A value with no table draws as the untilted chain does.
+        let pins = Pins::default();
+        let tilted = TurnPlanner::new(&scenario, &pins).for_session(&SessionLatents {
+            values: [("personality".to_string(), json!("nobody"))].into(),
+            text: BTreeMap::new(),
+        });
+        assert!(tilted.profile_tilt.is_empty());
+    }
+
+    #[test]
+    fn a_question_before_the_turn_tilts_the_intent_by_the_fitted_factors() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts/movies");
+        let scenario = Scenario::load(&dir).expect("movies scenario");
+        let share = |v: &[String]| v.iter().filter(|i| *i == "ANS").count() as f64 / v.len() as f64;
+        let asked = share(&second_intents(&scenario, Some(true), 4000));
+        let not_asked = share(&second_intents(&scenario, Some(false), 4000));
+        let before_any = share(&second_intents(&scenario, None, 4000));
+        // Fitted: ANS ×2.6 after a question, ×0.27 after none.
+        assert!(
+            asked > 5.0 * not_asked,
+            "ANS after ? {asked}, after none {not_asked}"
+        );
+        assert!(
+            asked > before_any && before_any > not_asked,
+            "{asked} {before_any} {not_asked}"
+        );
+        // Without factors the draws are the untilted chain's, whatever
+        // was asked: a scenario without them keeps its files.
+        let mut plain = Scenario::load(&dir).expect("movies scenario");
+        for var in &mut plain.turn {
+            if let TurnPolicy::Markov(t) = &mut var.policy {
+                t.after_question.clear();
+                t.after_statement.clear();
+            }
+        }
+        assert_eq!(
+            second_intents(&plain, Some(true), 500),
+            second_intents(&scenario, None, 500)
+        );
     }
 }

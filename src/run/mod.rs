@@ -184,7 +184,7 @@ fn start_session<'a>(
         )?,
         None => draw_session(scenario, catalog, &prep.pins, &mut rng)?,
     };
-    let planner = TurnPlanner::new(scenario, &prep.pins);
+    let planner = TurnPlanner::new(scenario, &prep.pins).for_session(&latents);
     let mut conv = Conversation::new(
         scenario,
         catalog,

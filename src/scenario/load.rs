@@ -227,6 +227,8 @@ impl Scenario {
                             MarkovTable {
                                 first: fitted.first,
                                 transitions: fitted.transitions,
+                                after_question: fitted.after_question,
+                                after_statement: fitted.after_statement,
                             }
                         }
                         _ => {
@@ -264,11 +266,45 @@ impl Scenario {
                     "prose only for declared values",
                 ));
             }
+            for (svar, cases) in &spec.by {
+                let Some(allowed) = session.iter().find_map(|v| match v {
+                    SessionVar::Categorical { name, pick: 1, .. } if name == svar => {
+                        Some(v.all_values())
+                    }
+                    _ => None,
+                }) else {
+                    return Err(invalid(
+                        field(&format!("by.{svar}")),
+                        "the name of a categorical session variable drawing one value",
+                    ));
+                };
+                for (value, factors) in cases {
+                    let here = |f: &str| field(&format!("by.{svar}.{value}{f}"));
+                    if !allowed.contains(value) {
+                        return Err(invalid(
+                            here(""),
+                            &format!(
+                                "a value of session variable `{svar}`: {}",
+                                allowed.join(", ")
+                            ),
+                        ));
+                    }
+                    for (k, f) in factors {
+                        if !(declared.contains(k.as_str()) || k == END_STATE) {
+                            return Err(invalid(here(&format!(".{k}")), "declared values or END"));
+                        }
+                        if !(f.is_finite() && *f > 0.0) {
+                            return Err(invalid(here(&format!(".{k}")), "a positive factor"));
+                        }
+                    }
+                }
+            }
             turn.push(TurnVar {
                 name: spec.name.clone(),
                 values: spec.values.clone(),
                 policy,
                 text: spec.text.clone(),
+                by: spec.by.clone(),
             });
         }
         for (field, intents) in [
@@ -520,6 +556,19 @@ fn validate_markov(
             return Err((format!("transitions.{from}"), "declared values".into()));
         }
         check_row(format!("transitions.{from}"), row, true)?;
+    }
+    for (name, factors) in [
+        ("after_question", &t.after_question),
+        ("after_statement", &t.after_statement),
+    ] {
+        for (k, f) in factors {
+            if !known(k) {
+                return Err((format!("{name}.{k}"), "declared values".into()));
+            }
+            if !(f.is_finite() && *f > 0.0) {
+                return Err((format!("{name}.{k}"), "a positive factor".into()));
+            }
+        }
     }
     // Every value reachable from `first` or a transition needs its own row,
     // or the chain would have nowhere to go.

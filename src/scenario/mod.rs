@@ -365,6 +365,12 @@ pub struct FittedTables {
     /// each turn's intent (`[length] scale_by`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub seeker_length_ratio: Vec<f64>,
+    /// See [`MarkovTable::after_question`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub after_question: BTreeMap<String, f64>,
+    /// See [`MarkovTable::after_statement`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub after_statement: BTreeMap<String, f64>,
 }
 
 /// `[replay]`: per corpus, survey answers that set session variables.
@@ -567,6 +573,12 @@ struct TurnVarSpec {
     script: Vec<String>,
     /// Weights of `values` for `iid`.
     weights: Option<Vec<f64>>,
+    /// `[turn.by.<session variable>.<value>]`: factors on this variable's
+    /// values (and `END`) for sessions with that value, applied to every
+    /// markov row or iid draw: how a session's profile shows in what the
+    /// seeker does (a picky seeker rejects more). Values not named: 1.
+    #[serde(default)]
+    by: BTreeMap<String, BTreeMap<String, BTreeMap<String, f64>>>,
     /// Instruction prose per value, offered to templates as `turn_text.<name>`.
     #[serde(default)]
     text: BTreeMap<String, String>,
@@ -581,6 +593,16 @@ pub struct MarkovTable {
     pub first: BTreeMap<String, f64>,
     /// From each value, the distribution of the next (or `END`).
     pub transitions: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Per value, P(value | the system's turn before asked a question) ÷
+    /// P(value): a drawn row's weights are multiplied by these after a
+    /// system turn with a `?` (absent values: 1), so a seeker answers a
+    /// question as often as real ones do, and ignores it as often too.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub after_question: BTreeMap<String, f64>,
+    /// The same after a system turn without a `?` (a seeker rarely
+    /// "answers" nothing).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub after_statement: BTreeMap<String, f64>,
 }
 
 // ---------------------------------------------------------------------------
@@ -705,6 +727,9 @@ pub struct TurnVar {
     pub policy: TurnPolicy,
     /// Instruction prose per value.
     pub text: BTreeMap<String, String>,
+    /// Session variable → its value → factors on this variable's values
+    /// (and `END`): `[turn.by]`.
+    pub by: BTreeMap<String, BTreeMap<String, BTreeMap<String, f64>>>,
 }
 
 /// The validated length latent (`[length]`).

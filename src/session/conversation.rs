@@ -283,7 +283,15 @@ impl<'a> Conversation<'a> {
             },
             None => {
                 let mut rng = stream_rng(self.session_seed, Stream::TurnLatents(self.user_turns));
-                let decision = self.planner.next(self.user_turns, &mut rng);
+                // A question is a `?` in the system's last turn: the same
+                // test `usersim fit` fitted the tilt with.
+                let asked = self
+                    .turns
+                    .iter()
+                    .rev()
+                    .find(|t| t.role == Side::Assistant)
+                    .map(|t| t.text.contains('?'));
+                let decision = self.planner.next(self.user_turns, asked, &mut rng);
                 if matches!(decision, TurnDecision::Speak(_)) && self.out_of_patience() {
                     // Drawn first, so patience on or off leaves every other
                     // turn's draws as they were.

@@ -1,9 +1,12 @@
 //! `usersim fit` (also `fit-intents`): estimate, from real dialogues, the
 //! intent markov chain of a scenario, so simulated users open, move and stop
 //! the way real seekers do, and each intent's distribution of seeker-turn
-//! lengths in words (the scenario's `[length]` latent), and every real
+//! lengths in words (the scenario's `[length]` latent), every real
 //! seeker's typing rates (the scenario's `[style]`,
-//! [`crate::session::style`]).
+//! [`crate::session::style`]), and how a question from the recommender
+//! moves the seeker's next intent (`after_question` / `after_statement`:
+//! real seekers answer far more often after a `?`, and still ignore most
+//! questions).
 //!
 //! Lengths are counted on [`crate::corpus::Dialogue::turns`] (a speaker's
 //! consecutive utterances merged, as replay and eval count turns), each
@@ -173,12 +176,15 @@ pub fn fit(dialogues: &[Dialogue], cfg: &FitIntentsConfig) -> FittedIntents {
             .unwrap_or(0),
         max: counts.last().copied().unwrap_or(0),
     };
+    let (after_question, after_statement) = question_factors(dialogues, cfg.decimals);
     let table = MarkovTable {
         first: normalised(&first, cfg.decimals),
         transitions: trans
             .iter()
             .map(|(k, row)| (k.clone(), normalised(row, cfg.decimals)))
             .collect(),
+        after_question,
+        after_statement,
     };
     FittedIntents {
         table,
@@ -194,6 +200,59 @@ pub fn fit(dialogues: &[Dialogue], cfg: &FitIntentsConfig) -> FittedIntents {
         style,
         length_ratios,
     }
+}
+
+/// Pseudo-turns of the prior in [`question_factors`]: an intent seen a few
+/// times after questions moves its factor a little, not to 0 or 5.
+const QUESTION_PRIOR_TURNS: f64 = 10.0;
+
+/// Per intent, P(intent | the recommender's turn before has a `?`) ÷
+/// P(intent), and the same without a `?`, over merged seeker turns that
+/// follow a recommender turn (labels weighted 1/k as in the chain). Each
+/// conditional is smoothed towards P(intent) with
+/// [`QUESTION_PRIOR_TURNS`]. The `?` test is the one the simulator applies
+/// to the system's turns, so the fit and its use see the same thing.
+fn question_factors(
+    dialogues: &[Dialogue],
+    decimals: u32,
+) -> (BTreeMap<String, f64>, BTreeMap<String, f64>) {
+    let known = |l: &&String| IARD_SEEKER_INTENTS.contains(&l.as_str());
+    // [after a statement, after a question]: intent → weighted turns.
+    let mut by: [BTreeMap<String, f64>; 2] = Default::default();
+    for d in dialogues {
+        let turns = d.turns();
+        for pair in turns.windows(2) {
+            let (before, t) = (&pair[0], &pair[1]);
+            if before.speaker != Speaker::Recommender || t.speaker != Speaker::Seeker {
+                continue;
+            }
+            let labels: Vec<&String> = t.labels.iter().filter(known).collect();
+            let asked = usize::from(before.text.contains('?'));
+            for l in &labels {
+                *by[asked].entry((*l).clone()).or_default() += 1.0 / labels.len() as f64;
+            }
+        }
+    }
+    let mut all: BTreeMap<&String, f64> = BTreeMap::new();
+    for m in &by {
+        for (k, w) in m {
+            *all.entry(k).or_default() += w;
+        }
+    }
+    let total: f64 = all.values().sum();
+    let factors = |m: &BTreeMap<String, f64>| {
+        let n: f64 = m.values().sum();
+        all.iter()
+            .map(|(k, w)| {
+                let p = w / total;
+                let conditional = (m.get(*k).copied().unwrap_or(0.0) + QUESTION_PRIOR_TURNS * p)
+                    / (n + QUESTION_PRIOR_TURNS);
+                ((*k).clone(), round(conditional / p, decimals))
+            })
+            .filter(|(_, f)| *f > 0.0)
+            .collect()
+    };
+    (factors(&by[1]), factors(&by[0]))
 }
 
 /// Per dialogue with labelled seeker turns, the mean of words ÷ the mean
@@ -247,6 +306,8 @@ pub fn to_toml(f: &FittedIntents, source: &str) -> String {
             .map(|r| [r.lower_first, r.bare_end, r.ellipsis])
             .collect(),
         seeker_length_ratio: f.length_ratios.clone(),
+        after_question: f.table.after_question.clone(),
+        after_statement: f.table.after_statement.clone(),
     };
     let body = toml::to_string(&tables).unwrap_or_default();
     let turns: u64 = f.lengths.values().flat_map(|c| c.values()).sum();
@@ -256,6 +317,7 @@ pub fn to_toml(f: &FittedIntents, source: &str) -> String {
          # [lengths.<intent>]: words -> number of the {turns} merged seeker turns of that length.\n\
          # seeker_length_ratio: per real seeker, the mean of (turn words / mean words of the turn's intent).\n\
          # seeker_style: per real seeker, the share of their turns that start in lower case, end without . ! or ?, and join with \"...\".\n\
+         # [after_question] / [after_statement]: P(intent | the recommender's turn before has a ? / has none) / P(intent).\n\
          # Use it from a scenario with: markov_file = \"<this file>\", [length] fitted_file = \"<this file>\" and [style] fitted_file = \"<this file>\"\n\n{body}",
         f.turns.dialogues, f.turns.min, f.turns.median, f.turns.mean, f.turns.p95, f.turns.max
     )

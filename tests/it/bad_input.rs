@@ -198,7 +198,7 @@ fn existing_output_is_not_overwritten() {
 }
 
 #[test]
-fn malformed_length_sections() {
+fn malformed_length_and_intent_tilt_sections() {
     let dir = tempfile::tempdir().unwrap();
     let with = |toml_edit: &dyn Fn(String) -> String, fitted_edit: &dyn Fn(String) -> String| {
         let sub = tempfile::tempdir_in(dir.path()).unwrap().keep();
@@ -261,6 +261,60 @@ fn malformed_length_sections() {
         (
             with(&|t| t.replace("enforce = true", "enforce = \"yes\""), &keep),
             vec!["scenario.toml", "enforce"],
+        ),
+        (
+            with(&keep, &|t| t.replace("\nANS = 2.5909", "\nANS = -1.0")),
+            vec!["markov.after_question.ANS", "a positive factor"],
+        ),
+        (
+            with(&keep, &|t| {
+                t.replace("[after_statement]\n", "[after_statement]\nNOPE = 1.0\n")
+            }),
+            vec!["markov.after_statement.NOPE", "declared values"],
+        ),
+        // [turn.by]: a session variable drawing one categorical value, its
+        // declared values, the turn variable's values (or END), factors > 0.
+        (
+            with(
+                &|t| {
+                    t.replace(
+                        "[turn.by.personality.picky]",
+                        "[turn.by.liked_genres.picky]",
+                    )
+                },
+                &keep,
+            ),
+            vec![
+                "scenario.toml",
+                "turn \"intent\": by.liked_genres",
+                "drawing one value",
+            ],
+        ),
+        (
+            with(
+                &|t| {
+                    t.replace(
+                        "[turn.by.personality.picky]",
+                        "[turn.by.personality.grumpy]",
+                    )
+                },
+                &keep,
+            ),
+            vec![
+                "by.personality.grumpy",
+                "a value of session variable `personality`",
+            ],
+        ),
+        (
+            with(
+                &|t| t.replace("OTH = 0.5\nEND = 2.0", "OTH = 0.5\nNOPE = 2.0"),
+                &keep,
+            ),
+            vec!["by.personality.impatient.NOPE", "declared values or END"],
+        ),
+        (
+            with(&|t| t.replace("INQ = 2.9", "INQ = 0.0"), &keep),
+            vec!["by.personality.curious.INQ", "a positive factor"],
         ),
     ];
     for (i, (scenario, needles)) in cases.into_iter().enumerate() {

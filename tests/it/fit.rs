@@ -129,6 +129,86 @@ fn lengths_match_independent_counts_and_real_seekers_are_terse() {
     );
 }
 
+/// Seeker turns of the raw IARD JSON that follow a recommender turn, as
+/// (the recommender's turn has a `?`, the seeker turn's labels).
+fn raw_answers() -> Vec<(bool, Vec<String>)> {
+    let raw: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(shared_data().join("iard/iard.json")).unwrap(),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    for d in raw.as_object().unwrap().values() {
+        let mut utts: Vec<&serde_json::Value> =
+            d["dialogue_info"].as_object().unwrap().values().collect();
+        utts.sort_by_key(|u| u["utterance_pos"].as_u64().unwrap());
+        // (role, text, labels) per merged turn.
+        let mut turns: Vec<(String, String, Vec<String>)> = Vec::new();
+        for u in utts {
+            let role = u["role"].as_str().unwrap().to_string();
+            let text = u["utterance_text"].as_str().unwrap();
+            let labels = u["sub-intent/action"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|l| l.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            match turns.last_mut() {
+                Some(last) if last.0 == role => {
+                    last.1.push(' ');
+                    last.1.push_str(text);
+                    last.2.extend(labels);
+                }
+                _ => turns.push((role, text.to_string(), labels)),
+            }
+        }
+        for pair in turns.windows(2) {
+            if pair[0].0 == "recommender" && pair[1].0 == "seeker" {
+                out.push((pair[0].1.contains('?'), pair[1].2.clone()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn answering_a_question_is_fitted_from_what_follows_one() {
+    let fitted = fit_iard(
+        &shared_data().join("iard/iard.json"),
+        &FitIntentsConfig::default(),
+    )
+    .unwrap();
+    let turns = raw_answers();
+    // Share of seeker turns labelled ANS after a `?` and after none.
+    let share = |asked: bool| {
+        let of: Vec<_> = turns.iter().filter(|t| t.0 == asked).collect();
+        of.iter().filter(|t| t.1.iter().any(|l| l == "ANS")).count() as f64 / of.len() as f64
+    };
+    let (q, s) = (share(true), share(false));
+    // Real seekers answer after a question far more often, and ignore
+    // most questions all the same.
+    assert!(q > 3.0 * s && q < 0.5, "ANS after ? {q}, after none {s}");
+    let f = &fitted.table;
+    assert!(f.after_question["ANS"] > 2.0, "{:?}", f.after_question);
+    assert!(f.after_statement["ANS"] < 0.5, "{:?}", f.after_statement);
+    // The factors' ratio is the ratio of the shares (smoothing towards the
+    // prior shrinks it, never reverses it).
+    let fitted_ratio = f.after_question["ANS"] / f.after_statement["ANS"];
+    assert!(
+        fitted_ratio > 0.6 * q / s && fitted_ratio <= 1.05 * q / s,
+        "{fitted_ratio} vs {}",
+        q / s
+    );
+    // Every factor is positive and every declared intent has one.
+    assert_eq!(f.after_question.len(), 16);
+    assert!(f
+        .after_question
+        .values()
+        .chain(f.after_statement.values())
+        .all(|v| *v > 0.0));
+}
+
 #[test]
 fn cli_writes_a_table_the_scenario_loads() {
     let dir = tempfile::tempdir().unwrap();
