@@ -9,7 +9,9 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::backend::llama::{raw_decode_bench, Batching, KvLayout, KvType};
+use crate::backend::llama::{
+    raw_decode_bench, Batching, KvLayout, KvType, MAX_SEQUENCES, PREFIX_SEQUENCES,
+};
 use crate::backend::openai::OpenAiConfig;
 use crate::error::Error;
 use crate::output::MemorySink;
@@ -58,8 +60,9 @@ pub struct BenchConfig {
 /// Default memory of the "fit" column, GiB: a 24 GB GPU.
 pub const DEFAULT_KV_MEMORY_GIB: f64 = 24.0;
 
-/// Default parallel-session counts.
-pub const DEFAULT_BENCH_PARALLEL: [usize; 4] = [1, 4, 16, 64];
+/// Default parallel-session counts (48 is the most that fits at the
+/// `movies` default of best-of 4).
+pub const DEFAULT_BENCH_PARALLEL: [usize; 4] = [1, 4, 16, 48];
 
 impl Default for BenchConfig {
     fn default() -> Self {
@@ -257,6 +260,17 @@ pub fn bench(cfg: &BenchConfig, mut on_row: impl FnMut(&BenchRow)) -> Result<Vec
         return Err(Error::Config(
             "--kv-layout unified: expected --batching packed among the modes (unified rows run packed only)".into(),
         ));
+    }
+    // Every row's KV sequences fit in one context, checked before the first
+    // is measured (best-of 4 holds 5 sequences a conversation: 50 at most).
+    for (b, _, _) in &preps {
+        let per_conversation = 2 + (*b as usize).saturating_sub(1);
+        let most = (MAX_SEQUENCES - PREFIX_SEQUENCES) / per_conversation;
+        if let Some(p) = parallel.iter().find(|&&p| p > most) {
+            return Err(Error::Config(format!(
+                "--parallel {p}: expected at most {most} conversations at best-of {b} ({per_conversation} KV sequences each; llama.cpp allows {MAX_SEQUENCES}); pass smaller --parallel counts or --best-of 1"
+            )));
+        }
     }
     for &p in &parallel {
         for llama in &engines {

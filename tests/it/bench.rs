@@ -96,3 +96,29 @@ fn bench_measures_raw_and_real_loop_per_parallel_count() {
         assert!(row["peak_rss_bytes"].as_u64() > Some(100 << 20), "{row}");
     }
 }
+
+#[test]
+fn a_parallel_count_whose_kv_sequences_do_not_fit_is_refused_before_any_row() {
+    crate::util::model_path();
+    // The movies default decodes 4 candidates a seeker turn: 5 KV
+    // sequences a conversation, so 50 conversations at most.
+    let o = Command::new(crate::util::bin())
+        .args([
+            "bench",
+            "--parallel",
+            "1,64",
+            "--max-turns",
+            "1",
+            "--json",
+            "-q",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(o.stdout.is_empty(), "no row was measured");
+    let line = stderr.lines().find(|l| l.starts_with("error:")).unwrap();
+    for needle in ["--parallel 64", "at most 50", "best-of 4"] {
+        assert!(line.contains(needle), "{line}");
+    }
+}

@@ -62,7 +62,7 @@ pub const DEFAULT_STEP_TOKEN_BUDGET: u32 = 512;
 /// Most sequences llama.cpp allows in one context.
 pub const MAX_SEQUENCES: usize = 256;
 /// Sequences reserved for shared prefixes (one per side).
-const PREFIX_SEQUENCES: usize = 2;
+pub const PREFIX_SEQUENCES: usize = 2;
 
 /// Options of the llama.cpp engine.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
