@@ -17,7 +17,12 @@ fn simulated() -> PathBuf {
     static OUT: OnceLock<PathBuf> = OnceLock::new();
     OUT.get_or_init(|| {
         let dir = tempfile::tempdir().expect("tempdir").keep();
-        let cfg = crate::util::small_config(&dir, "sim.jsonl");
+        // The plain run (no critic choosing the turns): these tests check
+        // the eval's figures on a run that is clearly simulated.
+        let cfg = usersim::run::SimulateConfig {
+            best_of: Some(1),
+            ..crate::util::small_config(&dir, "sim.jsonl")
+        };
         crate::util::run(&cfg);
         cfg.output
     })
@@ -114,8 +119,9 @@ fn full_report_of_a_simulated_run_against_iard() {
         "fidelity is scored on every user turn that asked for an intent"
     );
 
-    // A 135M model prompted this way is easy to tell from people; the
-    // interval must be a real interval around the estimate.
+    // A 135M model prompted this way, without the critic, is easy to tell
+    // from people; the interval must be a real interval around the
+    // estimate.
     let auc = &r["turn_discriminator"]["auc"];
     let (v, lo, hi) = (
         auc["value"].as_f64().expect("auc"),

@@ -25,6 +25,10 @@ fn config(dir: &Path, name: &str, urls: Vec<String>) -> SimulateConfig {
         max_user_turns: Some(3),
         scenario_dir: root().join("prompts/movies"),
         backend: BackendKind::Openai,
+        // One request per turn, so requests, retries and kills are counted
+        // per turn here; best-of over this backend (a request per
+        // candidate) runs in the bench test against llama-server.
+        best_of: Some(1),
         ..SimulateConfig::default()
     };
     cfg.openai.base_urls = urls;
@@ -280,6 +284,8 @@ fn cli(out: &Path, url: &str, extra: &[&str]) -> Command {
     let mut c = Command::new(bin());
     c.args(["simulate", "-q", "--backend", "openai", "--base-url", url])
         .args([
+            "--best-of",
+            "1",
             "--seed",
             "5",
             "--max-turns",

@@ -99,8 +99,18 @@ fn transcript_prompts_show_real_dialogues_but_never_the_replayed_one() {
     let recs = read_records(&cfg.output).unwrap();
     assert_eq!(recs.len(), 6);
     let seen = seen.borrow();
-    let user: Vec<&GenerationRequest> = seen.iter().filter(|r| r.side == Side::User).collect();
+    // Candidate 0 of each seeker turn (the movies default decodes 4 from
+    // the same prompt, each its own request on the scripted backend).
+    let user: Vec<&GenerationRequest> = seen
+        .iter()
+        .filter(|r| r.side == Side::User && r.candidate == 0)
+        .collect();
     assert!(user.len() > 20, "{}", user.len());
+    assert_eq!(
+        seen.iter().filter(|r| r.side == Side::User).count(),
+        4 * user.len(),
+        "four candidates of every seeker turn, all from its one prompt"
+    );
     let mut prefixes = std::collections::BTreeSet::new();
     for r in &recs {
         let id = &r.replay.as_ref().expect("a replay").dialogue_id;
