@@ -52,19 +52,43 @@ fn first_turn_distribution_matches_independent_counts() {
     assert!(fitted.table.transitions["OTH"].contains_key("END"));
 }
 
-/// Seeker turns of the raw IARD JSON as (labels, words): a speaker's
-/// consecutive utterances joined, mentions `@id <Title (year)>` counted as
-/// the title's words.
-fn raw_seeker_turns() -> Vec<(Vec<String>, usize)> {
+/// Each dialogue's utterances of the raw IARD JSON, in order.
+fn raw_utterances() -> Vec<Vec<serde_json::Value>> {
     let raw: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(shared_data().join("iard/iard.json")).unwrap(),
     )
     .unwrap();
+    raw.as_object()
+        .unwrap()
+        .values()
+        .map(|d| {
+            let mut utts: Vec<serde_json::Value> = d["dialogue_info"]
+                .as_object()
+                .unwrap()
+                .values()
+                .cloned()
+                .collect();
+            utts.sort_by_key(|u| u["utterance_pos"].as_u64().unwrap());
+            utts
+        })
+        .collect()
+}
+
+/// The library's fit of the IARD file.
+fn fitted() -> usersim::tools::fit::FittedIntents {
+    fit_iard(
+        &shared_data().join("iard/iard.json"),
+        &FitIntentsConfig::default(),
+    )
+    .unwrap()
+}
+
+/// Seeker turns of the raw IARD JSON as (labels, words): a speaker's
+/// consecutive utterances joined, mentions `@id <Title (year)>` counted as
+/// the title's words.
+fn raw_seeker_turns() -> Vec<(Vec<String>, usize)> {
     let mut out = Vec::new();
-    for d in raw.as_object().unwrap().values() {
-        let mut utts: Vec<&serde_json::Value> =
-            d["dialogue_info"].as_object().unwrap().values().collect();
-        utts.sort_by_key(|u| u["utterance_pos"].as_u64().unwrap());
+    for utts in raw_utterances() {
         let mut current: Option<(Vec<String>, usize)> = None;
         for u in utts {
             let words = usersim::corpus::strip_mentions(u["utterance_text"].as_str().unwrap())
@@ -94,11 +118,7 @@ fn raw_seeker_turns() -> Vec<(Vec<String>, usize)> {
 
 #[test]
 fn lengths_match_independent_counts_and_real_seekers_are_terse() {
-    let fitted = fit_iard(
-        &shared_data().join("iard/iard.json"),
-        &FitIntentsConfig::default(),
-    )
-    .unwrap();
+    let fitted = fitted();
     // Each turn counts once, under its first label that is not small talk
     // (or OTH when it has no other).
     let mut expected: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
@@ -132,18 +152,11 @@ fn lengths_match_independent_counts_and_real_seekers_are_terse() {
 /// Seeker turns of the raw IARD JSON that follow a recommender turn, as
 /// (the recommender's turn has a `?`, the seeker turn's labels).
 fn raw_answers() -> Vec<(bool, Vec<String>)> {
-    let raw: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(shared_data().join("iard/iard.json")).unwrap(),
-    )
-    .unwrap();
     let mut out = Vec::new();
-    for d in raw.as_object().unwrap().values() {
-        let mut utts: Vec<&serde_json::Value> =
-            d["dialogue_info"].as_object().unwrap().values().collect();
-        utts.sort_by_key(|u| u["utterance_pos"].as_u64().unwrap());
+    for utts in raw_utterances() {
         // (role, text, labels) per merged turn.
         let mut turns: Vec<(String, String, Vec<String>)> = Vec::new();
-        for u in utts {
+        for u in &utts {
             let role = u["role"].as_str().unwrap().to_string();
             let text = u["utterance_text"].as_str().unwrap();
             let labels = u["sub-intent/action"]
@@ -174,11 +187,7 @@ fn raw_answers() -> Vec<(bool, Vec<String>)> {
 
 #[test]
 fn answering_a_question_is_fitted_from_what_follows_one() {
-    let fitted = fit_iard(
-        &shared_data().join("iard/iard.json"),
-        &FitIntentsConfig::default(),
-    )
-    .unwrap();
+    let fitted = fitted();
     let turns = raw_answers();
     // Share of seeker turns labelled ANS after a `?` and after none.
     let share = |asked: bool| {
