@@ -516,9 +516,8 @@ mod tests {
         let critical = ["REJ", "CRI-F", "CRI-A", "CRI-C"];
         let (picky, _) = intents_of(&scenario, "picky", 1500);
         let (agreeable, _) = intents_of(&scenario, "agreeable", 1500);
-        let (curious, _) = intents_of(&scenario, "curious", 1500);
+        let (curious, curious_turns) = intents_of(&scenario, "curious", 1500);
         let (impatient, impatient_turns) = intents_of(&scenario, "impatient", 1500);
-        let (_, curious_turns) = intents_of(&scenario, "curious", 1500);
         assert!(
             share(&picky, &critical) > 2.0 * share(&agreeable, &critical),
             "critical: picky {} agreeable {}",

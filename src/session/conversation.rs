@@ -285,12 +285,7 @@ impl<'a> Conversation<'a> {
                 let mut rng = stream_rng(self.session_seed, Stream::TurnLatents(self.user_turns));
                 // A question is a `?` in the system's last turn: the same
                 // test `usersim fit` fitted the tilt with.
-                let asked = self
-                    .turns
-                    .iter()
-                    .rev()
-                    .find(|t| t.role == Side::Assistant)
-                    .map(|t| t.text.contains('?'));
+                let asked = self.last_text_of(Side::Assistant).map(|t| t.contains('?'));
                 let decision = self.planner.next(self.user_turns, asked, &mut rng);
                 if matches!(decision, TurnDecision::Speak(_)) && self.out_of_patience() {
                     // Drawn first, so patience on or off leaves every other
@@ -586,22 +581,21 @@ impl<'a> Conversation<'a> {
         Pick::Keep(g, text)
     }
 
+    /// The text of `side`'s latest turn so far.
+    fn last_text_of(&self, side: Side) -> Option<&str> {
+        self.turns
+            .iter()
+            .rev()
+            .find(|t| t.role == side)
+            .map(|t| t.text.as_str())
+    }
+
     /// Why the role guard (and the copy guard) rejects a user turn's text,
     /// if it does; never without a `[guard]`.
     fn rejection(&self, text: &str) -> Option<guard::Rejection> {
         self.scenario.guard.as_ref()?;
-        let system_before = self
-            .turns
-            .iter()
-            .rev()
-            .find(|t| t.role == Side::Assistant)
-            .map(|t| t.text.as_str());
-        let own_before = self
-            .turns
-            .iter()
-            .rev()
-            .find(|t| t.role == Side::User)
-            .map(|t| t.text.as_str());
+        let system_before = self.last_text_of(Side::Assistant);
+        let own_before = self.last_text_of(Side::User);
         guard::check(text, system_before, own_before)
             .or_else(|| self.copies(text).then_some(guard::Rejection::Copy))
     }
