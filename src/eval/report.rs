@@ -365,10 +365,11 @@ impl EvalReport {
                 "",
                 &f(l.accuracy.value),
                 &format!(
-                    "[{:.3}, {:.3}] vs majority {:.3}{}",
+                    "[{:.3}, {:.3}] vs majority {:.3}, words alone {:.3}{}",
                     l.accuracy.lo,
                     l.accuracy.hi,
                     l.majority,
+                    l.text_accuracy.value,
                     if l.recoverable { "" } else { " NOT RECOVERED" }
                 ),
             );
