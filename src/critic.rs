@@ -15,19 +15,23 @@
 //! (the hash proves the weights and vocabularies are the saved ones; another
 //! format version or a file that does not hash is refused with one line).
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::corpus::pool::Pool;
+use crate::corpus::{CorpusKind, Speaker};
 use crate::error::Error;
 use crate::eval::context::{train_in_context, turns_in_context, PairModel, TurnInContext};
 use crate::eval::discriminator::{DiscriminatorConfig, DiscriminatorError, DiscriminatorResult};
 use crate::eval::features::{TfidfConfig, TfidfVectorizer};
+use crate::eval::intent::{IntentClassifier, IntentConfig, IntentError};
 use crate::eval::loaders::{load_auto, LoadError};
 use crate::eval::logreg::LogReg;
 use crate::eval::stats::Estimate;
-use crate::session::best_of::TurnScorer;
+use crate::session::best_of::{IntentReader, TurnScorer};
 use crate::session::record::{ModelRef, ScenarioRef};
 
 /// The `format` every critic file names.
@@ -366,9 +370,122 @@ impl TurnScorer for Critic {
     }
 }
 
+/// The intent reader of best-of-N ([`IntentReader`]): the eval's intent
+/// classifier (TF-IDF, one-vs-rest logistic regression) fitted on the
+/// labelled seeker turns of the run's pool, never on a dialogue the run
+/// replays (so it cannot recognise the real turn it is standing in for).
+#[derive(Clone, Debug)]
+pub struct PoolIntentReader {
+    classifier: IntentClassifier,
+}
+
+impl PoolIntentReader {
+    /// Fits on every seeker turn of `pool` that carries one of `intents`
+    /// (other turns say nothing about them), skipping the `excluded`
+    /// dialogues. `None` when no pool turn carries one.
+    pub fn fit(
+        pool: &Pool,
+        intents: &[String],
+        excluded: &HashSet<(CorpusKind, &str)>,
+    ) -> Result<Option<Self>, IntentError> {
+        let mut texts = Vec::new();
+        let mut labels = Vec::new();
+        for i in 0..pool.len() {
+            let d = pool.dialogue(i);
+            if excluded.contains(&(d.corpus, d.id.as_str())) {
+                continue;
+            }
+            for t in d.turns.iter().filter(|t| t.speaker == Speaker::Seeker) {
+                let known: Vec<String> = t
+                    .labels
+                    .iter()
+                    .filter(|l| intents.contains(l))
+                    .cloned()
+                    .collect();
+                if !known.is_empty() {
+                    texts.push(t.text.as_str());
+                    labels.push(known);
+                }
+            }
+        }
+        if texts.is_empty() {
+            return Ok(None);
+        }
+        let cfg = IntentConfig {
+            labels: intents.to_vec(),
+            ..IntentConfig::default()
+        };
+        Ok(Some(Self {
+            classifier: IntentClassifier::fit(&texts, &labels, &cfg)?,
+        }))
+    }
+}
+
+impl IntentReader for PoolIntentReader {
+    fn read(&self, intent: &str, turn: &str) -> Option<f64> {
+        let k = self.classifier.labels().iter().position(|l| l == intent)?;
+        self.classifier.predict_proba(turn).get(k).copied()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pool_intent_reader_reads_held_out_real_turns_and_never_learns_an_excluded_dialogue() {
+        let iard = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/iard/iard.json");
+        let pool = Pool::load(&[iard]).expect("IARD pool");
+        let intents: Vec<String> = crate::eval::intent::IARD_INTENTS
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        // Hold out every fifth dialogue, as a replay of them would.
+        let held_out: Vec<usize> = (0..pool.len()).step_by(5).collect();
+        let excluded: HashSet<(CorpusKind, &str)> = held_out
+            .iter()
+            .map(|&i| (pool.dialogue(i).corpus, pool.dialogue(i).id.as_str()))
+            .collect();
+        let reader = PoolIntentReader::fit(&pool, &intents, &excluded)
+            .expect("fit")
+            .expect("labelled turns");
+        // On the held-out turns, a turn's own label reads more likely than
+        // the labels it does not carry, and the top reading is right far
+        // more often than the 1-in-16 of a guess.
+        let (mut own, mut others, mut top_right, mut n) = (0.0, 0.0, 0, 0);
+        for &i in &held_out {
+            for t in pool.dialogue(i).turns.iter() {
+                let Some(label) = t.labels.iter().find(|l| intents.contains(l)) else {
+                    continue;
+                };
+                if t.speaker != Speaker::Seeker {
+                    continue;
+                }
+                let p: Vec<f64> = intents
+                    .iter()
+                    .map(|k| reader.read(k, &t.text).expect("a known intent"))
+                    .collect();
+                let k = intents.iter().position(|x| x == label).unwrap();
+                own += p[k];
+                others += (p.iter().sum::<f64>() - p[k]) / (p.len() - 1) as f64;
+                let top = (0..p.len()).max_by(|a, b| p[*a].total_cmp(&p[*b])).unwrap();
+                top_right += usize::from(t.labels.contains(&intents[top]));
+                n += 1;
+            }
+        }
+        assert!(n > 200, "{n} held-out seeker turns");
+        assert!(own > 3.0 * others, "own {own} vs others {others}");
+        let accuracy = top_right as f64 / n as f64;
+        assert!(accuracy > 0.3, "top reading right in {accuracy}");
+        assert_eq!(reader.read("NOT-AN-INTENT", "hello"), None);
+        // A pool whose every dialogue is excluded teaches nothing.
+        let all: HashSet<(CorpusKind, &str)> = (0..pool.len())
+            .map(|i| (pool.dialogue(i).corpus, pool.dialogue(i).id.as_str()))
+            .collect();
+        assert!(PoolIntentReader::fit(&pool, &intents, &all)
+            .unwrap()
+            .is_none());
+    }
 
     fn pairs(texts: &[&str], context: &str) -> Vec<TurnInContext> {
         texts

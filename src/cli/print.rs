@@ -43,7 +43,15 @@ pub fn summary(s: &RunSummary, output: &Path, json: bool) -> anyhow::Result<()> 
             s.critic.mean_candidate(),
             s.critic.candidates,
             s.critic.turns
-        )
+        ) + &if s.critic.intent_turns == 0 {
+            String::new()
+        } else {
+            format!(
+                "; drawn intent read at {:.3} kept vs {:.3} over all",
+                s.critic.mean_chosen_intent(),
+                s.critic.mean_candidate_intent()
+            )
+        }
     };
     let b = &s.backend;
     let kv = if b.kv_bytes_per_token == 0 {

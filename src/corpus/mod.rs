@@ -65,7 +65,7 @@ pub enum CorpusError {
 }
 
 /// Which reference corpus a file holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CorpusKind {
     /// IARD `iard.json`.

@@ -203,6 +203,9 @@ fn start_session<'a>(
     if let Some(critic) = prep.critic.as_deref() {
         conv = conv.with_critic(critic, prep.best_of);
     }
+    if let Some(reader) = prep.intent_reader.as_deref() {
+        conv = conv.with_intent_reader(reader);
+    }
     let next = conv.user_turn()?;
     Ok((conv, next))
 }

@@ -5,15 +5,16 @@
 //! context check right after the engine is up), before an output file
 //! exists.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use crate::backend::llama::LlamaEngine;
 use crate::backend::openai::{OpenAiBackend, OpenAiConfig};
 use crate::backend::{Backend, Prompt};
 use crate::chat::{ChatMessage, ChatRole, Side};
-use crate::corpus::load_dialogues;
 use crate::corpus::pool::Pool;
-use crate::critic::Critic;
+use crate::corpus::{load_dialogues, CorpusKind};
+use crate::critic::{Critic, PoolIntentReader};
 use crate::error::Error;
 use crate::latent::{find_item, LatentError};
 use crate::models;
@@ -22,7 +23,7 @@ use crate::scenario::catalog::Catalog;
 use crate::scenario::system::{SystemKind, SystemSpec};
 use crate::scenario::UserPrompt;
 use crate::scenario::{Pins, Scenario, SessionVar, MAX_BEST_OF};
-use crate::session::best_of::TurnScorer;
+use crate::session::best_of::{IntentReader, TurnScorer};
 use crate::session::replay::{load_replay, Replay};
 
 use super::{BackendKind, ModelChoice, SimulateConfig};
@@ -109,6 +110,10 @@ pub struct Prepared {
     /// `[critic]`): a [`Critic`] file, or any scorer a library user (or a
     /// test) puts here after [`prepare`].
     pub critic: Option<Box<dyn TurnScorer + Send + Sync>>,
+    /// Reads each candidate's drawn intent, weighing the critic's choice
+    /// (`[critic] read_intent`): a [`PoolIntentReader`] fitted on the
+    /// pool, or any reader a library user puts here after [`prepare`].
+    pub intent_reader: Option<Box<dyn IntentReader + Send + Sync>>,
     /// Candidates per seeker turn (1: no best-of-N).
     pub best_of: u32,
     /// The system under test: the scenario's `[system]` with the flags
@@ -184,6 +189,14 @@ pub fn prepare(cfg: &SimulateConfig) -> Result<Prepared, Error> {
         scenario.hash = pool_hash(&scenario.hash, pool_paths(cfg, &scenario))?;
     }
     let (critic, best_of) = load_critic(cfg, &scenario)?;
+    let intent_reader = load_intent_reader(
+        cfg,
+        &scenario,
+        critic.as_ref(),
+        best_of,
+        pool.as_ref(),
+        replay.as_ref(),
+    )?;
     if let Some(c) = &critic {
         // The critic chooses every seeker turn: a resume or a merge must
         // not mix runs chosen by different critics or at another N.
@@ -191,6 +204,9 @@ pub fn prepare(cfg: &SimulateConfig) -> Result<Prepared, Error> {
         let mut h = Sha256::new();
         h.update(scenario.hash.as_bytes());
         h.update(format!("\0critic {} best_of {best_of}", c.sha256()).as_bytes());
+        if intent_reader.is_some() {
+            h.update(b"\0read_intent");
+        }
         scenario.hash = hex::encode(h.finalize());
     }
     if cfg.backend == BackendKind::Llama {
@@ -233,6 +249,7 @@ pub fn prepare(cfg: &SimulateConfig) -> Result<Prepared, Error> {
         pool,
         prefix_candidates,
         critic: critic.map(|c| Box::new(c) as Box<dyn TurnScorer + Send + Sync>),
+        intent_reader: intent_reader.map(|r| Box::new(r) as Box<dyn IntentReader + Send + Sync>),
         best_of,
         system,
         catalog_name,
@@ -270,6 +287,50 @@ fn load_critic(cfg: &SimulateConfig, scenario: &Scenario) -> Result<(Option<Crit
         return Ok((None, best_of));
     };
     Ok((Some(Critic::load(&path)?), best_of))
+}
+
+/// The intent reader of `[critic] read_intent`, when the run chooses
+/// among candidates: fitted on the pool's labelled seeker turns, without
+/// the dialogues this run replays (every session's, whatever the shard, so
+/// the shards of one run read alike).
+fn load_intent_reader(
+    cfg: &SimulateConfig,
+    scenario: &Scenario,
+    critic: Option<&Critic>,
+    best_of: u32,
+    pool: Option<&Pool>,
+    replay: Option<&Replay>,
+) -> Result<Option<PoolIntentReader>, Error> {
+    let wanted = scenario.critic.as_ref().is_some_and(|c| c.read_intent);
+    let (true, Some(_), true, Some(pool)) = (wanted, critic, best_of > 1, pool) else {
+        return Ok(None);
+    };
+    let Some(intent) = scenario.turn.iter().find(|t| t.name == "intent") else {
+        return Ok(None);
+    };
+    let excluded: HashSet<(CorpusKind, &str)> = replay
+        .map(|r| {
+            let n = usize::try_from(cfg.sessions).unwrap_or(usize::MAX);
+            r.scripts
+                .iter()
+                .take(n)
+                .map(|s| (s.source.corpus, s.source.dialogue_id.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let reader = PoolIntentReader::fit(pool, &intent.values, &excluded).map_err(|e| {
+        Error::Config(format!(
+            "{}: critic.read_intent: cannot fit the intent reader on the pool: {e}",
+            scenario.dir.join("scenario.toml").display()
+        ))
+    })?;
+    if reader.is_none() {
+        return Err(Error::Config(format!(
+            "{}: critic.read_intent: expected pool seeker turns labelled with the intent's values (IARD's)",
+            scenario.dir.join("scenario.toml").display()
+        )));
+    }
+    Ok(reader)
 }
 
 fn pool_paths<'a>(cfg: &'a SimulateConfig, scenario: &'a Scenario) -> &'a [PathBuf] {

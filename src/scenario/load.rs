@@ -372,9 +372,18 @@ impl Scenario {
                         &format!("a number from 1 to {MAX_BEST_OF} (got {})", c.best_of),
                     ));
                 }
+                if c.read_intent
+                    && (file.pool.is_none() || !turn.iter().any(|t| t.name == "intent"))
+                {
+                    return Err(invalid(
+                        "critic.read_intent".into(),
+                        "a [pool] of labelled real dialogues and an `intent` turn variable to read (or read_intent = false)",
+                    ));
+                }
                 Some(CriticSpec {
                     file: c.file.as_ref().map(|f| dir.join(f)),
                     best_of: c.best_of,
+                    read_intent: c.read_intent,
                 })
             }
             None => None,

@@ -256,6 +256,11 @@ struct CriticFileSpec {
     /// [`MAX_BEST_OF`]; `--best-of` replaces it).
     #[serde(default = "default_best_of")]
     best_of: u32,
+    /// Also weigh each candidate by how clearly an intent classifier,
+    /// fitted on the [pool]'s labelled seeker turns, reads the turn's drawn
+    /// `intent` in it (the kept turn must read both human and as its label).
+    #[serde(default)]
+    read_intent: bool,
 }
 
 /// Most candidates per seeker turn.
@@ -275,6 +280,9 @@ pub struct CriticSpec {
     pub file: Option<PathBuf>,
     /// Candidates per seeker turn (1 to [`MAX_BEST_OF`]).
     pub best_of: u32,
+    /// Weigh each candidate by the pool-fitted intent reader's probability
+    /// of the turn's drawn intent ([`crate::critic::PoolIntentReader`]).
+    pub read_intent: bool,
 }
 
 /// `[guard]`: see [`crate::session::guard`] for what is rejected.

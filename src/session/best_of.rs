@@ -16,6 +16,15 @@ pub trait TurnScorer {
     fn score(&self, context: &str, turn: &str) -> f64;
 }
 
+/// Reads how clearly a seeker turn says an intent: the control half of
+/// the choice (the critic is the realism half), so a turn drawn as a
+/// rejection is kept in the words that read as one.
+pub trait IntentReader {
+    /// The probability that `turn` says `intent`; `None` when the reader
+    /// does not know the intent (the choice is then the critic's alone).
+    fn read(&self, intent: &str, turn: &str) -> Option<f64>;
+}
+
 /// What the critic saw in one conversation (or a run, summed).
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct CriticCounts {
@@ -27,6 +36,14 @@ pub struct CriticCounts {
     pub chosen_score_sum: f64,
     /// Sum of every candidate's score.
     pub candidate_score_sum: f64,
+    /// Seeker turns whose intent the intent reader read.
+    pub intent_turns: u64,
+    /// Sum of the kept candidates' intent probabilities.
+    pub chosen_intent_sum: f64,
+    /// Sum of every candidate's intent probability (over `intent_turns`).
+    pub candidate_intent_sum: f64,
+    /// Candidates read for their intent.
+    pub intent_candidates: u64,
 }
 
 impl CriticCounts {
@@ -36,6 +53,10 @@ impl CriticCounts {
         self.candidates += other.candidates;
         self.chosen_score_sum += other.chosen_score_sum;
         self.candidate_score_sum += other.candidate_score_sum;
+        self.intent_turns += other.intent_turns;
+        self.chosen_intent_sum += other.chosen_intent_sum;
+        self.candidate_intent_sum += other.candidate_intent_sum;
+        self.intent_candidates += other.intent_candidates;
     }
 
     /// Mean score of the kept candidates (0 when none was scored).
@@ -54,6 +75,34 @@ impl CriticCounts {
         } else {
             self.candidate_score_sum / self.candidates as f64
         }
+    }
+
+    /// Mean intent probability of the kept candidates (0 when none was read).
+    pub fn mean_chosen_intent(&self) -> f64 {
+        if self.intent_turns == 0 {
+            0.0
+        } else {
+            self.chosen_intent_sum / self.intent_turns as f64
+        }
+    }
+
+    /// Mean intent probability of all candidates read (0 when none was).
+    pub fn mean_candidate_intent(&self) -> f64 {
+        if self.intent_candidates == 0 {
+            0.0
+        } else {
+            self.candidate_intent_sum / self.intent_candidates as f64
+        }
+    }
+}
+
+/// Each candidate's score for the choice: how human it reads, times, when
+/// `intent` is given, how clearly it says that intent (both probabilities:
+/// a candidate must be both to win).
+pub fn combined_scores(human: &[f64], intent: Option<&[f64]>) -> Vec<f64> {
+    match intent {
+        Some(p) => human.iter().zip(p).map(|(h, p)| h * p).collect(),
+        None => human.to_vec(),
     }
 }
 
@@ -96,8 +145,26 @@ mod tests {
             candidates: 8,
             chosen_score_sum: 1.5,
             candidate_score_sum: 4.0,
+            intent_turns: 1,
+            chosen_intent_sum: 0.6,
+            candidate_intent_sum: 1.2,
+            intent_candidates: 4,
         });
         assert_eq!(c.mean_chosen(), 0.75);
         assert_eq!(c.mean_candidate(), 0.5);
+        assert_eq!(c.mean_chosen_intent(), 0.6);
+        assert_eq!(c.mean_candidate_intent(), 0.3);
+    }
+
+    #[test]
+    fn the_intent_reading_multiplies_the_critic_score() {
+        let human = [0.9, 0.5, 0.4];
+        assert_eq!(combined_scores(&human, None), human);
+        let read = [0.1, 0.8, 0.9];
+        let s = combined_scores(&human, Some(&read));
+        // Human alone keeps 0; human and readable keeps 1 (0.40 against
+        // 0.36 and 0.09): neither the most human nor the most readable.
+        assert_eq!(choose(Some(&human), &[0, 1, 2]), Some(0));
+        assert_eq!(choose(Some(&s), &[0, 1, 2]), Some(1));
     }
 }

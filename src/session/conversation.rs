@@ -28,7 +28,7 @@ use crate::prompt::{
 use crate::rng::{stream_rng, stream_seed, Stream};
 use crate::scenario::catalog::Catalog;
 use crate::scenario::{Scenario, UserPrompt, LENGTH_VAR, STYLE_VAR};
-use crate::session::best_of::{choose, CriticCounts, TurnScorer};
+use crate::session::best_of::{choose, combined_scores, CriticCounts, IntentReader, TurnScorer};
 use crate::session::guard;
 use crate::session::record::{ConversationRecord, EndReason, Outcome, RunIdentity, TurnRecord};
 use crate::session::replay::ReplayScript;
@@ -124,6 +124,8 @@ pub struct Conversation<'a> {
     style: Option<StyleRates>,
     /// Scores each user turn's candidates (best-of-N).
     critic: Option<&'a dyn TurnScorer>,
+    /// Reads each candidate's drawn intent (best-of-N's control half).
+    intent_reader: Option<&'a dyn IntentReader>,
     /// Candidates per user turn (1: no forks).
     best_of: u32,
     /// The candidates of the user turn in flight, by candidate index.
@@ -189,6 +191,7 @@ impl<'a> Conversation<'a> {
             transcript: None,
             style,
             critic: None,
+            intent_reader: None,
             best_of: 1,
             candidates: Vec::new(),
             critic_counts: CriticCounts::default(),
@@ -201,6 +204,13 @@ impl<'a> Conversation<'a> {
     pub fn with_critic(mut self, critic: &'a dyn TurnScorer, best_of: u32) -> Self {
         self.critic = Some(critic);
         self.best_of = best_of.max(1);
+        self
+    }
+
+    /// Weigh the critic's score of every candidate by how clearly `reader`
+    /// reads the turn's drawn intent in it (only with a critic).
+    pub fn with_intent_reader(mut self, reader: &'a dyn IntentReader) -> Self {
+        self.intent_reader = Some(reader);
         self
     }
 
@@ -549,6 +559,16 @@ impl<'a> Conversation<'a> {
         let scores: Option<Vec<f64>> = self
             .critic
             .map(|c| texts.iter().map(|t| c.score(context, t)).collect());
+        let intent_read: Option<Vec<f64>> = match (self.intent_reader, turn.intent()) {
+            (Some(r), Some(intent)) if scores.is_some() => texts
+                .iter()
+                .map(|t| r.read(intent, t))
+                .collect::<Option<Vec<f64>>>(),
+            _ => None,
+        };
+        let choice_scores = scores
+            .as_deref()
+            .map(|h| combined_scores(h, intent_read.as_deref()));
         if allowed.is_empty() {
             let max = self.scenario.guard.as_ref().map_or(0, |g| g.max_resamples);
             if self.resamples < max {
@@ -566,12 +586,18 @@ impl<'a> Conversation<'a> {
             self.guard.kept_rejected += 1;
             allowed = (0..texts.len()).collect();
         }
-        let best = choose(scores.as_deref(), &allowed).unwrap_or(0);
+        let best = choose(choice_scores.as_deref(), &allowed).unwrap_or(0);
         if let Some(s) = &scores {
             self.critic_counts.turns += 1;
             self.critic_counts.candidates += s.len() as u64;
             self.critic_counts.chosen_score_sum += s[best];
             self.critic_counts.candidate_score_sum += s.iter().sum::<f64>();
+        }
+        if let Some(p) = &intent_read {
+            self.critic_counts.intent_turns += 1;
+            self.critic_counts.intent_candidates += p.len() as u64;
+            self.critic_counts.chosen_intent_sum += p[best];
+            self.critic_counts.candidate_intent_sum += p.iter().sum::<f64>();
         }
         let text = texts.into_iter().nth(best).unwrap_or_default();
         let g = candidates

@@ -14,7 +14,7 @@ use usersim::critic::Critic;
 use usersim::output::read_records;
 use usersim::rng::{session_seed, stream_seed, Stream};
 use usersim::run::{open_backend, prepare, Prepared, RunSummary, SimulateConfig};
-use usersim::session::best_of::TurnScorer;
+use usersim::session::best_of::{IntentReader, TurnScorer};
 
 use crate::util::*;
 
@@ -377,6 +377,96 @@ fn bad_critic_input_is_one_error_line_and_no_output() {
         &[os("--scenario"), scen.as_os_str()],
         &["scenario.toml", "critic.best_of", "from 1 to 16"],
     );
+    // Reading the intent needs labelled real turns to learn it from.
+    let no_pool = scenario_copy(&dir.path().join("no_pool"), |n, t| match n {
+        "scenario.toml" => format!(
+            "{}\n[critic]\nfile = \"critic.json\"\nbest_of = 4\nread_intent = true\n",
+            ["[critic]", "[pool]", "[guard]"]
+                .iter()
+                .fold(t, |t, s| without_section(&t, s))
+        ),
+        _ => t,
+    });
+    run(
+        &[os("--scenario"), no_pool.as_os_str()],
+        &["scenario.toml", "critic.read_intent", "[pool]"],
+    );
+}
+
+/// Reads zebras as small talk (OTH) and their absence as anything else:
+/// an intent reader whose preference depends on the turn's drawn intent.
+struct ZebrasAreSmallTalk;
+
+impl IntentReader for ZebrasAreSmallTalk {
+    fn read(&self, intent: &str, turn: &str) -> Option<f64> {
+        let zebras = turn.split_whitespace().filter(|w| *w == "zebra").count() as f64;
+        Some(if intent == "OTH" {
+            (zebras + 1.0) / 5.0
+        } else {
+            1.0 / (zebras + 1.0)
+        })
+    }
+}
+
+#[test]
+fn the_intent_reader_weighs_the_choice_by_each_turns_drawn_intent() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SimulateConfig {
+        output: dir.path().join("a.jsonl"),
+        sessions: 8,
+        parallel: 4,
+        seed: 9,
+        scenario_dir: plain_scenario(dir.path()),
+        ..SimulateConfig::default()
+    };
+    let run = |cfg: &SimulateConfig| {
+        let mut prep: Prepared = prepare(cfg).expect("prepare");
+        // The critic cannot tell the candidates apart: the reader decides.
+        prep.critic = Some(Box::new(Indifferent));
+        prep.intent_reader = Some(Box::new(ZebrasAreSmallTalk));
+        prep.best_of = 4;
+        let mut backend = ScriptedBackend::new(cfg.parallel).with_script(Box::new(|req| {
+            let zebras = (req.seed % 5) as usize;
+            format!("u{} {}", req.seed % 1000, "zebra ".repeat(zebras))
+                .trim()
+                .to_string()
+        }));
+        run_prepared(cfg, &prep, &mut backend).expect("scripted run")
+    };
+    let summary = run(&cfg);
+    let records = read_records(&cfg.output).unwrap();
+    let (mut small_talk, mut other) = (Vec::new(), Vec::new());
+    for r in &records {
+        let s = session_seed(cfg.seed, r.session_index);
+        for (n, turn) in r.turns.iter().filter(|t| t.role == Side::User).enumerate() {
+            let n = n as u32;
+            let seeds: Vec<u64> = std::iter::once(stream_seed(s, Stream::UserSampling(n)))
+                .chain((1..4u8).map(|k| stream_seed(s, Stream::UserCandidate(n, 0, k))))
+                .collect();
+            let zebras: Vec<usize> = seeds.iter().map(|x| (x % 5) as usize).collect();
+            let kept = turn
+                .text
+                .split_whitespace()
+                .filter(|w| *w == "zebra")
+                .count();
+            let intent = turn.latents.get("intent").cloned().unwrap_or_default();
+            if intent == "OTH" {
+                assert_eq!(kept, *zebras.iter().max().unwrap(), "{turn:?}");
+                small_talk.push(kept);
+            } else {
+                assert_eq!(kept, *zebras.iter().min().unwrap(), "{turn:?}");
+                other.push(kept);
+            }
+        }
+    }
+    assert!(
+        !small_talk.is_empty() && !other.is_empty(),
+        "both kinds of turn drawn"
+    );
+    let checked = (small_talk.len() + other.len()) as u64;
+    assert_eq!(summary.critic.intent_turns, checked);
+    assert_eq!(summary.critic.intent_candidates, 4 * checked);
+    assert!(summary.critic.mean_chosen_intent() > summary.critic.mean_candidate_intent());
 }
 
 #[test]
