@@ -204,7 +204,7 @@ fn start_session<'a>(
         conv = conv.with_critic(critic, prep.best_of);
     }
     if let Some(reader) = prep.intent_reader.as_deref() {
-        conv = conv.with_intent_reader(reader);
+        conv = conv.with_intent_reader(reader, prep.intent_weight);
     }
     let next = conv.user_turn()?;
     Ok((conv, next))

@@ -111,9 +111,11 @@ pub struct Prepared {
     /// test) puts here after [`prepare`].
     pub critic: Option<Box<dyn TurnScorer + Send + Sync>>,
     /// Reads each candidate's drawn intent, weighing the critic's choice
-    /// (`[critic] read_intent`): a [`PoolIntentReader`] fitted on the
+    /// (`[critic] intent_weight`): a [`PoolIntentReader`] fitted on the
     /// pool, or any reader a library user puts here after [`prepare`].
     pub intent_reader: Option<Box<dyn IntentReader + Send + Sync>>,
+    /// The power of the reader's probability in the choice.
+    pub intent_weight: f64,
     /// Candidates per seeker turn (1: no best-of-N).
     pub best_of: u32,
     /// The system under test: the scenario's `[system]` with the flags
@@ -189,6 +191,7 @@ pub fn prepare(cfg: &SimulateConfig) -> Result<Prepared, Error> {
         scenario.hash = pool_hash(&scenario.hash, pool_paths(cfg, &scenario))?;
     }
     let (critic, best_of) = load_critic(cfg, &scenario)?;
+    let intent_weight = scenario.critic.as_ref().map_or(0.0, |c| c.intent_weight);
     let intent_reader = load_intent_reader(
         cfg,
         &scenario,
@@ -205,7 +208,7 @@ pub fn prepare(cfg: &SimulateConfig) -> Result<Prepared, Error> {
         h.update(scenario.hash.as_bytes());
         h.update(format!("\0critic {} best_of {best_of}", c.sha256()).as_bytes());
         if intent_reader.is_some() {
-            h.update(b"\0read_intent");
+            h.update(format!("\0intent_weight {}", intent_weight).as_bytes());
         }
         scenario.hash = hex::encode(h.finalize());
     }
@@ -250,6 +253,7 @@ pub fn prepare(cfg: &SimulateConfig) -> Result<Prepared, Error> {
         prefix_candidates,
         critic: critic.map(|c| Box::new(c) as Box<dyn TurnScorer + Send + Sync>),
         intent_reader: intent_reader.map(|r| Box::new(r) as Box<dyn IntentReader + Send + Sync>),
+        intent_weight,
         best_of,
         system,
         catalog_name,
@@ -289,7 +293,7 @@ fn load_critic(cfg: &SimulateConfig, scenario: &Scenario) -> Result<(Option<Crit
     Ok((Some(Critic::load(&path)?), best_of))
 }
 
-/// The intent reader of `[critic] read_intent`, when the run chooses
+/// The intent reader of `[critic] intent_weight`, when the run chooses
 /// among candidates: fitted on the pool's labelled seeker turns, without
 /// the dialogues this run replays (every session's, whatever the shard, so
 /// the shards of one run read alike).
@@ -301,7 +305,10 @@ fn load_intent_reader(
     pool: Option<&Pool>,
     replay: Option<&Replay>,
 ) -> Result<Option<PoolIntentReader>, Error> {
-    let wanted = scenario.critic.as_ref().is_some_and(|c| c.read_intent);
+    let wanted = scenario
+        .critic
+        .as_ref()
+        .is_some_and(|c| c.intent_weight > 0.0);
     let (true, Some(_), true, Some(pool)) = (wanted, critic, best_of > 1, pool) else {
         return Ok(None);
     };
@@ -320,13 +327,13 @@ fn load_intent_reader(
         .unwrap_or_default();
     let reader = PoolIntentReader::fit(pool, &intent.values, &excluded).map_err(|e| {
         Error::Config(format!(
-            "{}: critic.read_intent: cannot fit the intent reader on the pool: {e}",
+            "{}: critic.intent_weight: cannot fit the intent reader on the pool: {e}",
             scenario.dir.join("scenario.toml").display()
         ))
     })?;
     if reader.is_none() {
         return Err(Error::Config(format!(
-            "{}: critic.read_intent: expected pool seeker turns labelled with the intent's values (IARD's)",
+            "{}: critic.intent_weight: expected pool seeker turns labelled with the intent's values (IARD's)",
             scenario.dir.join("scenario.toml").display()
         )));
     }

@@ -372,18 +372,19 @@ impl Scenario {
                         &format!("a number from 1 to {MAX_BEST_OF} (got {})", c.best_of),
                     ));
                 }
-                if c.read_intent
-                    && (file.pool.is_none() || !turn.iter().any(|t| t.name == "intent"))
-                {
+                if !(0.0..=MAX_INTENT_WEIGHT).contains(&c.intent_weight) {
                     return Err(invalid(
-                        "critic.read_intent".into(),
-                        "a [pool] of labelled real dialogues and an `intent` turn variable to read (or read_intent = false)",
+                        "critic.intent_weight".into(),
+                        &format!(
+                            "a number from 0 to {MAX_INTENT_WEIGHT} (got {})",
+                            c.intent_weight
+                        ),
                     ));
                 }
                 Some(CriticSpec {
                     file: c.file.as_ref().map(|f| dir.join(f)),
                     best_of: c.best_of,
-                    read_intent: c.read_intent,
+                    intent_weight: c.intent_weight,
                 })
             }
             None => None,
@@ -393,6 +394,14 @@ impl Scenario {
             None => Vec::new(),
         };
         let transcript = load_transcript(&path, &file, pool.as_ref(), &turn)?;
+        if critic.as_ref().is_some_and(|c| c.intent_weight > 0.0)
+            && (pool.is_none() || !turn.iter().any(|t| t.name == "intent"))
+        {
+            return Err(invalid(
+                "critic.intent_weight".into(),
+                "a [pool] of labelled real dialogues and an `intent` turn variable to read (or intent_weight = 0)",
+            ));
+        }
 
         // Templates: strict undefined, and every variable a template names
         // must be declared, so mistakes fail here and not in the middle of a run.

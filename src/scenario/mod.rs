@@ -256,15 +256,18 @@ struct CriticFileSpec {
     /// [`MAX_BEST_OF`]; `--best-of` replaces it).
     #[serde(default = "default_best_of")]
     best_of: u32,
-    /// Also weigh each candidate by how clearly an intent classifier,
-    /// fitted on the [pool]'s labelled seeker turns, reads the turn's drawn
-    /// `intent` in it (the kept turn must read both human and as its label).
+    /// Weigh each candidate by how clearly an intent classifier, fitted on
+    /// the [pool]'s labelled seeker turns, reads the turn's drawn `intent`
+    /// in it: the critic's score times that probability to this power (0:
+    /// off, 1: the plain product; 0 to 4).
     #[serde(default)]
-    read_intent: bool,
+    intent_weight: f64,
 }
 
 /// Most candidates per seeker turn.
 pub const MAX_BEST_OF: u32 = 16;
+/// Largest `[critic] intent_weight`.
+pub const MAX_INTENT_WEIGHT: f64 = 4.0;
 /// Default candidates per seeker turn.
 pub const DEFAULT_BEST_OF: u32 = 1;
 
@@ -280,9 +283,10 @@ pub struct CriticSpec {
     pub file: Option<PathBuf>,
     /// Candidates per seeker turn (1 to [`MAX_BEST_OF`]).
     pub best_of: u32,
-    /// Weigh each candidate by the pool-fitted intent reader's probability
-    /// of the turn's drawn intent ([`crate::critic::PoolIntentReader`]).
-    pub read_intent: bool,
+    /// Power of the pool-fitted intent reader's probability of the turn's
+    /// drawn intent that weighs each candidate
+    /// ([`crate::critic::PoolIntentReader`]; 0: no reader).
+    pub intent_weight: f64,
 }
 
 /// `[guard]`: see [`crate::session::guard`] for what is rejected.

@@ -97,11 +97,16 @@ impl CriticCounts {
 }
 
 /// Each candidate's score for the choice: how human it reads, times, when
-/// `intent` is given, how clearly it says that intent (both probabilities:
-/// a candidate must be both to win).
-pub fn combined_scores(human: &[f64], intent: Option<&[f64]>) -> Vec<f64> {
+/// `intent` is given, how clearly it says that intent to the power
+/// `weight` (both probabilities: at weight 1 a candidate must be both to
+/// win; below 1 realism counts for more).
+pub fn combined_scores(human: &[f64], intent: Option<&[f64]>, weight: f64) -> Vec<f64> {
     match intent {
-        Some(p) => human.iter().zip(p).map(|(h, p)| h * p).collect(),
+        Some(p) => human
+            .iter()
+            .zip(p)
+            .map(|(h, p)| h * p.powf(weight))
+            .collect(),
         None => human.to_vec(),
     }
 }
@@ -159,12 +164,17 @@ mod tests {
     #[test]
     fn the_intent_reading_multiplies_the_critic_score() {
         let human = [0.9, 0.5, 0.4];
-        assert_eq!(combined_scores(&human, None), human);
+        assert_eq!(combined_scores(&human, None, 1.0), human);
         let read = [0.1, 0.8, 0.9];
-        let s = combined_scores(&human, Some(&read));
+        let s = combined_scores(&human, Some(&read), 1.0);
         // Human alone keeps 0; human and readable keeps 1 (0.40 against
         // 0.36 and 0.09): neither the most human nor the most readable.
         assert_eq!(choose(Some(&human), &[0, 1, 2]), Some(0));
         assert_eq!(choose(Some(&s), &[0, 1, 2]), Some(1));
+        // Weight 0 leaves the critic alone; a small weight tips only close
+        // calls (0.9 x 0.1^0.2 = 0.57 still beats 0.5 x 0.8^0.2 = 0.48).
+        assert_eq!(combined_scores(&human, Some(&read), 0.0), human);
+        let s = combined_scores(&human, Some(&read), 0.2);
+        assert_eq!(choose(Some(&s), &[0, 1, 2]), Some(0));
     }
 }

@@ -124,8 +124,9 @@ pub struct Conversation<'a> {
     style: Option<StyleRates>,
     /// Scores each user turn's candidates (best-of-N).
     critic: Option<&'a dyn TurnScorer>,
-    /// Reads each candidate's drawn intent (best-of-N's control half).
-    intent_reader: Option<&'a dyn IntentReader>,
+    /// Reads each candidate's drawn intent (best-of-N's control half), and
+    /// the power its probability is raised to.
+    intent_reader: Option<(&'a dyn IntentReader, f64)>,
     /// Candidates per user turn (1: no forks).
     best_of: u32,
     /// The candidates of the user turn in flight, by candidate index.
@@ -208,9 +209,10 @@ impl<'a> Conversation<'a> {
     }
 
     /// Weigh the critic's score of every candidate by how clearly `reader`
-    /// reads the turn's drawn intent in it (only with a critic).
-    pub fn with_intent_reader(mut self, reader: &'a dyn IntentReader) -> Self {
-        self.intent_reader = Some(reader);
+    /// reads the turn's drawn intent in it, to the power `weight` (only
+    /// with a critic).
+    pub fn with_intent_reader(mut self, reader: &'a dyn IntentReader, weight: f64) -> Self {
+        self.intent_reader = Some((reader, weight));
         self
     }
 
@@ -560,7 +562,7 @@ impl<'a> Conversation<'a> {
             .critic
             .map(|c| texts.iter().map(|t| c.score(context, t)).collect());
         let intent_read: Option<Vec<f64>> = match (self.intent_reader, turn.intent()) {
-            (Some(r), Some(intent)) if scores.is_some() => texts
+            (Some((r, _)), Some(intent)) if scores.is_some() => texts
                 .iter()
                 .map(|t| r.read(intent, t))
                 .collect::<Option<Vec<f64>>>(),
@@ -568,7 +570,7 @@ impl<'a> Conversation<'a> {
         };
         let choice_scores = scores
             .as_deref()
-            .map(|h| combined_scores(h, intent_read.as_deref()));
+            .map(|h| combined_scores(h, intent_read.as_deref(), self.intent_weight()));
         if allowed.is_empty() {
             let max = self.scenario.guard.as_ref().map_or(0, |g| g.max_resamples);
             if self.resamples < max {
@@ -605,6 +607,11 @@ impl<'a> Conversation<'a> {
             .nth(best)
             .expect("best is a candidate's index");
         Pick::Keep(g, text)
+    }
+
+    /// The power of the intent reader's probability in the choice.
+    fn intent_weight(&self) -> f64 {
+        self.intent_reader.map_or(0.0, |(_, w)| w)
     }
 
     /// The text of `side`'s latest turn so far.

@@ -380,16 +380,25 @@ fn bad_critic_input_is_one_error_line_and_no_output() {
     // Reading the intent needs labelled real turns to learn it from.
     let no_pool = scenario_copy(&dir.path().join("no_pool"), |n, t| match n {
         "scenario.toml" => format!(
-            "{}\n[critic]\nfile = \"critic.json\"\nbest_of = 4\nread_intent = true\n",
+            "{}\n[critic]\nfile = \"critic.json\"\nbest_of = 4\nintent_weight = 1.0\n",
             ["[critic]", "[pool]", "[guard]"]
                 .iter()
                 .fold(t, |t, s| without_section(&t, s))
+                .replace("user_prompt = \"transcript\"", "user_prompt = \"chat\"")
         ),
         _ => t,
     });
     run(
         &[os("--scenario"), no_pool.as_os_str()],
-        &["scenario.toml", "critic.read_intent", "[pool]"],
+        &["scenario.toml", "critic.intent_weight", "[pool]"],
+    );
+    let heavy = scenario_copy(&dir.path().join("heavy"), |n, t| match n {
+        "scenario.toml" => t.replace("intent_weight = 1.0", "intent_weight = -1"),
+        _ => t,
+    });
+    run(
+        &[os("--scenario"), heavy.as_os_str()],
+        &["scenario.toml", "critic.intent_weight", "from 0 to 4", "-1"],
     );
 }
 
@@ -424,6 +433,7 @@ fn the_intent_reader_weighs_the_choice_by_each_turns_drawn_intent() {
         // The critic cannot tell the candidates apart: the reader decides.
         prep.critic = Some(Box::new(Indifferent));
         prep.intent_reader = Some(Box::new(ZebrasAreSmallTalk));
+        prep.intent_weight = 1.0;
         prep.best_of = 4;
         let mut backend = ScriptedBackend::new(cfg.parallel).with_script(Box::new(|req| {
             let zebras = (req.seed % 5) as usize;
