@@ -507,6 +507,50 @@ mod tests {
     }
 
     #[test]
+    fn verbosity_scales_lengths_by_the_mean_ratio_of_its_third_of_real_seekers() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts/movies");
+        let scenario = Scenario::load(&dir).expect("movies scenario");
+        let (var, factors) = scenario
+            .length
+            .as_ref()
+            .and_then(|l| l.scale.clone())
+            .expect("scale_by");
+        assert_eq!(var, "verbosity");
+        // The fitted file's per-seeker ratios, cut into thirds here.
+        let fitted: toml::Value =
+            toml::from_str(&std::fs::read_to_string(dir.join("intents_iard.toml")).unwrap())
+                .unwrap();
+        let mut ratios: Vec<f64> = fitted["seeker_length_ratio"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_float().unwrap())
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let n = ratios.len();
+        let third = |a: usize, b: usize| ratios[a..b].iter().sum::<f64>() / (b - a) as f64;
+        let (lo, hi) = (
+            (n as f64 / 3.0).round() as usize,
+            (2.0 * n as f64 / 3.0).round() as usize,
+        );
+        for (value, want) in [
+            ("terse", third(0, lo)),
+            ("normal", third(lo, hi)),
+            ("chatty", third(hi, n)),
+        ] {
+            assert!(
+                (factors[value] - want).abs() < 1e-9,
+                "{value}: {} vs {want}",
+                factors[value]
+            );
+        }
+        assert!(
+            factors["terse"] < 0.75 && factors["chatty"] > 1.3,
+            "{factors:?}"
+        );
+    }
+
+    #[test]
     fn a_sessions_personality_tilts_its_intents_by_turn_by() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts/movies");
         let scenario = Scenario::load(&dir).expect("movies scenario");

@@ -103,7 +103,7 @@ fn malformed_scenarios() {
 
     let zero = d(&|n, t| {
         if n == "scenario.toml" {
-            t.replace("weights = [0.4, 0.45, 0.15]", "weights = [0, 0, 0]")
+            t.replace("weights = [1, 1, 1]", "weights = [0, 0, 0]")
         } else {
             t
         }
