@@ -61,38 +61,31 @@ impl CriticCounts {
 
     /// Mean score of the kept candidates (0 when none was scored).
     pub fn mean_chosen(&self) -> f64 {
-        if self.turns == 0 {
-            0.0
-        } else {
-            self.chosen_score_sum / self.turns as f64
-        }
+        mean(self.chosen_score_sum, self.turns)
     }
 
     /// Mean score of all candidates (0 when none was scored).
     pub fn mean_candidate(&self) -> f64 {
-        if self.candidates == 0 {
-            0.0
-        } else {
-            self.candidate_score_sum / self.candidates as f64
-        }
+        mean(self.candidate_score_sum, self.candidates)
     }
 
     /// Mean intent probability of the kept candidates (0 when none was read).
     pub fn mean_chosen_intent(&self) -> f64 {
-        if self.intent_turns == 0 {
-            0.0
-        } else {
-            self.chosen_intent_sum / self.intent_turns as f64
-        }
+        mean(self.chosen_intent_sum, self.intent_turns)
     }
 
     /// Mean intent probability of all candidates read (0 when none was).
     pub fn mean_candidate_intent(&self) -> f64 {
-        if self.intent_candidates == 0 {
-            0.0
-        } else {
-            self.candidate_intent_sum / self.intent_candidates as f64
-        }
+        mean(self.candidate_intent_sum, self.intent_candidates)
+    }
+}
+
+/// `sum / n`, 0 when nothing was counted.
+fn mean(sum: f64, n: u64) -> f64 {
+    if n == 0 {
+        0.0
+    } else {
+        sum / n as f64
     }
 }
 
