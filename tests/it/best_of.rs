@@ -59,6 +59,8 @@ fn scripted_best_of(
 ) -> (RunSummary, Vec<(u64, String, u32, u64)>) {
     let mut prep: Prepared = prepare(cfg).expect("prepare");
     prep.critic = Some(scorer);
+    // The critic alone chooses (not the scenario's intent reading).
+    prep.intent_reader = None;
     prep.best_of = best_of;
     let log = Rc::new(RefCell::new(Vec::new()));
     let seen = log.clone();
@@ -169,6 +171,8 @@ fn real_best_of(
 ) -> RunSummary {
     let mut prep = prepare(cfg).expect("prepare");
     prep.critic = scorer;
+    // The critic alone chooses (not the scenario's intent reading).
+    prep.intent_reader = None;
     prep.best_of = best_of;
     let mut backend = open_backend(cfg, &prep, cfg.parallel).expect("engine");
     run_prepared(cfg, &prep, backend.as_mut()).expect("real run")
