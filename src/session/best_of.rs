@@ -30,7 +30,8 @@ pub trait IntentReader {
 pub struct CriticCounts {
     /// Seeker turns scored.
     pub turns: u64,
-    /// Candidates scored (`turns` × N, plus the guard's resamples).
+    /// Candidates scored: `turns` × N (a round the guard rejected whole
+    /// is drawn again, not scored).
     pub candidates: u64,
     /// Sum of the kept candidates' scores.
     pub chosen_score_sum: f64,

@@ -553,6 +553,25 @@ impl<'a> Conversation<'a> {
                 None => allowed.push(i),
             }
         }
+        if allowed.is_empty() {
+            let max = self.scenario.guard.as_ref().map_or(0, |g| g.max_resamples);
+            if self.resamples < max {
+                if let Some(mut request) = self.user_request.clone() {
+                    self.resamples += 1;
+                    request.seed = stream_seed(
+                        self.session_seed,
+                        Stream::UserResample(self.user_turns, self.resamples),
+                    );
+                    request.forks = self.fork_seeds(self.resamples);
+                    self.candidates = vec![None; self.best_of as usize];
+                    return Pick::Again(request);
+                }
+            }
+            self.guard.kept_rejected += 1;
+            allowed = (0..texts.len()).collect();
+        }
+        // Scored only once a round is kept: a round the guard rejects
+        // whole is drawn again and its scores would be thrown away.
         let context = self
             .turns
             .last()
@@ -571,23 +590,6 @@ impl<'a> Conversation<'a> {
         let choice_scores = scores
             .as_deref()
             .map(|h| combined_scores(h, intent_read.as_deref(), self.intent_weight()));
-        if allowed.is_empty() {
-            let max = self.scenario.guard.as_ref().map_or(0, |g| g.max_resamples);
-            if self.resamples < max {
-                if let Some(mut request) = self.user_request.clone() {
-                    self.resamples += 1;
-                    request.seed = stream_seed(
-                        self.session_seed,
-                        Stream::UserResample(self.user_turns, self.resamples),
-                    );
-                    request.forks = self.fork_seeds(self.resamples);
-                    self.candidates = vec![None; self.best_of as usize];
-                    return Pick::Again(request);
-                }
-            }
-            self.guard.kept_rejected += 1;
-            allowed = (0..texts.len()).collect();
-        }
         let best = choose(choice_scores.as_deref(), &allowed).unwrap_or(0);
         if let Some(s) = &scores {
             self.critic_counts.turns += 1;
