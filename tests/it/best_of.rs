@@ -49,6 +49,19 @@ fn plain_scenario(dir: &Path) -> std::path::PathBuf {
     })
 }
 
+/// A scripted candidate's text, a function of its seed alone: a tag and
+/// 0 to 4 "zebra"s (`zebras(seed)`), so a test can say which it keeps.
+fn zebra_text(seed: u64) -> String {
+    format!("u{} {}", seed % 1000, "zebra ".repeat(zebras(seed)))
+        .trim()
+        .to_string()
+}
+
+/// How many "zebra"s the candidate drawn from `seed` says.
+fn zebras(seed: u64) -> usize {
+    (seed % 5) as usize
+}
+
 /// A scripted run with `scorer` choosing among `best_of` candidates; the
 /// script writes each candidate's text from its seed (a few "zebra"s) and
 /// logs (conversation, prompt, candidate, seed) of every request.
@@ -70,10 +83,7 @@ fn scripted_best_of(
             seen.borrow_mut()
                 .push((req.conversation, prompt, req.candidate, req.seed));
         }
-        let zebras = (req.seed % 5) as usize;
-        format!("u{} {}", req.seed % 1000, "zebra ".repeat(zebras))
-            .trim()
-            .to_string()
+        zebra_text(req.seed)
     }));
     let s = run_prepared(cfg, &prep, &mut backend).expect("scripted run");
     let log = log.borrow().clone();
@@ -125,16 +135,11 @@ fn best_of_keeps_the_most_human_candidate_each_from_its_own_stream() {
             // Kept: the most zebras, the lowest candidate among equals.
             let best = want
                 .iter()
-                .max_by(|a, b| (a.1 % 5).cmp(&(b.1 % 5)).then(b.0.cmp(&a.0)))
+                .max_by(|a, b| zebras(a.1).cmp(&zebras(b.1)).then(b.0.cmp(&a.0)))
                 .unwrap();
-            let text = format!(
-                "u{} {}",
-                best.1 % 1000,
-                "zebra ".repeat((best.1 % 5) as usize)
-            );
             assert_eq!(
                 turn.text,
-                text.trim(),
+                zebra_text(best.1),
                 "session {} turn {n}",
                 r.session_index
             );
@@ -439,12 +444,8 @@ fn the_intent_reader_weighs_the_choice_by_each_turns_drawn_intent() {
         prep.intent_reader = Some(Box::new(ZebrasAreSmallTalk));
         prep.intent_weight = 1.0;
         prep.best_of = 4;
-        let mut backend = ScriptedBackend::new(cfg.parallel).with_script(Box::new(|req| {
-            let zebras = (req.seed % 5) as usize;
-            format!("u{} {}", req.seed % 1000, "zebra ".repeat(zebras))
-                .trim()
-                .to_string()
-        }));
+        let mut backend =
+            ScriptedBackend::new(cfg.parallel).with_script(Box::new(|req| zebra_text(req.seed)));
         run_prepared(cfg, &prep, &mut backend).expect("scripted run")
     };
     let summary = run(&cfg);
@@ -457,7 +458,7 @@ fn the_intent_reader_weighs_the_choice_by_each_turns_drawn_intent() {
             let seeds: Vec<u64> = std::iter::once(stream_seed(s, Stream::UserSampling(n)))
                 .chain((1..4u8).map(|k| stream_seed(s, Stream::UserCandidate(n, 0, k))))
                 .collect();
-            let zebras: Vec<usize> = seeds.iter().map(|x| (x % 5) as usize).collect();
+            let said: Vec<usize> = seeds.iter().map(|&x| zebras(x)).collect();
             let kept = turn
                 .text
                 .split_whitespace()
@@ -465,10 +466,10 @@ fn the_intent_reader_weighs_the_choice_by_each_turns_drawn_intent() {
                 .count();
             let intent = turn.latents.get("intent").cloned().unwrap_or_default();
             if intent == "OTH" {
-                assert_eq!(kept, *zebras.iter().max().unwrap(), "{turn:?}");
+                assert_eq!(kept, *said.iter().max().unwrap(), "{turn:?}");
                 small_talk.push(kept);
             } else {
-                assert_eq!(kept, *zebras.iter().min().unwrap(), "{turn:?}");
+                assert_eq!(kept, *said.iter().min().unwrap(), "{turn:?}");
                 other.push(kept);
             }
         }
