@@ -468,7 +468,7 @@ mod tests {
                 let k = intents.iter().position(|x| x == label).unwrap();
                 own += p[k];
                 others += (p.iter().sum::<f64>() - p[k]) / (p.len() - 1) as f64;
-                let top = (0..p.len()).max_by(|a, b| p[*a].total_cmp(&p[*b])).unwrap();
+                let top = crate::eval::logreg::argmax(&p).expect("one reading per intent");
                 top_right += usize::from(t.labels.contains(&intents[top]));
                 n += 1;
             }
