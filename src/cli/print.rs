@@ -51,6 +51,14 @@ pub fn summary(s: &RunSummary, output: &Path, json: bool) -> anyhow::Result<()> 
                 s.critic.mean_chosen_intent(),
                 s.critic.mean_candidate_intent()
             )
+        } + &if s.critic.length_turns == 0 {
+            String::new()
+        } else {
+            format!(
+                "; length fit {:.3} kept vs {:.3} over all",
+                s.critic.mean_chosen_length(),
+                s.critic.mean_candidate_length()
+            )
         }
     };
     let b = &s.backend;

@@ -372,19 +372,22 @@ impl Scenario {
                         &format!("a number from 1 to {MAX_BEST_OF} (got {})", c.best_of),
                     ));
                 }
-                if !(0.0..=MAX_INTENT_WEIGHT).contains(&c.intent_weight) {
-                    return Err(invalid(
-                        "critic.intent_weight".into(),
-                        &format!(
-                            "a number from 0 to {MAX_INTENT_WEIGHT} (got {})",
-                            c.intent_weight
-                        ),
-                    ));
+                for (field, weight) in [
+                    ("intent_weight", c.intent_weight),
+                    ("length_weight", c.length_weight),
+                ] {
+                    if !(0.0..=MAX_CHOICE_WEIGHT).contains(&weight) {
+                        return Err(invalid(
+                            format!("critic.{field}"),
+                            &format!("a number from 0 to {MAX_CHOICE_WEIGHT} (got {weight})"),
+                        ));
+                    }
                 }
                 Some(CriticSpec {
                     file: c.file.as_ref().map(|f| dir.join(f)),
                     best_of: c.best_of,
                     intent_weight: c.intent_weight,
+                    length_weight: c.length_weight,
                 })
             }
             None => None,
@@ -400,6 +403,12 @@ impl Scenario {
             return Err(invalid(
                 "critic.intent_weight".into(),
                 "a [pool] of labelled real dialogues and an `intent` turn variable to read (or intent_weight = 0)",
+            ));
+        }
+        if critic.as_ref().is_some_and(|c| c.length_weight > 0.0) && length.is_none() {
+            return Err(invalid(
+                "critic.length_weight".into(),
+                "a [length] latent whose drawn target the candidates are weighed against (or length_weight = 0)",
             ));
         }
 

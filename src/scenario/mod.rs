@@ -262,12 +262,17 @@ struct CriticFileSpec {
     /// off, 1: the plain product; 0 to 4).
     #[serde(default)]
     intent_weight: f64,
+    /// Weigh each candidate by how near its length (words) is to the
+    /// turn's drawn `[length]` target: times (shorter + 1) / (longer + 1)
+    /// to this power (0: off; 0 to 4; needs `[length]`).
+    #[serde(default)]
+    length_weight: f64,
 }
 
 /// Most candidates per seeker turn.
 pub const MAX_BEST_OF: u32 = 16;
-/// Largest `[critic] intent_weight`.
-pub const MAX_INTENT_WEIGHT: f64 = 4.0;
+/// Largest `[critic] intent_weight` and `length_weight`.
+pub const MAX_CHOICE_WEIGHT: f64 = 4.0;
 /// Default candidates per seeker turn.
 pub const DEFAULT_BEST_OF: u32 = 1;
 
@@ -287,6 +292,9 @@ pub struct CriticSpec {
     /// drawn intent that weighs each candidate
     /// ([`crate::critic::PoolIntentReader`]; 0: no reader).
     pub intent_weight: f64,
+    /// Power of a candidate's nearness to the turn's drawn length target
+    /// ([`crate::session::best_of::length_fit`]) that weighs it (0: off).
+    pub length_weight: f64,
 }
 
 /// `[guard]`: see [`crate::session::guard`] for what is rejected.

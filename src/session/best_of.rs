@@ -45,6 +45,14 @@ pub struct CriticCounts {
     pub candidate_intent_sum: f64,
     /// Candidates read for their intent.
     pub intent_candidates: u64,
+    /// Seeker turns whose candidates were weighed by their length.
+    pub length_turns: u64,
+    /// Sum of the kept candidates' [`length_fit`]s.
+    pub chosen_length_sum: f64,
+    /// Sum of every candidate's [`length_fit`] (over `length_turns`).
+    pub candidate_length_sum: f64,
+    /// Candidates weighed by their length.
+    pub length_candidates: u64,
 }
 
 impl CriticCounts {
@@ -58,6 +66,10 @@ impl CriticCounts {
         self.chosen_intent_sum += other.chosen_intent_sum;
         self.candidate_intent_sum += other.candidate_intent_sum;
         self.intent_candidates += other.intent_candidates;
+        self.length_turns += other.length_turns;
+        self.chosen_length_sum += other.chosen_length_sum;
+        self.candidate_length_sum += other.candidate_length_sum;
+        self.length_candidates += other.length_candidates;
     }
 
     /// Mean score of the kept candidates (0 when none was scored).
@@ -79,6 +91,16 @@ impl CriticCounts {
     pub fn mean_candidate_intent(&self) -> f64 {
         mean(self.candidate_intent_sum, self.intent_candidates)
     }
+
+    /// Mean length fit of the kept candidates (0 when none was weighed).
+    pub fn mean_chosen_length(&self) -> f64 {
+        mean(self.chosen_length_sum, self.length_turns)
+    }
+
+    /// Mean length fit of all candidates weighed (0 when none was).
+    pub fn mean_candidate_length(&self) -> f64 {
+        mean(self.candidate_length_sum, self.length_candidates)
+    }
 }
 
 /// `sum / n`, 0 when nothing was counted.
@@ -90,19 +112,30 @@ fn mean(sum: f64, n: u64) -> f64 {
     }
 }
 
-/// Each candidate's score for the choice: how human it reads, times, when
-/// `intent` is given, how clearly it says that intent to the power
-/// `weight` (both probabilities: at weight 1 a candidate must be both to
-/// win; below 1 realism counts for more).
-pub fn combined_scores(human: &[f64], intent: Option<&[f64]>, weight: f64) -> Vec<f64> {
-    match intent {
-        Some(p) => human
-            .iter()
-            .zip(p)
-            .map(|(h, p)| h * p.powf(weight))
-            .collect(),
-        None => human.to_vec(),
-    }
+/// Each candidate's score for the choice: how human it reads (`human`),
+/// times each factor's per-candidate value to the factor's power. The
+/// factors are probabilities or ratios in [0, 1] (how clearly the turn
+/// says its drawn intent, how near its length is to the drawn target): at
+/// power 1 a candidate must be both human and the factor to win; below 1
+/// realism counts for more; power 0 leaves the factor out.
+pub fn combined_scores(human: &[f64], factors: &[(&[f64], f64)]) -> Vec<f64> {
+    human
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            factors
+                .iter()
+                .fold(*h, |s, (values, power)| s * values[i].powf(*power))
+        })
+        .collect()
+}
+
+/// How near a turn of `words` words is to a `target`: the shorter over the
+/// longer, each plus one (1 when equal, 1/2 for 3 words against 7 or 15
+/// against 7, so too short and too long count alike by ratio).
+pub fn length_fit(words: usize, target: u32) -> f64 {
+    let (w, t) = (words as f64 + 1.0, f64::from(target) + 1.0);
+    w.min(t) / w.max(t)
 }
 
 /// The candidate to keep among `allowed` (indices into `scores`): the
@@ -148,27 +181,52 @@ mod tests {
             chosen_intent_sum: 0.6,
             candidate_intent_sum: 1.2,
             intent_candidates: 4,
+            length_turns: 2,
+            chosen_length_sum: 1.0,
+            candidate_length_sum: 2.0,
+            length_candidates: 8,
         });
         assert_eq!(c.mean_chosen(), 0.75);
         assert_eq!(c.mean_candidate(), 0.5);
         assert_eq!(c.mean_chosen_intent(), 0.6);
         assert_eq!(c.mean_candidate_intent(), 0.3);
+        assert_eq!(c.mean_chosen_length(), 0.5);
+        assert_eq!(c.mean_candidate_length(), 0.25);
     }
 
     #[test]
     fn the_intent_reading_multiplies_the_critic_score() {
         let human = [0.9, 0.5, 0.4];
-        assert_eq!(combined_scores(&human, None, 1.0), human);
+        assert_eq!(combined_scores(&human, &[]), human);
         let read = [0.1, 0.8, 0.9];
-        let s = combined_scores(&human, Some(&read), 1.0);
+        let s = combined_scores(&human, &[(&read, 1.0)]);
         // Human alone keeps 0; human and readable keeps 1 (0.40 against
         // 0.36 and 0.09): neither the most human nor the most readable.
         assert_eq!(choose(Some(&human), &[0, 1, 2]), Some(0));
         assert_eq!(choose(Some(&s), &[0, 1, 2]), Some(1));
         // Weight 0 leaves the critic alone; a small weight tips only close
         // calls (0.9 x 0.1^0.2 = 0.57 still beats 0.5 x 0.8^0.2 = 0.48).
-        assert_eq!(combined_scores(&human, Some(&read), 0.0), human);
-        let s = combined_scores(&human, Some(&read), 0.2);
+        assert_eq!(combined_scores(&human, &[(&read, 0.0)]), human);
+        let s = combined_scores(&human, &[(&read, 0.2)]);
         assert_eq!(choose(Some(&s), &[0, 1, 2]), Some(0));
+    }
+
+    #[test]
+    fn length_fit_is_the_ratio_of_shorter_to_longer_and_weighs_with_the_intent() {
+        assert_eq!(length_fit(7, 7), 1.0);
+        assert_eq!(length_fit(3, 7), 0.5);
+        assert_eq!(length_fit(15, 7), 0.5, "too long by the same ratio");
+        assert_eq!(length_fit(0, 0), 1.0);
+        assert!(length_fit(6, 7) > length_fit(9, 7));
+        // Equally human and readable: the length decides; the factors
+        // multiply, so a far-off length loses even to a less human turn.
+        let human = [0.6, 0.6, 0.5];
+        let read = [0.5, 0.5, 0.5];
+        let fit = [length_fit(15, 7), length_fit(8, 7), length_fit(7, 7)];
+        let s = combined_scores(&human, &[(&read, 1.0), (&fit, 1.0)]);
+        assert_eq!(choose(Some(&s), &[0, 1, 2]), Some(1));
+        let s = combined_scores(&human, &[(&read, 1.0), (&fit, 4.0)]);
+        assert_eq!(choose(Some(&s), &[0, 1, 2]), Some(2));
+        assert_eq!(combined_scores(&human, &[(&read, 0.0), (&fit, 0.0)]), human);
     }
 }

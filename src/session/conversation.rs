@@ -28,7 +28,9 @@ use crate::prompt::{
 use crate::rng::{stream_rng, stream_seed, Stream};
 use crate::scenario::catalog::Catalog;
 use crate::scenario::{Scenario, UserPrompt, LENGTH_VAR, STYLE_VAR};
-use crate::session::best_of::{choose, combined_scores, CriticCounts, IntentReader, TurnScorer};
+use crate::session::best_of::{
+    choose, combined_scores, length_fit, CriticCounts, IntentReader, TurnScorer,
+};
 use crate::session::guard;
 use crate::session::record::{ConversationRecord, EndReason, Outcome, RunIdentity, TurnRecord};
 use crate::session::replay::ReplayScript;
@@ -587,9 +589,30 @@ impl<'a> Conversation<'a> {
                 .collect::<Option<Vec<f64>>>(),
             _ => None,
         };
-        let choice_scores = scores
-            .as_deref()
-            .map(|h| combined_scores(h, intent_read.as_deref(), self.intent_weight()));
+        let length_weight = self
+            .scenario
+            .critic
+            .as_ref()
+            .map_or(0.0, |c| c.length_weight);
+        let length_fits: Option<Vec<f64>> = match turn.values.get(LENGTH_VAR) {
+            Some(target) if scores.is_some() && length_weight > 0.0 => {
+                target.parse::<u32>().ok().map(|target| {
+                    texts
+                        .iter()
+                        .map(|t| length_fit(t.split_whitespace().count(), target))
+                        .collect()
+                })
+            }
+            _ => None,
+        };
+        let mut factors: Vec<(&[f64], f64)> = Vec::new();
+        if let Some(p) = &intent_read {
+            factors.push((p, self.intent_weight()));
+        }
+        if let Some(f) = &length_fits {
+            factors.push((f, length_weight));
+        }
+        let choice_scores = scores.as_deref().map(|h| combined_scores(h, &factors));
         let best = choose(choice_scores.as_deref(), &allowed).unwrap_or(0);
         if let Some(s) = &scores {
             self.critic_counts.turns += 1;
@@ -602,6 +625,12 @@ impl<'a> Conversation<'a> {
             self.critic_counts.intent_candidates += p.len() as u64;
             self.critic_counts.chosen_intent_sum += p[best];
             self.critic_counts.candidate_intent_sum += p.iter().sum::<f64>();
+        }
+        if let Some(f) = &length_fits {
+            self.critic_counts.length_turns += 1;
+            self.critic_counts.length_candidates += f.len() as u64;
+            self.critic_counts.chosen_length_sum += f[best];
+            self.critic_counts.candidate_length_sum += f.iter().sum::<f64>();
         }
         let text = texts.into_iter().nth(best).unwrap_or_default();
         let g = candidates

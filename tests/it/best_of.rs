@@ -1,7 +1,7 @@
 //! Best-of-N seeker turns chosen by a realism critic: the choice (the
 //! highest score, from N distinct seeded streams), determinism across
-//! `--parallel`, the KV fork on the real model, `critic train` and bad
-//! critic input.
+//! `--parallel`, the KV fork on the real model, `critic train`, the
+//! intent and length weights, and bad critic input.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -14,7 +14,7 @@ use usersim::critic::Critic;
 use usersim::output::read_records;
 use usersim::rng::{session_seed, stream_seed, Stream};
 use usersim::run::{open_backend, prepare, Prepared, RunSummary, SimulateConfig};
-use usersim::session::best_of::{IntentReader, TurnScorer};
+use usersim::session::best_of::{length_fit, IntentReader, TurnScorer};
 
 use crate::util::*;
 
@@ -409,6 +409,24 @@ fn bad_critic_input_is_one_error_line_and_no_output() {
         &[os("--scenario"), heavy.as_os_str()],
         &["scenario.toml", "critic.intent_weight", "from 0 to 4", "-1"],
     );
+    let long = scenario_copy(&dir.path().join("long"), |n, t| match n {
+        "scenario.toml" => t.replace("intent_weight = 1.0", "length_weight = 5"),
+        _ => t,
+    });
+    run(
+        &[os("--scenario"), long.as_os_str()],
+        &["scenario.toml", "critic.length_weight", "from 0 to 4", "5"],
+    );
+    let no_length = scenario_copy(&dir.path().join("no_length"), |n, t| match n {
+        "scenario.toml" => {
+            without_section(&t, "[length]").replace("intent_weight = 1.0", "length_weight = 1")
+        }
+        _ => t,
+    });
+    run(
+        &[os("--scenario"), no_length.as_os_str()],
+        &["scenario.toml", "critic.length_weight", "[length]"],
+    );
 }
 
 /// Reads zebras as small talk (OTH) and their absence as anything else:
@@ -482,6 +500,82 @@ fn the_intent_reader_weighs_the_choice_by_each_turns_drawn_intent() {
     assert_eq!(summary.critic.intent_turns, checked);
     assert_eq!(summary.critic.intent_candidates, 4 * checked);
     assert!(summary.critic.mean_chosen_intent() > summary.critic.mean_candidate_intent());
+}
+
+#[test]
+fn the_length_weight_keeps_the_candidate_nearest_each_turns_drawn_length() {
+    let dir = tempfile::tempdir().unwrap();
+    // The length target is drawn but not enforced (no cut, no budget), so
+    // a kept turn is a candidate as written; only the weight moves it.
+    let scenario = scenario_copy(dir.path(), |name, t| match name {
+        "scenario.toml" => ["[guard]", "[style]"]
+            .iter()
+            .fold(t, |t, s| without_section(&t, s))
+            .replace("enforce = true", "enforce = false")
+            .replace(
+                "intent_weight = 1.0",
+                "intent_weight = 0.0\nlength_weight = 4.0",
+            ),
+        _ => t,
+    });
+    let cfg = SimulateConfig {
+        output: dir.path().join("a.jsonl"),
+        sessions: 8,
+        parallel: 4,
+        seed: 11,
+        scenario_dir: scenario,
+        ..SimulateConfig::default()
+    };
+    // 0 to 24 words after the tag, from the candidate's seed.
+    let words = |seed: u64| (seed / 7 % 25) as usize;
+    let mut prep: Prepared = prepare(&cfg).expect("prepare");
+    prep.critic = Some(Box::new(Indifferent));
+    prep.best_of = 4;
+    let mut backend = ScriptedBackend::new(cfg.parallel).with_script(Box::new(move |req| {
+        format!("u{} {}", req.seed % 1000, "word ".repeat(words(req.seed)))
+            .trim()
+            .to_string()
+    }));
+    let summary = run_prepared(&cfg, &prep, &mut backend).expect("scripted run");
+    let records = read_records(&cfg.output).unwrap();
+    let (mut checked, mut not_first) = (0u64, 0);
+    for r in &records {
+        let s = session_seed(cfg.seed, r.session_index);
+        for (n, turn) in r.turns.iter().filter(|t| t.role == Side::User).enumerate() {
+            let n = n as u32;
+            let target: u32 = turn.latents["length"].parse().expect("a drawn length");
+            let seeds: Vec<u64> = std::iter::once(stream_seed(s, Stream::UserSampling(n)))
+                .chain((1..4u8).map(|k| stream_seed(s, Stream::UserCandidate(n, 0, k))))
+                .collect();
+            // The tag is a word too: a candidate says words(seed) + 1.
+            let fits: Vec<f64> = seeds
+                .iter()
+                .map(|&x| length_fit(words(x) + 1, target))
+                .collect();
+            let best = (0..4)
+                .max_by(|&a, &b| fits[a].total_cmp(&fits[b]).then(b.cmp(&a)))
+                .unwrap();
+            let want = format!(
+                "u{} {}",
+                seeds[best] % 1000,
+                "word ".repeat(words(seeds[best]))
+            );
+            assert_eq!(turn.text, want.trim(), "target {target}, fits {fits:?}");
+            checked += 1;
+            not_first += usize::from(best != 0);
+        }
+    }
+    assert!(
+        not_first > 5,
+        "the weight moved {not_first} of {checked} turns"
+    );
+    assert_eq!(summary.critic.length_turns, checked);
+    assert_eq!(summary.critic.length_candidates, 4 * checked);
+    assert!(summary.critic.mean_chosen_length() > summary.critic.mean_candidate_length());
+    assert_eq!(
+        summary.critic.intent_turns, 0,
+        "intent_weight 0 reads nothing"
+    );
 }
 
 #[test]
