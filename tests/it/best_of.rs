@@ -42,9 +42,11 @@ impl TurnScorer for Indifferent {
 /// text as the backend wrote it.
 fn plain_scenario(dir: &Path) -> std::path::PathBuf {
     scenario_copy(dir, |name, t| match name {
-        "scenario.toml" => ["[length]", "[guard]", "[style]"]
-            .iter()
-            .fold(t, |t, s| without_section(&t, s)),
+        "scenario.toml" => without_length(
+            &["[guard]", "[style]"]
+                .iter()
+                .fold(t, |t, s| without_section(&t, s)),
+        ),
         _ => t,
     })
 }
@@ -410,7 +412,7 @@ fn bad_critic_input_is_one_error_line_and_no_output() {
         &["scenario.toml", "critic.intent_weight", "from 0 to 4", "-1"],
     );
     let long = scenario_copy(&dir.path().join("long"), |n, t| match n {
-        "scenario.toml" => t.replace("intent_weight = 1.0", "length_weight = 5"),
+        "scenario.toml" => t.replace("length_weight = 1.0", "length_weight = 5"),
         _ => t,
     });
     run(
@@ -418,9 +420,7 @@ fn bad_critic_input_is_one_error_line_and_no_output() {
         &["scenario.toml", "critic.length_weight", "from 0 to 4", "5"],
     );
     let no_length = scenario_copy(&dir.path().join("no_length"), |n, t| match n {
-        "scenario.toml" => {
-            without_section(&t, "[length]").replace("intent_weight = 1.0", "length_weight = 1")
-        }
+        "scenario.toml" => without_section(&t, "[length]"),
         _ => t,
     });
     run(
@@ -512,10 +512,8 @@ fn the_length_weight_keeps_the_candidate_nearest_each_turns_drawn_length() {
             .iter()
             .fold(t, |t, s| without_section(&t, s))
             .replace("enforce = true", "enforce = false")
-            .replace(
-                "intent_weight = 1.0",
-                "intent_weight = 0.0\nlength_weight = 4.0",
-            ),
+            .replace("intent_weight = 1.0", "intent_weight = 0.0")
+            .replace("length_weight = 1.0", "length_weight = 4.0"),
         _ => t,
     });
     let cfg = SimulateConfig {

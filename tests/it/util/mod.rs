@@ -202,9 +202,10 @@ pub fn scenario_copy(dir: &Path, edit: impl Fn(&str, String) -> String) -> PathB
     dst
 }
 
-/// A scenario.toml without its `[length]` section (the length latent off).
+/// A scenario.toml without its `[length]` section (the length latent off,
+/// and the best-of choice's weight on the drawn length with it).
 pub fn without_length(toml: &str) -> String {
-    without_section(toml, "[length]")
+    without_section(toml, "[length]").replace("length_weight = 1.0", "length_weight = 0.0")
 }
 
 /// A scenario.toml without `section` (up to the next `# ----` comment
