@@ -72,7 +72,8 @@ fn packed_batching_is_complete_repeatable_and_keeps_the_latents() {
     assert_ne!(pk[0].scenario.hash, inv[0].scenario.hash);
 }
 
-/// Scores every turn alike: candidate 0 is kept.
+/// Scores every turn alike: the scenario's length weight, or else the
+/// lowest index, decides.
 struct Indifferent;
 
 impl TurnScorer for Indifferent {
