@@ -453,6 +453,13 @@ pub struct EvalArgs {
     /// Bootstrap resamples behind every 95% interval.
     #[arg(long, default_value_t = 1000)]
     pub bootstrap: usize,
+    /// Most texts per class in each discriminator (turns, turn pairs,
+    /// conversations; a seeded draw from the balanced classes). A learnt
+    /// discriminator's AUC grows with its training data, so runs of
+    /// different sizes compare at one N [default: the smaller class, at
+    /// most 3000].
+    #[arg(long, value_name = "N")]
+    pub per_class: Option<usize>,
     /// Scenario the simulated set was generated from (name or directory):
     /// reports how much of its declared latent space (values and value
     /// pairs of categorical session variables) the set covers.

@@ -289,6 +289,16 @@ fn eval(a: EvalArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     }
     eval.discriminator.folds = a.folds;
     eval.discriminator.n_bootstrap = a.bootstrap;
+    if let Some(n) = a.per_class {
+        if n < a.folds.max(2) {
+            return Err(usersim::Error::Config(format!(
+                "--per-class: expected at least --folds ({}) texts per class (got {n})",
+                a.folds.max(2)
+            ))
+            .into());
+        }
+        eval.discriminator.max_per_class = Some(n);
+    }
     let sim = a
         .sim
         .or(a.real_vs)

@@ -59,6 +59,12 @@ pub struct EvalConfig {
     pub discriminator: DiscriminatorConfig,
     /// Also discriminate whole conversations (seeker turns joined).
     pub conversation_discriminator: bool,
+    /// Cap on conversations per class of the conversation discriminator
+    /// (`None`: the discriminator's `max_per_class`). A baseline comparison
+    /// sets it to the smaller run's conversations, as it sets
+    /// `max_per_class` to the smaller run's turns.
+    #[serde(default)]
+    pub conversations_per_class: Option<usize>,
     /// Also discriminate seeker turns in their context (the system turn
     /// before each).
     pub context_discriminator: bool,
@@ -83,6 +89,7 @@ impl Default for EvalConfig {
         Self {
             discriminator: DiscriminatorConfig::default(),
             conversation_discriminator: true,
+            conversations_per_class: None,
             context_discriminator: true,
             intent: IntentConfig::default(),
             intents: true,
@@ -586,7 +593,12 @@ pub fn evaluate_with(
                 &real.seeker_conversations(),
                 &sim.seeker_conversations(),
                 None,
-                &cfg.discriminator,
+                &DiscriminatorConfig {
+                    max_per_class: cfg
+                        .conversations_per_class
+                        .or(cfg.discriminator.max_per_class),
+                    ..cfg.discriminator.clone()
+                },
             ),
             "dialogues for the conversation",
         )?

@@ -344,7 +344,10 @@ impl EvalReport {
                     &format!("{name} discriminator AUC"),
                     "",
                     "",
-                    &format!("{:.3} [{:.3}, {:.3}]", d.auc.value, d.auc.lo, d.auc.hi),
+                    &format!(
+                        "{:.3} [{:.3}, {:.3}], {} per class",
+                        d.auc.value, d.auc.lo, d.auc.hi, d.n_per_class
+                    ),
                 );
                 row(
                     &mut o,

@@ -194,7 +194,10 @@ pub fn run_eval(cfg: &EvalRunConfig) -> Result<EvalRun, EvalRunError> {
     };
     let real_emb = embedded(&real)?;
 
-    let measure = |path: &Path, set: &Corpus| -> Result<MeasuredSet, EvalRunError> {
+    let measure = |path: &Path,
+                   set: &Corpus,
+                   eval: &EvalConfig|
+     -> Result<MeasuredSet, EvalRunError> {
         let set_emb = embedded(set)?;
         let pair = real_emb
             .as_ref()
@@ -203,13 +206,12 @@ pub fn run_eval(cfg: &EvalRunConfig) -> Result<EvalRun, EvalRunError> {
                 turns: (&r.turns, &s.turns),
                 contexts: Some((&r.contexts, &s.contexts)),
             });
-        let report =
-            evaluate_with(&real, set, Some(intents), &cfg.eval, pair).map_err(|source| {
-                EvalRunError::Eval {
-                    path: path.to_path_buf(),
-                    source,
-                }
-            })?;
+        let report = evaluate_with(&real, set, Some(intents), eval, pair).map_err(|source| {
+            EvalRunError::Eval {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
         let conditional = conditional_realism(&real, set, &cfg.conditional).map_err(|source| {
             EvalRunError::Conditional {
                 path: match &source {
@@ -225,6 +227,11 @@ pub fn run_eval(cfg: &EvalRunConfig) -> Result<EvalRun, EvalRunError> {
             conditional,
         })
     };
+    let eval_cfg = match &baseline {
+        Some(b) => matched_sizes(&cfg.eval, &sim, b),
+        None => cfg.eval.clone(),
+    };
+    let measure = |path: &Path, set: &Corpus| measure(path, set, &eval_cfg);
     let sim = measure(&cfg.sim, &sim)?;
     let baseline = match (&cfg.baseline, &baseline) {
         (Some(p), Some(b)) => Some(measure(p, b)?),
@@ -257,6 +264,26 @@ pub fn run_eval(cfg: &EvalRunConfig) -> Result<EvalRun, EvalRunError> {
         human,
         seconds: t0.elapsed().as_secs_f64(),
     })
+}
+
+/// `eval` with every discriminator's classes capped at the smaller of the
+/// two runs: a learnt discriminator's AUC grows with its training data, so
+/// a run compared with a baseline of another size is measured at the same
+/// number of turns (and of conversations) per class. A smaller cap already
+/// set (`--per-class`) stays.
+fn matched_sizes(eval: &EvalConfig, sim: &Corpus, baseline: &Corpus) -> EvalConfig {
+    let cap = |a: usize, b: usize| {
+        Some(
+            eval.discriminator
+                .max_per_class
+                .map_or(a.min(b), |m| m.min(a).min(b)),
+        )
+    };
+    let mut out = eval.clone();
+    out.discriminator.max_per_class = cap(sim.n_seeker_turns(), baseline.n_seeker_turns());
+    out.conversations_per_class = cap(sim.dialogues.len(), baseline.dialogues.len())
+        .map(|n| eval.conversations_per_class.map_or(n, |m| m.min(n)));
+    out
 }
 
 /// `simulated − baseline` of the discriminator AUCs, each with the paired
@@ -399,6 +426,16 @@ impl EvalRun {
             o,
             "{:<34} {:>12} {:>12} {:>12}  95% CI of the difference",
             "measure", "simulated", "baseline", "difference"
+        );
+        let per_class = |d: &Option<super::discriminator::DiscriminatorResult>| {
+            d.as_ref()
+                .map_or_else(|| "-".to_string(), |d| d.n_per_class.to_string())
+        };
+        let _ = writeln!(
+            o,
+            "(both measured at {} turns and {} conversations per class)",
+            per_class(&self.sim.report.turn_discriminator),
+            per_class(&self.sim.report.conversation_discriminator)
         );
         let cell = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |x| format!("{x:.3}"));
         for ((name, s), (_, bl)) in headline(&self.sim.report)
