@@ -14,6 +14,7 @@ use crate::rng::SessionRng;
 use crate::scenario::catalog::Catalog;
 use crate::scenario::{
     Categorical, CategoricalSource, LengthModel, Pins, Scenario, SessionVar, TurnPolicy, END_STATE,
+    LENGTH_VAR,
 };
 
 /// Errors while drawing latents.
@@ -56,6 +57,12 @@ impl TurnLatents {
     /// The intent of this turn, when the scenario declares one.
     pub fn intent(&self) -> Option<&str> {
         self.values.get("intent").map(String::as_str)
+    }
+
+    /// The words this turn aims at, when the `[length]` latent drew a
+    /// target for it.
+    pub fn length(&self) -> Option<u32> {
+        self.values.get(LENGTH_VAR).and_then(|w| w.parse().ok())
     }
 }
 

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use usersim::models::ModelListing;
 use usersim::run::RunSummary;
+use usersim::session::best_of::FactorCounts;
 
 /// The end-of-run summary: human text on stderr, or JSON on stdout (on
 /// stderr when the conversations themselves go to stdout).
@@ -34,32 +35,30 @@ pub fn summary(s: &RunSummary, output: &Path, json: bool) -> anyhow::Result<()> 
             s.guard_kept_rejected
         )
     };
-    let critic = if s.critic.turns == 0 {
+    let critic = if s.critic.score.turns == 0 {
         String::new()
     } else {
+        let c = &s.critic;
+        let kept_vs_all = |what: &str, f: &FactorCounts| {
+            if f.turns == 0 {
+                String::new()
+            } else {
+                format!(
+                    "; {what} {:.3} kept vs {:.3} over all",
+                    f.mean_chosen(),
+                    f.mean_candidate()
+                )
+            }
+        };
         format!(
-            "\n  critic: mean score {:.3} kept vs {:.3} over all {} candidates ({} turns)",
-            s.critic.mean_chosen(),
-            s.critic.mean_candidate(),
-            s.critic.candidates,
-            s.critic.turns
-        ) + &if s.critic.intent_turns == 0 {
-            String::new()
-        } else {
-            format!(
-                "; drawn intent read at {:.3} kept vs {:.3} over all",
-                s.critic.mean_chosen_intent(),
-                s.critic.mean_candidate_intent()
-            )
-        } + &if s.critic.length_turns == 0 {
-            String::new()
-        } else {
-            format!(
-                "; length fit {:.3} kept vs {:.3} over all",
-                s.critic.mean_chosen_length(),
-                s.critic.mean_candidate_length()
-            )
-        }
+            "\n  critic: mean score {:.3} kept vs {:.3} over all {} candidates ({} turns){}{}",
+            c.score.mean_chosen(),
+            c.score.mean_candidate(),
+            c.score.candidates,
+            c.score.turns,
+            kept_vs_all("drawn intent read at", &c.intent),
+            kept_vs_all("length fit", &c.length),
+        )
     };
     let b = &s.backend;
     let kv = if b.kv_bytes_per_token == 0 {

@@ -25,81 +25,68 @@ pub trait IntentReader {
     fn read(&self, intent: &str, turn: &str) -> Option<f64>;
 }
 
-/// What the critic saw in one conversation (or a run, summed).
+/// One factor of a turn's choice (the critic's score, the intent reading,
+/// the length fit) over the turns it valued: enough to say how the kept
+/// candidates compare with all of them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct FactorCounts {
+    /// Seeker turns whose candidates it valued.
+    pub turns: u64,
+    /// Candidates it valued: `turns` × N (a round the guard rejected whole
+    /// is drawn again, not valued).
+    pub candidates: u64,
+    /// Sum of the kept candidates' values.
+    pub chosen_sum: f64,
+    /// Sum of every candidate's value.
+    pub candidate_sum: f64,
+}
+
+impl FactorCounts {
+    /// Count one turn: every candidate's value, and which was kept.
+    pub fn record(&mut self, values: &[f64], kept: usize) {
+        self.turns += 1;
+        self.candidates += values.len() as u64;
+        self.chosen_sum += values.get(kept).copied().unwrap_or(0.0);
+        self.candidate_sum += values.iter().sum::<f64>();
+    }
+
+    /// Add another count.
+    pub fn add(&mut self, other: &FactorCounts) {
+        self.turns += other.turns;
+        self.candidates += other.candidates;
+        self.chosen_sum += other.chosen_sum;
+        self.candidate_sum += other.candidate_sum;
+    }
+
+    /// Mean value of the kept candidates (0 when none was valued).
+    pub fn mean_chosen(&self) -> f64 {
+        mean(self.chosen_sum, self.turns)
+    }
+
+    /// Mean value of all candidates (0 when none was valued).
+    pub fn mean_candidate(&self) -> f64 {
+        mean(self.candidate_sum, self.candidates)
+    }
+}
+
+/// What the choice among candidates saw in one conversation (or a run,
+/// summed), factor by factor.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct CriticCounts {
-    /// Seeker turns scored.
-    pub turns: u64,
-    /// Candidates scored: `turns` × N (a round the guard rejected whole
-    /// is drawn again, not scored).
-    pub candidates: u64,
-    /// Sum of the kept candidates' scores.
-    pub chosen_score_sum: f64,
-    /// Sum of every candidate's score.
-    pub candidate_score_sum: f64,
-    /// Seeker turns whose intent the intent reader read.
-    pub intent_turns: u64,
-    /// Sum of the kept candidates' intent probabilities.
-    pub chosen_intent_sum: f64,
-    /// Sum of every candidate's intent probability (over `intent_turns`).
-    pub candidate_intent_sum: f64,
-    /// Candidates read for their intent.
-    pub intent_candidates: u64,
-    /// Seeker turns whose candidates were weighed by their length.
-    pub length_turns: u64,
-    /// Sum of the kept candidates' [`length_fit`]s.
-    pub chosen_length_sum: f64,
-    /// Sum of every candidate's [`length_fit`] (over `length_turns`).
-    pub candidate_length_sum: f64,
-    /// Candidates weighed by their length.
-    pub length_candidates: u64,
+    /// The critic's scores (how human each candidate reads).
+    pub score: FactorCounts,
+    /// The intent reader's probability of each turn's drawn intent.
+    pub intent: FactorCounts,
+    /// Each candidate's [`length_fit`] to its turn's drawn length.
+    pub length: FactorCounts,
 }
 
 impl CriticCounts {
     /// Add another count.
     pub fn add(&mut self, other: &CriticCounts) {
-        self.turns += other.turns;
-        self.candidates += other.candidates;
-        self.chosen_score_sum += other.chosen_score_sum;
-        self.candidate_score_sum += other.candidate_score_sum;
-        self.intent_turns += other.intent_turns;
-        self.chosen_intent_sum += other.chosen_intent_sum;
-        self.candidate_intent_sum += other.candidate_intent_sum;
-        self.intent_candidates += other.intent_candidates;
-        self.length_turns += other.length_turns;
-        self.chosen_length_sum += other.chosen_length_sum;
-        self.candidate_length_sum += other.candidate_length_sum;
-        self.length_candidates += other.length_candidates;
-    }
-
-    /// Mean score of the kept candidates (0 when none was scored).
-    pub fn mean_chosen(&self) -> f64 {
-        mean(self.chosen_score_sum, self.turns)
-    }
-
-    /// Mean score of all candidates (0 when none was scored).
-    pub fn mean_candidate(&self) -> f64 {
-        mean(self.candidate_score_sum, self.candidates)
-    }
-
-    /// Mean intent probability of the kept candidates (0 when none was read).
-    pub fn mean_chosen_intent(&self) -> f64 {
-        mean(self.chosen_intent_sum, self.intent_turns)
-    }
-
-    /// Mean intent probability of all candidates read (0 when none was).
-    pub fn mean_candidate_intent(&self) -> f64 {
-        mean(self.candidate_intent_sum, self.intent_candidates)
-    }
-
-    /// Mean length fit of the kept candidates (0 when none was weighed).
-    pub fn mean_chosen_length(&self) -> f64 {
-        mean(self.chosen_length_sum, self.length_turns)
-    }
-
-    /// Mean length fit of all candidates weighed (0 when none was).
-    pub fn mean_candidate_length(&self) -> f64 {
-        mean(self.candidate_length_sum, self.length_candidates)
+        self.score.add(&other.score);
+        self.intent.add(&other.intent);
+        self.length.add(&other.length);
     }
 }
 
@@ -169,29 +156,29 @@ mod tests {
     }
 
     #[test]
-    fn counts_add_and_average() {
+    fn counts_record_add_and_average() {
         let mut c = CriticCounts::default();
-        assert_eq!(c.mean_chosen(), 0.0);
-        c.add(&CriticCounts {
-            turns: 2,
-            candidates: 8,
-            chosen_score_sum: 1.5,
-            candidate_score_sum: 4.0,
-            intent_turns: 1,
-            chosen_intent_sum: 0.6,
-            candidate_intent_sum: 1.2,
-            intent_candidates: 4,
-            length_turns: 2,
-            chosen_length_sum: 1.0,
-            candidate_length_sum: 2.0,
-            length_candidates: 8,
-        });
-        assert_eq!(c.mean_chosen(), 0.75);
-        assert_eq!(c.mean_candidate(), 0.5);
-        assert_eq!(c.mean_chosen_intent(), 0.6);
-        assert_eq!(c.mean_candidate_intent(), 0.3);
-        assert_eq!(c.mean_chosen_length(), 0.5);
-        assert_eq!(c.mean_candidate_length(), 0.25);
+        assert_eq!(c.score.mean_chosen(), 0.0);
+        assert_eq!(c.length.mean_candidate(), 0.0);
+        let mut one = CriticCounts::default();
+        one.score.record(&[0.5, 1.0, 0.0, 0.5], 1);
+        one.score.record(&[0.5, 0.5, 0.5, 0.5], 3);
+        one.intent.record(&[0.6, 0.2, 0.2, 0.2], 0);
+        one.length.record(&[0.5, 0.25, 0.25, 0.0], 0);
+        one.length.record(&[0.5, 0.25, 0.25, 0.0], 3);
+        assert_eq!(one.score.turns, 2);
+        assert_eq!(one.score.candidates, 8);
+        c.add(&one);
+        c.add(&one);
+        assert_eq!(c.score.turns, 4);
+        assert_eq!(c.intent.candidates, 8);
+        // Kept 1.0 and 0.5 of candidates averaging 0.5.
+        assert_eq!(c.score.mean_chosen(), 0.75);
+        assert_eq!(c.score.mean_candidate(), 0.5);
+        assert_eq!(c.intent.mean_chosen(), 0.6);
+        assert!((c.intent.mean_candidate() - 0.3).abs() < 1e-12);
+        assert_eq!(c.length.mean_chosen(), 0.25);
+        assert_eq!(c.length.mean_candidate(), 0.25);
     }
 
     #[test]

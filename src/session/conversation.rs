@@ -517,9 +517,7 @@ impl<'a> Conversation<'a> {
     /// stream, so they differ only in what the model wrote).
     fn final_text(&self, g: &Generation, turn: &TurnLatents) -> String {
         let target = turn
-            .values
-            .get(LENGTH_VAR)
-            .and_then(|w| w.parse::<u32>().ok())
+            .length()
             .filter(|_| self.scenario.length.as_ref().is_some_and(|l| l.enforce));
         let mut text = match target {
             Some(words) => {
@@ -594,15 +592,13 @@ impl<'a> Conversation<'a> {
             .critic
             .as_ref()
             .map_or(0.0, |c| c.length_weight);
-        let length_fits: Option<Vec<f64>> = match turn.values.get(LENGTH_VAR) {
-            Some(target) if scores.is_some() && length_weight > 0.0 => {
-                target.parse::<u32>().ok().map(|target| {
-                    texts
-                        .iter()
-                        .map(|t| length_fit(t.split_whitespace().count(), target))
-                        .collect()
-                })
-            }
+        let length_fits: Option<Vec<f64>> = match turn.length() {
+            Some(target) if scores.is_some() && length_weight > 0.0 => Some(
+                texts
+                    .iter()
+                    .map(|t| length_fit(t.split_whitespace().count(), target))
+                    .collect(),
+            ),
             _ => None,
         };
         let mut factors: Vec<(&[f64], f64)> = Vec::new();
@@ -614,23 +610,14 @@ impl<'a> Conversation<'a> {
         }
         let choice_scores = scores.as_deref().map(|h| combined_scores(h, &factors));
         let best = choose(choice_scores.as_deref(), &allowed).unwrap_or(0);
-        if let Some(s) = &scores {
-            self.critic_counts.turns += 1;
-            self.critic_counts.candidates += s.len() as u64;
-            self.critic_counts.chosen_score_sum += s[best];
-            self.critic_counts.candidate_score_sum += s.iter().sum::<f64>();
-        }
-        if let Some(p) = &intent_read {
-            self.critic_counts.intent_turns += 1;
-            self.critic_counts.intent_candidates += p.len() as u64;
-            self.critic_counts.chosen_intent_sum += p[best];
-            self.critic_counts.candidate_intent_sum += p.iter().sum::<f64>();
-        }
-        if let Some(f) = &length_fits {
-            self.critic_counts.length_turns += 1;
-            self.critic_counts.length_candidates += f.len() as u64;
-            self.critic_counts.chosen_length_sum += f[best];
-            self.critic_counts.candidate_length_sum += f.iter().sum::<f64>();
+        for (counts, values) in [
+            (&mut self.critic_counts.score, &scores),
+            (&mut self.critic_counts.intent, &intent_read),
+            (&mut self.critic_counts.length, &length_fits),
+        ] {
+            if let Some(values) = values {
+                counts.record(values, best);
+            }
         }
         let text = texts.into_iter().nth(best).unwrap_or_default();
         let g = candidates

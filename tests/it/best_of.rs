@@ -149,10 +149,10 @@ fn best_of_keeps_the_most_human_candidate_each_from_its_own_stream() {
         }
     }
     assert!(checked >= 12, "only {checked} user turns checked");
-    assert_eq!(summary.critic.turns, checked as u64);
-    assert_eq!(summary.critic.candidates, 4 * checked as u64);
+    assert_eq!(summary.critic.score.turns, checked as u64);
+    assert_eq!(summary.critic.score.candidates, 4 * checked as u64);
     assert!(
-        summary.critic.mean_chosen() > summary.critic.mean_candidate(),
+        summary.critic.score.mean_chosen() > summary.critic.score.mean_candidate(),
         "{:?}",
         summary.critic
     );
@@ -215,8 +215,8 @@ fn kv_forks_leave_the_first_candidate_as_it_was_and_output_is_identical_across_p
         ..base.clone()
     };
     let s = real_best_of(&tie, Some(Box::new(Indifferent)), 3);
-    assert!(s.critic.turns >= 8, "{:?}", s.critic);
-    assert_eq!(s.critic.candidates, 3 * s.critic.turns);
+    assert!(s.critic.score.turns >= 8, "{:?}", s.critic);
+    assert_eq!(s.critic.score.candidates, 3 * s.critic.score.turns);
     assert!(
         s.backend.tokens_generated > s.tokens_generated,
         "the discarded candidates were decoded too"
@@ -500,9 +500,9 @@ fn the_intent_reader_weighs_the_choice_by_each_turns_drawn_intent() {
         "both kinds of turn drawn"
     );
     let checked = (small_talk.len() + other.len()) as u64;
-    assert_eq!(summary.critic.intent_turns, checked);
-    assert_eq!(summary.critic.intent_candidates, 4 * checked);
-    assert!(summary.critic.mean_chosen_intent() > summary.critic.mean_candidate_intent());
+    assert_eq!(summary.critic.intent.turns, checked);
+    assert_eq!(summary.critic.intent.candidates, 4 * checked);
+    assert!(summary.critic.intent.mean_chosen() > summary.critic.intent.mean_candidate());
 }
 
 #[test]
@@ -570,11 +570,11 @@ fn the_length_weight_keeps_the_candidate_nearest_each_turns_drawn_length() {
         not_first > 5,
         "the weight moved {not_first} of {checked} turns"
     );
-    assert_eq!(summary.critic.length_turns, checked);
-    assert_eq!(summary.critic.length_candidates, 4 * checked);
-    assert!(summary.critic.mean_chosen_length() > summary.critic.mean_candidate_length());
+    assert_eq!(summary.critic.length.turns, checked);
+    assert_eq!(summary.critic.length.candidates, 4 * checked);
+    assert!(summary.critic.length.mean_chosen() > summary.critic.length.mean_candidate());
     assert_eq!(
-        summary.critic.intent_turns, 0,
+        summary.critic.intent.turns, 0,
         "intent_weight 0 reads nothing"
     );
 }

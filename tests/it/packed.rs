@@ -93,8 +93,8 @@ fn best_of_two_forks_in_packed_calls() {
     let mut backend = open_backend(&cfg, &prep, cfg.parallel).expect("engine");
     let s = run_prepared(&cfg, &prep, backend.as_mut()).expect("packed best-of run");
     assert_eq!(s.conversations, 4);
-    assert!(s.critic.turns >= 4, "{:?}", s.critic);
-    assert_eq!(s.critic.candidates, 2 * s.critic.turns);
+    assert!(s.critic.score.turns >= 4, "{:?}", s.critic);
+    assert_eq!(s.critic.score.candidates, 2 * s.critic.score.turns);
     assert!(
         s.backend.tokens_generated > s.tokens_generated,
         "the second candidates were decoded too"
