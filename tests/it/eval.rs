@@ -412,74 +412,62 @@ fn iard_halves(dir: &Path) -> (PathBuf, PathBuf) {
     (pa, pb)
 }
 
+/// `usersim eval` of one real set against another (`extra` flags
+/// appended): its table.
+fn real_vs_real_table(a: &Path, b: &Path, extra: &[&str]) -> String {
+    let mut args = vec![
+        "eval",
+        "--real",
+        s(a),
+        "--real-vs",
+        s(b),
+        "--no-embed",
+        "--bootstrap",
+        "100",
+    ];
+    args.extend_from_slice(extra);
+    let out = usersim(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// The `{which} discriminator AUC` row of an eval table and its AUC.
+fn auc_row<'t>(table: &'t str, which: &str) -> (&'t str, f64) {
+    let line = table
+        .lines()
+        .find(|l| l.contains(&format!("{which} discriminator AUC")))
+        .unwrap_or_else(|| panic!("no {which} AUC row in {table}"));
+    let auc = line
+        .split('|')
+        .nth(4)
+        .and_then(|c| c.split_whitespace().next())
+        .and_then(|x| x.parse().ok())
+        .unwrap_or_else(|| panic!("unparsable row: {line}"));
+    (line, auc)
+}
+
 #[test]
 fn real_vs_real_is_indistinguishable() {
     let _heavy = crate::util::heavy();
     let dir = tempfile::tempdir().expect("tempdir");
     let (a, b) = iard_halves(dir.path());
-    let out = usersim(&[
-        "eval",
-        "--real",
-        s(&a),
-        "--real-vs",
-        s(&b),
-        "--no-embed",
-        "--bootstrap",
-        "100",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let table = String::from_utf8(out.stdout).expect("utf-8");
-    let auc_line = table
-        .lines()
-        .find(|l| l.contains("turn discriminator AUC"))
-        .expect("AUC row");
-    let auc: f64 = auc_line
-        .split('|')
-        .nth(4)
-        .and_then(|c| c.split_whitespace().next())
-        .and_then(|x| x.parse().ok())
-        .unwrap_or_else(|| panic!("unparsable row: {auc_line}"));
-    assert!((0.4..=0.6).contains(&auc), "{auc_line}");
+    let table = real_vs_real_table(&a, &b, &[]);
+    let (line, auc) = auc_row(&table, "turn");
+    assert!((0.4..=0.6).contains(&auc), "{line}");
     // The row names its class size (the smaller half's turns, well under
     // the 3000 cap).
-    assert!(auc_line.contains(" per class"), "{auc_line}");
+    assert!(line.contains(" per class"), "{line}");
 
     // --per-class caps every discriminator's classes at one size, so runs
     // of different sizes compare at the same N.
-    let out = usersim(&[
-        "eval",
-        "--real",
-        s(&a),
-        "--real-vs",
-        s(&b),
-        "--no-embed",
-        "--bootstrap",
-        "100",
-        "--per-class",
-        "150",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let table = String::from_utf8(out.stdout).expect("utf-8");
+    let table = real_vs_real_table(&a, &b, &["--per-class", "150"]);
     for which in ["turn", "context"] {
-        let line = table
-            .lines()
-            .find(|l| l.contains(&format!("{which} discriminator AUC")))
-            .unwrap_or_else(|| panic!("no {which} AUC row in {table}"));
+        let (line, auc) = auc_row(&table, which);
         assert!(line.contains(", 150 per class"), "{line}");
-        let auc: f64 = line
-            .split('|')
-            .nth(4)
-            .and_then(|c| c.split_whitespace().next())
-            .and_then(|x| x.parse().ok())
-            .unwrap_or_else(|| panic!("unparsable row: {line}"));
         assert!((0.3..=0.7).contains(&auc), "{line}");
     }
 }
@@ -517,35 +505,35 @@ fn bad_input_is_one_line_exit_2() {
     assert!(lines[0].contains("bad.jsonl:2:"), "{err}");
     assert!(!html.exists(), "no report after an error");
 
-    // Fewer texts per class than folds.
-    expect_input_error(
-        &[
-            "eval",
-            "--real",
-            s(&iard()),
-            "--sim",
-            s(&iard()),
-            "--no-embed",
+    // Fewer texts per class than folds; an unknown scenario for latent
+    // coverage.
+    let iard = iard();
+    for (flag, value, needles) in [
+        (
             "--per-class",
             "3",
-        ],
-        &["--per-class", "at least --folds (5)", "got 3"],
-    );
-
-    // An unknown scenario for latent coverage.
-    expect_input_error(
-        &[
-            "eval",
-            "--real",
-            s(&iard()),
-            "--sim",
-            s(&iard()),
-            "--no-embed",
+            &["--per-class", "at least --folds (5)", "got 3"][..],
+        ),
+        (
             "--scenario",
             "nosuch",
-        ],
-        &["--scenario nosuch", "scenario.toml"],
-    );
+            &["--scenario nosuch", "scenario.toml"][..],
+        ),
+    ] {
+        expect_input_error(
+            &[
+                "eval",
+                "--real",
+                s(&iard),
+                "--sim",
+                s(&iard),
+                "--no-embed",
+                flag,
+                value,
+            ],
+            needles,
+        );
+    }
 }
 
 /// Runs usersim, expecting exit 2 and every needle in stderr.
