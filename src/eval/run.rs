@@ -194,10 +194,11 @@ pub fn run_eval(cfg: &EvalRunConfig) -> Result<EvalRun, EvalRunError> {
     };
     let real_emb = embedded(&real)?;
 
-    let measure = |path: &Path,
-                   set: &Corpus,
-                   eval: &EvalConfig|
-     -> Result<MeasuredSet, EvalRunError> {
+    let eval = match &baseline {
+        Some(b) => matched_sizes(&cfg.eval, &sim, b),
+        None => cfg.eval.clone(),
+    };
+    let measure = |path: &Path, set: &Corpus| -> Result<MeasuredSet, EvalRunError> {
         let set_emb = embedded(set)?;
         let pair = real_emb
             .as_ref()
@@ -206,7 +207,7 @@ pub fn run_eval(cfg: &EvalRunConfig) -> Result<EvalRun, EvalRunError> {
                 turns: (&r.turns, &s.turns),
                 contexts: Some((&r.contexts, &s.contexts)),
             });
-        let report = evaluate_with(&real, set, Some(intents), eval, pair).map_err(|source| {
+        let report = evaluate_with(&real, set, Some(intents), &eval, pair).map_err(|source| {
             EvalRunError::Eval {
                 path: path.to_path_buf(),
                 source,
@@ -227,11 +228,6 @@ pub fn run_eval(cfg: &EvalRunConfig) -> Result<EvalRun, EvalRunError> {
             conditional,
         })
     };
-    let eval_cfg = match &baseline {
-        Some(b) => matched_sizes(&cfg.eval, &sim, b),
-        None => cfg.eval.clone(),
-    };
-    let measure = |path: &Path, set: &Corpus| measure(path, set, &eval_cfg);
     let sim = measure(&cfg.sim, &sim)?;
     let baseline = match (&cfg.baseline, &baseline) {
         (Some(p), Some(b)) => Some(measure(p, b)?),
@@ -272,17 +268,18 @@ pub fn run_eval(cfg: &EvalRunConfig) -> Result<EvalRun, EvalRunError> {
 /// number of turns (and of conversations) per class. A smaller cap already
 /// set (`--per-class`) stays.
 fn matched_sizes(eval: &EvalConfig, sim: &Corpus, baseline: &Corpus) -> EvalConfig {
-    let cap = |a: usize, b: usize| {
-        Some(
-            eval.discriminator
-                .max_per_class
-                .map_or(a.min(b), |m| m.min(a).min(b)),
-        )
-    };
+    let smallest =
+        |cap: Option<usize>, a: usize, b: usize| Some(cap.map_or(a, |m| m.min(a)).min(b));
+    let turns_cap = eval.discriminator.max_per_class;
     let mut out = eval.clone();
-    out.discriminator.max_per_class = cap(sim.n_seeker_turns(), baseline.n_seeker_turns());
-    out.conversations_per_class = cap(sim.dialogues.len(), baseline.dialogues.len())
-        .map(|n| eval.conversations_per_class.map_or(n, |m| m.min(n)));
+    out.discriminator.max_per_class =
+        smallest(turns_cap, sim.n_seeker_turns(), baseline.n_seeker_turns());
+    // The conversation discriminator's own cap, as `evaluate_with` reads it.
+    out.conversations_per_class = smallest(
+        eval.conversations_per_class.or(turns_cap),
+        sim.dialogues.len(),
+        baseline.dialogues.len(),
+    );
     out
 }
 
