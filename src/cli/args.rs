@@ -460,6 +460,12 @@ pub struct EvalArgs {
     /// most 3000].
     #[arg(long, value_name = "N")]
     pub per_class: Option<usize>,
+    /// What the discriminators' folds keep whole: `turn` (each text on its
+    /// own, the protocol of the README's figures) or `dialogue` (a
+    /// conversation's turns all in one fold, so each is judged by a model
+    /// that never saw any of its conversation).
+    #[arg(long, value_name = "UNIT", default_value = "turn", value_parser = parse_from_str::<usersim::eval::discriminator::FoldUnit>)]
+    pub folds_by: usersim::eval::discriminator::FoldUnit,
     /// Scenario the simulated set was generated from (name or directory):
     /// reports how much of its declared latent space (values and value
     /// pairs of categorical session variables) the set covers.

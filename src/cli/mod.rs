@@ -289,6 +289,7 @@ fn eval(a: EvalArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     }
     eval.discriminator.folds = a.folds;
     eval.discriminator.n_bootstrap = a.bootstrap;
+    eval.discriminator.fold_unit = a.folds_by;
     if let Some(n) = a.per_class {
         if n < a.folds.max(2) {
             return Err(usersim::Error::Config(format!(
@@ -316,6 +317,7 @@ fn eval(a: EvalArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             min_turns: a.min_group_turns,
             discriminator: DiscriminatorConfig {
                 folds: a.folds,
+                fold_unit: a.folds_by,
                 ..ConditionalConfig::default().discriminator
             },
         },

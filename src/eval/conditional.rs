@@ -159,30 +159,46 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     })
 }
 
-/// User-turn texts of the dialogues whose group is (or, with `negate`, is
-/// not) `group`; dialogues without a group are left out either way.
+/// User turns of the dialogues whose group is (or, with `negate`, is not)
+/// `group`, each with its dialogue's index; dialogues without a group are
+/// left out either way.
 fn turns_of<'a>(
     c: &'a Corpus,
     field: &str,
     split: Option<f64>,
     group: &str,
     negate: bool,
-) -> Vec<&'a str> {
-    c.dialogues
+) -> Turns<'a> {
+    let (dialogue, texts) = c
+        .dialogues
         .iter()
-        .filter(|d| match group_of(d, field, split) {
+        .enumerate()
+        .filter(|(_, d)| match group_of(d, field, split) {
             Some(g) => (g == group) != negate,
             None => false,
         })
-        .flat_map(|d| d.turns.iter().filter(|t| t.seeker).map(|t| t.text.as_str()))
-        .collect()
+        .flat_map(|(k, d)| {
+            d.turns
+                .iter()
+                .filter(|t| t.seeker)
+                .map(move |t| (k, t.text.as_str()))
+        })
+        .unzip();
+    Turns { texts, dialogue }
 }
 
-fn auc(real: &[&str], sim: &[&str], cfg: &ConditionalConfig) -> Option<Estimate> {
-    if real.len() < cfg.min_turns || sim.len() < cfg.min_turns {
+/// A group's user-turn texts and the dialogue of each.
+struct Turns<'a> {
+    texts: Vec<&'a str>,
+    dialogue: Vec<usize>,
+}
+
+fn auc(real: &Turns<'_>, sim: &Turns<'_>, cfg: &ConditionalConfig) -> Option<Estimate> {
+    if real.texts.len() < cfg.min_turns || sim.texts.len() < cfg.min_turns {
         return None;
     }
-    discriminate(real, sim, None, &cfg.discriminator)
+    let dialogues = Some((real.dialogue.as_slice(), sim.dialogue.as_slice()));
+    discriminate(&real.texts, &sim.texts, None, dialogues, &cfg.discriminator)
         .ok()
         .map(|r| r.auc)
 }
@@ -264,15 +280,15 @@ fn field_realism(
             let s = turns_of(sim, field, split, &group, false);
             let r_other = turns_of(real, field, split, &group, true);
             let words = |t: &[&str]| t.iter().map(|x| word_count(x) as f64).collect::<Vec<_>>();
-            let (rw, sw) = (words(&r), words(&s));
+            let (rw, sw) = (words(&r.texts), words(&s.texts));
             let (labels, rp, sp) =
-                align_distributions(&sentiment_counts(&r), &sentiment_counts(&s));
+                align_distributions(&sentiment_counts(&r.texts), &sentiment_counts(&s.texts));
             debug_assert_eq!(labels.len(), rp.len());
             GroupRealism {
                 real_dialogues,
                 sim_dialogues,
-                real_turns: r.len(),
-                sim_turns: s.len(),
+                real_turns: r.texts.len(),
+                sim_turns: s.texts.len(),
                 real_words_per_turn: mean(&rw),
                 sim_words_per_turn: mean(&sw),
                 turn_length_w1: wasserstein_1d(&rw, &sw).unwrap_or(f64::NAN),

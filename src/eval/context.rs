@@ -28,8 +28,8 @@
 use std::collections::HashSet;
 
 use super::discriminator::{
-    balance, cross_validate_fitted, dense_dim, l2, DiscriminatorConfig, DiscriminatorError,
-    DiscriminatorResult, Encoder,
+    balance, cross_validate_fitted, dense_dim, l2, DialoguePair, DiscriminatorConfig,
+    DiscriminatorError, DiscriminatorResult, Encoder,
 };
 use super::features::{SparseVec, TfidfVectorizer};
 use super::loaders::{Corpus, EvalTurn};
@@ -289,14 +289,17 @@ fn check_contexts(
 
 /// Trains and cross-validates a real (label 0) vs simulated (label 1)
 /// classifier on seeker turns in their context. `dense`, if given, holds the
-/// embeddings of the real and the simulated examples respectively.
+/// embeddings of the real and the simulated examples respectively;
+/// `dialogues`, the dialogue of each example (for
+/// [`FoldUnit::Dialogue`](super::discriminator::FoldUnit::Dialogue)).
 pub fn discriminate_in_context(
     real: &[TurnInContext],
     sim: &[TurnInContext],
     dense: Option<(PairEmbeddings<'_>, PairEmbeddings<'_>)>,
+    dialogues: Option<DialoguePair<'_>>,
     cfg: &DiscriminatorConfig,
 ) -> Result<DiscriminatorResult, DiscriminatorError> {
-    in_context(real, sim, dense, cfg).map(|(r, _)| r)
+    in_context(real, sim, dense, dialogues, cfg).map(|(r, _)| r)
 }
 
 /// [`discriminate_in_context`] without embeddings, also returning the
@@ -307,7 +310,7 @@ pub fn train_in_context(
     sim: &[TurnInContext],
     cfg: &DiscriminatorConfig,
 ) -> Result<(DiscriminatorResult, PairModel), DiscriminatorError> {
-    in_context(real, sim, None, cfg)
+    in_context(real, sim, None, None, cfg)
 }
 
 /// The protocol of [`discriminate_in_context`], with the final model (its
@@ -316,9 +319,10 @@ fn in_context(
     real: &[TurnInContext],
     sim: &[TurnInContext],
     dense: Option<(PairEmbeddings<'_>, PairEmbeddings<'_>)>,
+    dialogues: Option<DialoguePair<'_>>,
     cfg: &DiscriminatorConfig,
 ) -> Result<(DiscriminatorResult, PairModel), DiscriminatorError> {
-    let sample = balance(real.len(), sim.len(), cfg)?;
+    let sample = balance(real.len(), sim.len(), dialogues, cfg)?;
     let (mut turn_dim, mut context_dim) = (0, 0);
     if let Some((r, s)) = dense {
         turn_dim = dense_dim("turn", (r.turns, s.turns), (real.len(), sim.len()))?;
@@ -474,7 +478,7 @@ mod tests {
             turns: &turns,
             contexts: Some(&contexts),
         };
-        let r = discriminate_in_context(&real, &sim, Some((side, side)), &fast()).unwrap();
+        let r = discriminate_in_context(&real, &sim, Some((side, side)), None, &fast()).unwrap();
         assert!(r.used_dense);
         let names: Vec<&str> = r
             .top_simulated
@@ -491,18 +495,25 @@ mod tests {
             turns: &turns,
             contexts: Some(&bad),
         };
-        assert!(discriminate_in_context(&real, &sim, Some((side, wrong)), &fast()).is_err());
+        assert!(discriminate_in_context(&real, &sim, Some((side, wrong)), None, &fast()).is_err());
         let turns_only = PairEmbeddings {
             turns: &turns,
             contexts: None,
         };
-        assert!(discriminate_in_context(&real, &sim, Some((side, turns_only)), &fast()).is_err());
         assert!(
-            discriminate_in_context(&real, &sim, Some((turns_only, turns_only)), &fast()).is_ok()
+            discriminate_in_context(&real, &sim, Some((side, turns_only)), None, &fast()).is_err()
         );
+        assert!(discriminate_in_context(
+            &real,
+            &sim,
+            Some((turns_only, turns_only)),
+            None,
+            &fast()
+        )
+        .is_ok());
         // Without any context, the context block is left out, not an error.
         let bare: Vec<TurnInContext> = real.iter().map(|p| pair("", &p.turn)).collect();
-        assert!(discriminate_in_context(&bare, &bare, None, &fast()).is_ok());
-        assert!(discriminate_in_context(&bare[..1], &bare, None, &fast()).is_err());
+        assert!(discriminate_in_context(&bare, &bare, None, None, &fast()).is_ok());
+        assert!(discriminate_in_context(&bare[..1], &bare, None, None, &fast()).is_err());
     }
 }

@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 use super::features::{FeatureError, SparseVec, TfidfConfig, TfidfVectorizer};
 use super::logreg::{LogReg, LogRegConfig, LogRegError};
 use super::stats::{
-    self, bootstrap_ci, percentile_interval, roc_auc, roc_curve, stratified_kfold, Estimate,
+    self, bootstrap_ci, grouped_stratified_kfold, percentile_interval, roc_auc, roc_curve,
+    stratified_kfold, Estimate,
 };
 
 /// Errors of the discriminator.
@@ -38,6 +39,17 @@ pub enum DiscriminatorError {
     /// Embeddings do not line up with texts.
     #[error("embeddings: {0}")]
     Embeddings(String),
+    /// The dialogue map does not line up with the texts.
+    #[error(
+        "dialogue map: {}/{} real and {}/{} simulated entries per text",
+        real.0, real.1, sim.0, sim.1
+    )]
+    Dialogues {
+        /// Real entries and texts.
+        real: (usize, usize),
+        /// Simulated entries and texts.
+        sim: (usize, usize),
+    },
     /// Feature extraction failed.
     #[error(transparent)]
     Features(#[from] FeatureError),
@@ -68,6 +80,45 @@ pub struct DiscriminatorConfig {
     pub top_k: usize,
     /// Scale of the (L2-normalised) dense features relative to TF-IDF.
     pub dense_scale: f32,
+    /// What one cross-validation fold holds whole: single texts, or all
+    /// the texts of a dialogue.
+    #[serde(default)]
+    pub fold_unit: FoldUnit,
+}
+
+/// What the discriminator's folds are drawn over.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FoldUnit {
+    /// Each text on its own: a dialogue's turns can be both trained and
+    /// tested on (the protocol of every figure before `dialogue` existed).
+    #[default]
+    Turn,
+    /// A dialogue's texts stay in one fold, so the model is tested only on
+    /// conversations it never saw: what it learnt of one conversation's
+    /// words (a title it keeps naming) cannot count as telling real from
+    /// simulated.
+    Dialogue,
+}
+
+impl std::str::FromStr for FoldUnit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<FoldUnit, String> {
+        match s {
+            "turn" => Ok(FoldUnit::Turn),
+            "dialogue" => Ok(FoldUnit::Dialogue),
+            _ => Err(format!("expected `turn` or `dialogue`, got `{s}`")),
+        }
+    }
+}
+
+impl std::fmt::Display for FoldUnit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FoldUnit::Turn => "turn",
+            FoldUnit::Dialogue => "dialogue",
+        })
+    }
 }
 
 impl Default for DiscriminatorConfig {
@@ -81,6 +132,7 @@ impl Default for DiscriminatorConfig {
             logreg: LogRegConfig::default(),
             top_k: 20,
             dense_scale: 1.0,
+            fold_unit: FoldUnit::Turn,
         }
     }
 }
@@ -102,6 +154,9 @@ pub struct DiscriminatorResult {
     pub top_real: Vec<(String, f64)>,
     /// Whether dense features were appended.
     pub used_dense: bool,
+    /// What its folds were drawn over.
+    #[serde(default)]
+    pub fold_unit: FoldUnit,
     /// Out-of-fold scores of every example (not serialised): what a paired
     /// comparison with another discriminator resamples.
     #[serde(skip)]
@@ -143,6 +198,11 @@ pub(crate) fn l2(v: &[f32]) -> Vec<f32> {
 /// Dense vectors (one per text) of the real and the simulated set.
 pub type DensePair<'a> = (&'a [Vec<f32>], &'a [Vec<f32>]);
 
+/// The dialogue index of each real and of each simulated input text, for
+/// [`FoldUnit::Dialogue`]; without it, each text is its own dialogue (as
+/// whole conversations are).
+pub type DialoguePair<'a> = (&'a [usize], &'a [usize]);
+
 /// Features of the examples of one cross-validation fold, fitted on that
 /// fold's training examples only (so no test text shapes the vocabulary).
 pub(crate) trait Encoder {
@@ -164,15 +224,28 @@ pub(crate) struct Balanced {
     pub real: Vec<usize>,
     /// Indices into the simulated examples.
     pub sim: Vec<usize>,
+    /// The dialogue of each example, real ones then simulated ones (each
+    /// class's numbering its own).
+    pub dialogue: Vec<usize>,
 }
 
 /// Seeded downsampling of both classes to the smaller one (and to
 /// `max_per_class`); fails when a class has fewer examples than folds.
+/// `dialogues`: each input's dialogue (else each its own).
 pub(crate) fn balance(
     n_real: usize,
     n_sim: usize,
+    dialogues: Option<DialoguePair<'_>>,
     cfg: &DiscriminatorConfig,
 ) -> Result<Balanced, DiscriminatorError> {
+    if let Some((r, s)) = dialogues {
+        if r.len() != n_real || s.len() != n_sim {
+            return Err(DiscriminatorError::Dialogues {
+                real: (r.len(), n_real),
+                sim: (s.len(), n_sim),
+            });
+        }
+    }
     let need = cfg.folds.max(2);
     if n_real < need || n_sim < need {
         return Err(DiscriminatorError::TooFew {
@@ -194,10 +267,16 @@ pub(crate) fn balance(
     si.truncate(n);
     ri.sort_unstable();
     si.sort_unstable();
+    let dialogue = ri
+        .iter()
+        .map(|&i| dialogues.map_or(i, |(r, _)| r[i]))
+        .chain(si.iter().map(|&i| dialogues.map_or(i, |(_, s)| s[i])))
+        .collect();
     Ok(Balanced {
         n,
         real: ri,
         sim: si,
+        dialogue,
     })
 }
 
@@ -254,7 +333,13 @@ pub(crate) fn cross_validate_fitted<E: Encoder>(
     let n_examples = 2 * n_per_class;
     let labels: Vec<bool> = (0..n_examples).map(|i| i >= n_per_class).collect();
     let labels = &labels[..];
-    let folds = stratified_kfold(labels, cfg.folds, cfg.seed ^ 0x9e37_79b9);
+    let fold_seed = cfg.seed ^ 0x9e37_79b9;
+    let folds = match cfg.fold_unit {
+        FoldUnit::Turn => stratified_kfold(labels, cfg.folds, fold_seed),
+        FoldUnit::Dialogue => {
+            grouped_stratified_kfold(labels, &sample.dialogue, cfg.folds, fold_seed)
+        }
+    };
     let mut scores = vec![0.0; n_examples];
     for k in 0..cfg.folds {
         let train: Vec<usize> = (0..n_examples).filter(|&i| folds[i] != k).collect();
@@ -338,6 +423,7 @@ pub(crate) fn cross_validate_fitted<E: Encoder>(
         top_simulated,
         top_real,
         used_dense,
+        fold_unit: cfg.fold_unit,
         out_of_fold,
     };
     Ok((result, enc, model))
@@ -406,9 +492,10 @@ impl Encoder for DenseEncoder<'_> {
 pub fn discriminate_dense(
     real: &[Vec<f32>],
     sim: &[Vec<f32>],
+    dialogues: Option<DialoguePair<'_>>,
     cfg: &DiscriminatorConfig,
 ) -> Result<DiscriminatorResult, DiscriminatorError> {
-    let sample = balance(real.len(), sim.len(), cfg)?;
+    let sample = balance(real.len(), sim.len(), dialogues, cfg)?;
     let dim = dense_dim("text", (real, sim), (real.len(), sim.len()))?;
     let vectors: Vec<&Vec<f32>> = sample
         .real
@@ -427,14 +514,16 @@ pub fn discriminate_dense(
 
 /// Trains and cross-validates a real (label 0) vs simulated (label 1)
 /// classifier. `dense`, if given, holds one embedding per text of `real` and
-/// `sim` respectively.
+/// `sim` respectively; `dialogues`, the dialogue of each (read when
+/// `cfg.fold_unit` is [`FoldUnit::Dialogue`]).
 pub fn discriminate<S: AsRef<str>>(
     real: &[S],
     sim: &[S],
     dense: Option<DensePair<'_>>,
+    dialogues: Option<DialoguePair<'_>>,
     cfg: &DiscriminatorConfig,
 ) -> Result<DiscriminatorResult, DiscriminatorError> {
-    let sample = balance(real.len(), sim.len(), cfg)?;
+    let sample = balance(real.len(), sim.len(), dialogues, cfg)?;
     let dim = dense
         .map(|d| dense_dim("text", d, (real.len(), sim.len())))
         .transpose()?;
@@ -526,6 +615,7 @@ mod tests {
     use super::super::loaders::{load_real, tests::IARD};
     use super::*;
     use rand::seq::SliceRandom;
+    use rand::Rng;
 
     fn iard_seeker() -> Vec<String> {
         load_real(std::path::Path::new(IARD), crate::corpus::CorpusKind::Iard)
@@ -541,12 +631,80 @@ mod tests {
     }
 
     #[test]
+    fn dialogue_folds_do_not_credit_a_conversations_own_words() {
+        // Both classes from one distribution, but every turn of a dialogue
+        // names that dialogue's own made-up title: folds by turn learn the
+        // titles of each class's dialogues and score their other turns;
+        // folds by dialogue never test on a title they trained on.
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let common = [
+            "movie",
+            "good",
+            "like",
+            "want",
+            "watch",
+            "something",
+            "funny",
+            "scary",
+            "old",
+            "new",
+            "seen",
+            "thanks",
+            "maybe",
+            "really",
+            "love",
+        ];
+        let (mut real, mut sim, mut real_d, mut sim_d) = (vec![], vec![], vec![], vec![]);
+        for d in 0..80usize {
+            let title: String = (0..7)
+                .map(|_| char::from(b'a' + rng.random_range(0..26u8)))
+                .collect();
+            for _ in 0..6 {
+                let words: Vec<&str> = (0..5)
+                    .map(|_| common[rng.random_range(0..common.len())])
+                    .collect();
+                let text = format!("{} {title}", words.join(" "));
+                if d % 2 == 0 {
+                    real.push(text);
+                    real_d.push(d);
+                } else {
+                    sim.push(text);
+                    sim_d.push(d);
+                }
+            }
+        }
+        let dialogues = Some((real_d.as_slice(), sim_d.as_slice()));
+        let by_turn = discriminate(&real, &sim, None, dialogues, &fast()).unwrap();
+        let by_dialogue = discriminate(
+            &real,
+            &sim,
+            None,
+            dialogues,
+            &DiscriminatorConfig {
+                fold_unit: FoldUnit::Dialogue,
+                ..fast()
+            },
+        )
+        .unwrap();
+        assert_eq!(by_turn.fold_unit, FoldUnit::Turn);
+        assert_eq!(by_dialogue.fold_unit, FoldUnit::Dialogue);
+        assert!(by_turn.auc.value > 0.8, "by turn {:?}", by_turn.auc);
+        assert!(
+            (0.35..0.65).contains(&by_dialogue.auc.value),
+            "by dialogue {:?}",
+            by_dialogue.auc
+        );
+        // A dialogue map that does not line up is an error, not a guess.
+        assert!(discriminate(&real, &sim, None, Some((&real_d[1..], &sim_d)), &fast()).is_err());
+    }
+
+    #[test]
     fn iard_halves_are_indistinguishable() {
         let t = iard_seeker();
         let (a, b): (Vec<_>, Vec<_>) = t.iter().enumerate().partition(|(i, _)| i % 2 == 0);
         let a: Vec<String> = a.into_iter().map(|x| x.1.clone()).collect();
         let b: Vec<String> = b.into_iter().map(|x| x.1.clone()).collect();
-        let r = discriminate(&a, &b, None, &fast()).unwrap();
+        let r = discriminate(&a, &b, None, None, &fast()).unwrap();
         eprintln!("IARD halves AUC {:?} acc {:?}", r.auc, r.accuracy);
         assert!(r.auc.value >= 0.4 && r.auc.value <= 0.6, "{:?}", r.auc);
         assert!(r.auc.lo <= r.auc.value && r.auc.value <= r.auc.hi);
@@ -564,7 +722,7 @@ mod tests {
                 w.join(" ")
             })
             .collect();
-        let r = discriminate(&t, &shuffled, None, &fast()).unwrap();
+        let r = discriminate(&t, &shuffled, None, None, &fast()).unwrap();
         eprintln!(
             "IARD vs shuffled AUC {:?} acc {:?} top {:?}",
             r.auc,
@@ -581,11 +739,11 @@ mod tests {
         let sim = real.clone();
         let dr: Vec<Vec<f32>> = (0..20).map(|i| vec![1.0, (i % 5) as f32 * 0.01]).collect();
         let ds: Vec<Vec<f32>> = (0..20).map(|i| vec![-1.0, (i % 5) as f32 * 0.01]).collect();
-        let r = discriminate(&real, &sim, Some((&dr, &ds)), &fast()).unwrap();
+        let r = discriminate(&real, &sim, Some((&dr, &ds)), None, &fast()).unwrap();
         assert!(r.used_dense);
         assert!(r.auc.value > 0.99, "{:?}", r.auc);
-        assert!(discriminate(&real, &sim, Some((&dr[..3], &ds)), &fast()).is_err());
-        assert!(discriminate(&real[..1], &sim, None, &fast()).is_err());
+        assert!(discriminate(&real, &sim, Some((&dr[..3], &ds)), None, &fast()).is_err());
+        assert!(discriminate(&real[..1], &sim, None, None, &fast()).is_err());
     }
 
     /// Scores of `n` examples in clusters of 4: a cluster level (shared by

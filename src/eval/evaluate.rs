@@ -556,13 +556,24 @@ pub fn evaluate_with(
             Err(e) => Err(e.into()),
         }
     };
+    // The dialogue of every seeker turn: what a fold keeps whole under
+    // `FoldUnit::Dialogue`.
+    let (real_dialogues, sim_dialogues) =
+        (real.seeker_turn_dialogues(), sim.seeker_turn_dialogues());
+    let dialogues = Some((real_dialogues.as_slice(), sim_dialogues.as_slice()));
     let turn_discriminator = unless_too_few(
-        discriminate(&real_texts, &sim_texts, embeddings, &cfg.discriminator),
+        discriminate(
+            &real_texts,
+            &sim_texts,
+            embeddings,
+            dialogues,
+            &cfg.discriminator,
+        ),
         "seeker turns for the turn",
     )?;
     let embedding_discriminator = match embeddings {
         Some((r, s)) => unless_too_few(
-            discriminate_dense(r, s, &cfg.discriminator),
+            discriminate_dense(r, s, dialogues, &cfg.discriminator),
             "seeker turns for the embedding-only",
         )?,
         None => None,
@@ -580,6 +591,7 @@ pub fn evaluate_with(
                 &turns_in_context(real),
                 &turns_in_context(sim),
                 pair_embeddings,
+                dialogues,
                 &cfg.discriminator,
             ),
             "seeker turns for the context",
@@ -592,6 +604,7 @@ pub fn evaluate_with(
             discriminate(
                 &real.seeker_conversations(),
                 &sim.seeker_conversations(),
+                None,
                 None,
                 &DiscriminatorConfig {
                     max_per_class: cfg

@@ -332,6 +332,15 @@ impl EvalReport {
             &f(dl.sim_mean),
             &format!("W1 {:.3}", dl.wasserstein),
         );
+        if let Some(d) = &self.turn_discriminator {
+            row(
+                &mut o,
+                "discriminator folds",
+                "",
+                "",
+                &format!("by {} (--folds-by)", d.fold_unit),
+            );
+        }
         for (name, d) in [
             ("turn", &self.turn_discriminator),
             ("embedding-only turn", &self.embedding_discriminator),

@@ -55,6 +55,48 @@ pub fn stratified_kfold<L: Ord + Clone>(labels: &[L], k: usize, seed: u64) -> Ve
     fold
 }
 
+/// Stratified k-fold that keeps each group whole: every example of a group
+/// (a dialogue's turns) lands in one fold, so a model is never tested on a
+/// conversation it saw part of. Per class, the class's groups are shuffled
+/// with `seed`, then dealt largest first, each to the fold holding the
+/// fewest of that class's examples so far (the lowest fold on ties).
+/// Groups are per class: a group id shared by two classes is two groups.
+pub fn grouped_stratified_kfold<L: Ord + Clone>(
+    labels: &[L],
+    groups: &[usize],
+    k: usize,
+    seed: u64,
+) -> Vec<usize> {
+    let k = k.max(1);
+    let mut by_class: BTreeMap<L, BTreeMap<usize, Vec<usize>>> = BTreeMap::new();
+    for (i, l) in labels.iter().enumerate() {
+        let g = groups.get(i).copied().unwrap_or(usize::MAX - i);
+        by_class
+            .entry(l.clone())
+            .or_default()
+            .entry(g)
+            .or_default()
+            .push(i);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut fold = vec![0; labels.len()];
+    for (_, class_groups) in by_class {
+        let mut members: Vec<Vec<usize>> = class_groups.into_values().collect();
+        members.shuffle(&mut rng);
+        // Stable: equal sizes keep their shuffled order.
+        members.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        let mut load = vec![0usize; k];
+        for m in members {
+            let f = (0..k).min_by_key(|&f| (load[f], f)).unwrap_or(0);
+            load[f] += m.len();
+            for i in m {
+                fold[i] = f;
+            }
+        }
+    }
+    fold
+}
+
 /// Average ranks (1-based) with ties sharing their mean rank.
 fn average_ranks(v: &[f64]) -> Vec<f64> {
     let mut order: Vec<usize> = (0..v.len()).collect();
@@ -547,6 +589,45 @@ mod tests {
             assert_eq!((pos, all), (1, 4));
         }
         assert_eq!(f, stratified_kfold(&labels, 5, 7));
+    }
+
+    #[test]
+    fn grouped_folds_keep_groups_whole_and_balance_classes() {
+        // 2 classes x 30 groups of 1 to 4 examples.
+        let (mut labels, mut groups) = (Vec::new(), Vec::new());
+        for g in 0..60usize {
+            for _ in 0..(1 + g % 4) {
+                labels.push(u8::from(g >= 30));
+                groups.push(g);
+            }
+        }
+        let f = grouped_stratified_kfold(&labels, &groups, 5, 7);
+        for g in 0..60 {
+            let folds: std::collections::BTreeSet<usize> = (0..labels.len())
+                .filter(|&i| groups[i] == g)
+                .map(|i| f[i])
+                .collect();
+            assert_eq!(folds.len(), 1, "group {g} split across folds {folds:?}");
+        }
+        for class in [0u8, 1] {
+            let sizes: Vec<usize> = (0..5)
+                .map(|k| {
+                    (0..labels.len())
+                        .filter(|&i| f[i] == k && labels[i] == class)
+                        .count()
+                })
+                .collect();
+            let (lo, hi) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+            assert!(hi - lo <= 4, "class {class} fold sizes {sizes:?}");
+        }
+        assert_eq!(f, grouped_stratified_kfold(&labels, &groups, 5, 7));
+        assert_ne!(f, grouped_stratified_kfold(&labels, &groups, 5, 8));
+        // One group per example: every fold gets its share, as ungrouped.
+        let singles: Vec<usize> = (0..labels.len()).collect();
+        let f = grouped_stratified_kfold(&labels, &singles, 5, 7);
+        for k in 0..5 {
+            assert!((0..labels.len()).any(|i| f[i] == k));
+        }
     }
 
     #[test]

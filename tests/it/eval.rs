@@ -461,6 +461,16 @@ fn real_vs_real_is_indistinguishable() {
     // The row names its class size (the smaller half's turns, well under
     // the 3000 cap).
     assert!(line.contains(" per class"), "{line}");
+    assert!(table.contains("by turn (--folds-by)"), "{table}");
+
+    // Folds over whole dialogues: still near chance between real halves,
+    // and the table says which folds it used.
+    let table = real_vs_real_table(&a, &b, &["--folds-by", "dialogue"]);
+    assert!(table.contains("by dialogue (--folds-by)"), "{table}");
+    for which in ["turn", "context"] {
+        let (line, auc) = auc_row(&table, which);
+        assert!((0.4..=0.6).contains(&auc), "{line}");
+    }
 
     // --per-class caps every discriminator's classes at one size, so runs
     // of different sizes compare at the same N.
@@ -518,6 +528,14 @@ fn bad_input_is_one_line_exit_2() {
             "--scenario",
             "nosuch",
             &["--scenario nosuch", "scenario.toml"][..],
+        ),
+        (
+            "--folds-by",
+            "sentence",
+            &[
+                "--folds-by",
+                "expected `turn` or `dialogue`, got `sentence`",
+            ][..],
         ),
     ] {
         expect_input_error(
