@@ -17,6 +17,12 @@
 //! less), and the joined text hides where one turn ends and the next
 //! begins. The words-only accuracy is reported beside it, so a reader sees
 //! whether a value shows in what the seeker says or only in how much.
+//!
+//! A third figure bounds what rendering can do: the same classifier on the
+//! conversation's turn intents (a simulated run's drawn ones, a real
+//! corpus's labels) and its shape instead of its words. A value it cannot
+//! tell either is not held back by how the model writes but by how little
+//! it changes what the seeker does.
 
 use std::collections::BTreeMap;
 
@@ -46,6 +52,12 @@ pub struct LatentRecovery {
     pub macro_f1: f64,
     /// Cross-validated accuracy from the words alone, with its interval.
     pub text_accuracy: Estimate,
+    /// Cross-validated accuracy from the turns' intents (in order) and the
+    /// conversation's shape instead of its words: what the value would
+    /// score if every turn said its intent perfectly. `None` when the
+    /// seeker turns carry no intents.
+    #[serde(default)]
+    pub intent_accuracy: Option<Estimate>,
     /// Share of the most frequent class: what guessing it scores.
     pub majority: f64,
     /// Whether the accuracy interval lies above the majority rate.
@@ -100,6 +112,7 @@ pub fn latent_recovery(
         return Ok(Vec::new());
     };
     let shapes: Vec<[f64; 2]> = dialogues.iter().map(|d| shape_of(d)).collect();
+    let intents = intents_of(&dialogues);
     let mut out = Vec::new();
     for name in first.keys().filter(|k| !NOT_LATENTS.contains(&k.as_str())) {
         let values: Option<Vec<&Value>> = dialogues
@@ -129,18 +142,22 @@ pub fn latent_recovery(
             seed,
             ..IntentConfig::default()
         };
-        let fit = |with_shape: bool| {
+        let fit = |texts: &[String], with_shape: bool| {
             cross_validated_classes(
-                &texts,
+                texts,
                 with_shape.then_some(shapes.as_slice()),
                 &truth,
                 &assignment,
                 &cfg,
             )
         };
-        let predicted = fit(true)?;
+        let predicted = fit(&texts, true)?;
         let accuracy = accuracy_of(&truth, &predicted, n_boot, seed);
-        let text_accuracy = accuracy_of(&truth, &fit(false)?, n_boot, seed);
+        let text_accuracy = accuracy_of(&truth, &fit(&texts, false)?, n_boot, seed);
+        let intent_accuracy = match &intents {
+            Some(t) => Some(accuracy_of(&truth, &fit(t, true)?, n_boot, seed)),
+            None => None,
+        };
         let majority = *counts.values().max().unwrap_or(&0) as f64 / labels.len() as f64;
         out.push(LatentRecovery {
             variable: name.clone(),
@@ -149,11 +166,31 @@ pub fn latent_recovery(
             recoverable: accuracy.lo > majority,
             accuracy,
             text_accuracy,
+            intent_accuracy,
             majority,
             classes,
         });
     }
     Ok(out)
+}
+
+/// Each dialogue's seeker-turn intents as one text of tokens, in turn
+/// order (letters and digits only, so `CRI-F` stays one token), or `None`
+/// when no seeker turn carries an intent.
+fn intents_of(dialogues: &[&EvalDialogue]) -> Option<Vec<String>> {
+    let texts: Vec<String> = dialogues
+        .iter()
+        .map(|d| {
+            d.turns
+                .iter()
+                .filter(|t| t.seeker)
+                .flat_map(|t| &t.intents)
+                .map(|i| i.chars().filter(char::is_ascii_alphanumeric).collect())
+                .collect::<Vec<String>>()
+                .join(" ")
+        })
+        .collect();
+    texts.iter().any(|t| !t.is_empty()).then_some(texts)
 }
 
 /// The conversation's shape: the number of seeker turns and their mean
@@ -330,5 +367,53 @@ mod tests {
         let stay = &r[0];
         assert!(stay.recoverable && stay.accuracy.value > 0.95, "{stay:?}");
         assert!(stay.text_accuracy.hi < 0.75, "{stay:?}");
+        assert_eq!(stay.intent_accuracy, None, "no turn carries an intent");
+    }
+
+    #[test]
+    fn intents_bound_what_a_value_could_show() {
+        // `manner` steers the drawn intents (a picky seeker rejects, an
+        // easy one accepts) but the words come from one vocabulary, as
+        // when a model ignores its intent; `luck` steers nothing.
+        let vocabulary: Vec<String> = (0..40).map(|i| format!("word{i}")).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let dialogues = (0..80)
+            .map(|i| {
+                let picky = i % 2 == 0;
+                let turns = (0..5)
+                    .map(|_| {
+                        let rejects = rng.random_bool(if picky { 0.8 } else { 0.2 });
+                        EvalTurn {
+                            seeker: true,
+                            text: (0..4)
+                                .map(|_| vocabulary[rng.random_range(0..vocabulary.len())].as_str())
+                                .collect::<Vec<_>>()
+                                .join(" "),
+                            intents: vec![if rejects { "CRI-F" } else { "ACC" }.to_string()],
+                        }
+                    })
+                    .collect();
+                EvalDialogue {
+                    id: i.to_string(),
+                    turns,
+                    latents: serde_json::json!({
+                        "manner": if picky { "picky" } else { "easy" },
+                        "luck": if rng.random_bool(0.5) { "good" } else { "bad" },
+                    }),
+                    profile: Default::default(),
+                }
+            })
+            .collect();
+        let r = latent_recovery(&Corpus { dialogues }, 5, 200, 1).unwrap();
+        let get = |v: &str| r.iter().find(|x| x.variable == v).unwrap();
+        let manner = get("manner");
+        assert!(!manner.recoverable, "the words do not show it: {manner:?}");
+        let by_intents = manner.intent_accuracy.as_ref().unwrap();
+        assert!(by_intents.lo > manner.majority, "{manner:?}");
+        let luck = get("luck");
+        assert!(
+            luck.intent_accuracy.as_ref().unwrap().lo < luck.majority,
+            "{luck:?}"
+        );
     }
 }

@@ -377,11 +377,14 @@ impl EvalReport {
                 "",
                 &f(l.accuracy.value),
                 &format!(
-                    "[{:.3}, {:.3}] vs majority {:.3}, words alone {:.3}{}",
+                    "[{:.3}, {:.3}] vs majority {:.3}, words alone {:.3}{}{}",
                     l.accuracy.lo,
                     l.accuracy.hi,
                     l.majority,
                     l.text_accuracy.value,
+                    l.intent_accuracy
+                        .as_ref()
+                        .map_or_else(String::new, |a| format!(", intents {:.3}", a.value)),
                     if l.recoverable { "" } else { " NOT RECOVERED" }
                 ),
             );
