@@ -39,6 +39,15 @@ pub enum DiscriminatorError {
     /// Embeddings do not line up with texts.
     #[error("embeddings: {0}")]
     Embeddings(String),
+    /// Folds by dialogue need each class's texts from two dialogues at
+    /// least (else a fold trains without that class).
+    #[error("folds by dialogue need 2 dialogues per class, got {real} real and {sim} simulated")]
+    TooFewDialogues {
+        /// Real dialogues among the sampled texts.
+        real: usize,
+        /// Simulated dialogues among the sampled texts.
+        sim: usize,
+    },
     /// The dialogue map does not line up with the texts.
     #[error(
         "dialogue map: {}/{} real and {}/{} simulated entries per text",
@@ -271,7 +280,14 @@ pub(crate) fn balance(
         .iter()
         .map(|&i| dialogues.map_or(i, |(r, _)| r[i]))
         .chain(si.iter().map(|&i| dialogues.map_or(i, |(_, s)| s[i])))
-        .collect();
+        .collect::<Vec<usize>>();
+    if cfg.fold_unit == FoldUnit::Dialogue {
+        let distinct = |d: &[usize]| d.iter().collect::<std::collections::BTreeSet<_>>().len();
+        let (real, sim) = (distinct(&dialogue[..n]), distinct(&dialogue[n..]));
+        if real < 2 || sim < 2 {
+            return Err(DiscriminatorError::TooFewDialogues { real, sim });
+        }
+    }
     Ok(Balanced {
         n,
         real: ri,
@@ -696,6 +712,22 @@ mod tests {
         );
         // A dialogue map that does not line up is an error, not a guess.
         assert!(discriminate(&real, &sim, None, Some((&real_d[1..], &sim_d)), &fast()).is_err());
+        // One simulated dialogue cannot be folded by dialogue: a fold would
+        // train without the class.
+        let one = vec![1; sim_d.len()];
+        assert!(matches!(
+            discriminate(
+                &real,
+                &sim,
+                None,
+                Some((&real_d, &one)),
+                &DiscriminatorConfig {
+                    fold_unit: FoldUnit::Dialogue,
+                    ..fast()
+                },
+            ),
+            Err(DiscriminatorError::TooFewDialogues { real: 40, sim: 1 })
+        ));
     }
 
     #[test]

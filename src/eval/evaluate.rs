@@ -549,7 +549,7 @@ pub fn evaluate_with(
      -> Result<Option<DiscriminatorResult>, EvalError> {
         match r {
             Ok(r) => Ok(Some(r)),
-            Err(DiscriminatorError::TooFew { .. }) => {
+            Err(DiscriminatorError::TooFew { .. } | DiscriminatorError::TooFewDialogues { .. }) => {
                 warnings.push(format!("too few {what} discriminator"));
                 Ok(None)
             }
