@@ -94,8 +94,49 @@ fn classes_of(values: &[&Value]) -> Option<Vec<String>> {
     )
 }
 
-/// Recovery of every session variable that every simulated dialogue has.
+/// Recovery of every session variable that every simulated dialogue has,
+/// then of every field of the seekers' profiles (INSPIRED's survey
+/// answers, of a real corpus or of the real seekers a run replayed), as
+/// `profile.<field>` over the dialogues that have it: how much of a real
+/// person's age or personality shows in what they type.
 pub fn latent_recovery(
+    sim: &Corpus,
+    folds: usize,
+    n_boot: usize,
+    seed: u64,
+) -> Result<Vec<LatentRecovery>, IntentError> {
+    let mut out = session_recovery(sim, folds, n_boot, seed)?;
+    let fields: std::collections::BTreeSet<&String> = sim
+        .dialogues
+        .iter()
+        .flat_map(|d| d.profile.keys())
+        .collect();
+    for field in fields {
+        let name = format!("profile.{field}");
+        let dialogues: Vec<EvalDialogue> = sim
+            .dialogues
+            .iter()
+            .filter_map(|d| {
+                let value = d.profile.get(field).filter(|v| !v.is_null())?;
+                Some(EvalDialogue {
+                    latents: serde_json::json!({ name.as_str(): value }),
+                    profile: BTreeMap::new(),
+                    ..d.clone()
+                })
+            })
+            .collect();
+        out.extend(session_recovery(
+            &Corpus { dialogues },
+            folds,
+            n_boot,
+            seed,
+        )?);
+    }
+    Ok(out)
+}
+
+/// [`latent_recovery`] of the session latents alone.
+fn session_recovery(
     sim: &Corpus,
     folds: usize,
     n_boot: usize,
@@ -368,6 +409,43 @@ mod tests {
         assert!(stay.recoverable && stay.accuracy.value > 0.95, "{stay:?}");
         assert!(stay.text_accuracy.hi < 0.75, "{stay:?}");
         assert_eq!(stay.intent_accuracy, None, "no turn carries an intent");
+    }
+
+    #[test]
+    fn profile_fields_are_recovered_over_the_dialogues_that_have_them() {
+        // A real corpus: no session latents, a survey for 3 of 4 seekers;
+        // their taste shows in the text, their openness does not.
+        let dialogues = (0..60)
+            .map(|i| {
+                let sweet = i % 2 == 0;
+                let text = if sweet {
+                    "sugar candy please"
+                } else {
+                    "lemon vinegar please"
+                };
+                let mut d = dialogue(i, "x", text);
+                d.latents = Value::Null;
+                if i % 4 != 3 {
+                    d.profile.insert(
+                        "taste".into(),
+                        (if sweet { "sweet" } else { "sour" }).into(),
+                    );
+                    d.profile
+                        .insert("Open".into(), serde_json::json!((i * 7 % 11) as f64 / 2.0));
+                }
+                d
+            })
+            .collect();
+        let r = latent_recovery(&Corpus { dialogues }, 5, 200, 1).unwrap();
+        let names: Vec<&str> = r.iter().map(|x| x.variable.as_str()).collect();
+        assert_eq!(names, ["profile.Open", "profile.taste"]);
+        let taste = &r[1];
+        assert_eq!(taste.n, 45, "only the dialogues with a survey");
+        assert!(
+            taste.recoverable && taste.accuracy.value > 0.95,
+            "{taste:?}"
+        );
+        assert!(!r[0].recoverable, "{:?}", r[0]);
     }
 
     #[test]
