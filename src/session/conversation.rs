@@ -49,8 +49,8 @@ use crate::session::system::{System, SystemAction, SystemError, SystemReply, Sys
 /// no sentence end at all, it is cut at a clause end (`,` `;` `:` or a
 /// dash) instead, the first at or past the target, else the last, without
 /// the mark: "Hi, I am looking for a" reads as a person's "Hi", the
-/// fragment does not (small talk ran 1.45x the real length from such
-/// fragments). A text with neither is kept whole.
+/// fragment does not (in IARD replay small talk ran 1.45x the real length
+/// before this cut, 1.32x after). A text with neither is kept whole.
 pub fn cut_to_length(text: &str, words: u32, truncated: bool) -> &str {
     let mut count = 0u32;
     let mut offset = 0;
