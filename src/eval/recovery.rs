@@ -375,12 +375,20 @@ mod tests {
         assert_eq!(get("patience").classes, ["high", "low"]);
     }
 
+    /// `n` words drawn from one vocabulary of 40: text that says nothing
+    /// about any latent.
+    fn random_words(rng: &mut ChaCha8Rng, n: usize) -> String {
+        (0..n)
+            .map(|_| format!("word{}", rng.random_range(0..40usize)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     #[test]
     fn a_value_shown_only_in_how_many_turns_the_seeker_takes_is_recovered_from_the_shape() {
         // Every dialogue is 12 words drawn from one vocabulary; a patient
         // seeker says them in 6 turns of 2, an impatient one in 2 turns of
         // 6. The joined words cannot tell them apart; the turn count can.
-        let vocabulary: Vec<String> = (0..40).map(|i| format!("word{i}")).collect();
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         let dialogues = (0..80)
             .map(|i| {
@@ -389,10 +397,7 @@ mod tests {
                 let turns = (0..turns)
                     .map(|_| EvalTurn {
                         seeker: true,
-                        text: (0..per_turn)
-                            .map(|_| vocabulary[rng.random_range(0..vocabulary.len())].as_str())
-                            .collect::<Vec<_>>()
-                            .join(" "),
+                        text: random_words(&mut rng, per_turn),
                         intents: Vec::new(),
                     })
                     .collect();
@@ -453,7 +458,6 @@ mod tests {
         // `manner` steers the drawn intents (a picky seeker rejects, an
         // easy one accepts) but the words come from one vocabulary, as
         // when a model ignores its intent; `luck` steers nothing.
-        let vocabulary: Vec<String> = (0..40).map(|i| format!("word{i}")).collect();
         let mut rng = ChaCha8Rng::seed_from_u64(9);
         let dialogues = (0..80)
             .map(|i| {
@@ -463,10 +467,7 @@ mod tests {
                         let rejects = rng.random_bool(if picky { 0.8 } else { 0.2 });
                         EvalTurn {
                             seeker: true,
-                            text: (0..4)
-                                .map(|_| vocabulary[rng.random_range(0..vocabulary.len())].as_str())
-                                .collect::<Vec<_>>()
-                                .join(" "),
+                            text: random_words(&mut rng, 4),
                             intents: vec![if rejects { "CRI-F" } else { "ACC" }.to_string()],
                         }
                     })
