@@ -52,34 +52,11 @@ use crate::session::system::{System, SystemAction, SystemError, SystemReply, Sys
 /// fragment does not (in IARD replay small talk ran 1.45x the real length
 /// before this cut, 1.32x after). A text with neither is kept whole.
 pub fn cut_to_length(text: &str, words: u32, truncated: bool) -> &str {
-    let mut count = 0u32;
-    let mut offset = 0;
-    let mut last_end = None;
-    // Clause ends (byte offset of the word's end): the first at or past
-    // the target, and the last.
-    let (mut clause_past, mut last_clause) = (None, None);
-    for token in text.split_inclusive(char::is_whitespace) {
-        offset += token.len();
-        let word = token.trim_end();
-        if word.is_empty() {
-            continue;
-        }
-        count += 1;
-        let bare = word.trim_end_matches(['"', '\'', ')', ']', '”', '’']);
-        if bare.ends_with(['.', '!', '?']) {
-            if count >= words {
-                return text[..offset].trim_end();
-            }
-            last_end = Some(offset);
-        } else if bare.ends_with(CLAUSE_MARKS) {
-            let end = offset - (token.len() - word.len());
-            if count >= words && clause_past.is_none() {
-                clause_past = Some(end);
-            }
-            last_clause = Some(end);
-        }
+    let ends = Ends::of(text, words);
+    if let Some(end) = ends.sentence_past {
+        return text[..end].trim_end();
     }
-    match (last_end, clause_past.or(last_clause)) {
+    match (ends.last_sentence, ends.clause_past.or(ends.last_clause)) {
         (Some(end), _) if truncated => text[..end].trim_end(),
         (None, Some(end)) if truncated => {
             let clause = text[..end].trim_end_matches(CLAUSE_MARKS).trim_end();
@@ -91,6 +68,111 @@ pub fn cut_to_length(text: &str, words: u32, truncated: bool) -> &str {
         }
         _ => text,
     }
+}
+
+/// Where a text's sentences and clauses end (byte offsets), relative to a
+/// target of `words` words.
+struct Ends {
+    /// The first sentence end at or past the target.
+    sentence_past: Option<usize>,
+    /// The last sentence end (before the target, when one is past it).
+    last_sentence: Option<usize>,
+    /// The first clause end at or past the target.
+    clause_past: Option<usize>,
+    /// The last clause end.
+    last_clause: Option<usize>,
+}
+
+impl Ends {
+    fn of(text: &str, words: u32) -> Ends {
+        let mut ends = Ends {
+            sentence_past: None,
+            last_sentence: None,
+            clause_past: None,
+            last_clause: None,
+        };
+        let mut count = 0u32;
+        let mut offset = 0;
+        for token in text.split_inclusive(char::is_whitespace) {
+            let start = offset;
+            offset += token.len();
+            let word = token.trim_end();
+            if word.is_empty() {
+                continue;
+            }
+            // A message join inside the word ("much...You"): what comes
+            // before the dots is a whole message, so a sentence ends there;
+            // a cut keeps neither the dots nor what follows them.
+            let mut rest_start = 0;
+            for (dots_start, dots_end) in message_joins(word) {
+                if dots_start > rest_start {
+                    count += 1;
+                    ends.last_sentence = Some(start + dots_start);
+                    if count >= words {
+                        ends.sentence_past = ends.last_sentence;
+                        return ends;
+                    }
+                }
+                rest_start = dots_end;
+            }
+            let rest = &word[rest_start..];
+            if rest.is_empty() {
+                continue;
+            }
+            count += 1;
+            let bare = rest.trim_end_matches(['"', '\'', ')', ']', '”', '’']);
+            if bare.ends_with(['.', '!', '?']) {
+                ends.last_sentence = Some(offset);
+                if count >= words {
+                    ends.sentence_past = ends.last_sentence;
+                    return ends;
+                }
+            } else if bare.ends_with(CLAUSE_MARKS) {
+                let end = offset - (token.len() - word.len());
+                if count >= words && ends.clause_past.is_none() {
+                    ends.clause_past = Some(end);
+                }
+                ends.last_clause = Some(end);
+            }
+        }
+        ends
+    }
+}
+
+/// Byte ranges of the message joins in one whitespace-free `word`: runs of
+/// two or more dots, or an ellipsis character, as IARD writes a seeker's
+/// consecutive messages ("enjoyed it...One of"). A run that ends the word
+/// counts too ("Hello..." before a space).
+fn message_joins(word: &str) -> Vec<(usize, usize)> {
+    let mut joins = Vec::new();
+    let mut run: Option<(usize, usize)> = None;
+    for (i, c) in word.char_indices() {
+        let end = i + c.len_utf8();
+        match (c, run) {
+            ('.', Some((s, e))) if e == i => run = Some((s, end)),
+            ('.' | '…', _) => {
+                if let Some(r) = run.take().filter(|r| is_join(word, *r)) {
+                    joins.push(r);
+                }
+                run = Some((i, end));
+            }
+            _ => {
+                if let Some(r) = run.take().filter(|r| is_join(word, *r)) {
+                    joins.push(r);
+                }
+            }
+        }
+    }
+    if let Some(r) = run.filter(|r| is_join(word, *r)) {
+        joins.push(r);
+    }
+    joins
+}
+
+/// Whether a run of dots `(start, end)` of `word` is a join: two dots or
+/// more, or the ellipsis character.
+fn is_join(word: &str, (start, end): (usize, usize)) -> bool {
+    end - start >= 2 || word[start..end].starts_with('…')
 }
 
 /// Marks that end a clause: where [`cut_to_length`] cuts a turn that ran
@@ -863,5 +945,43 @@ mod tests {
         );
         // A lone mark is not a clause.
         assert_eq!(cut_to_length(", and then", 1, true), ", and then");
+    }
+
+    #[test]
+    fn a_message_join_ends_a_sentence() {
+        // IARD joins a seeker's consecutive messages with dots: the message
+        // before the dots is whole, so the turn can end there (the dots go).
+        let t = "Hello...I am looking for something related to my favorite movie";
+        assert_eq!(cut_to_length(t, 1, true), "Hello");
+        assert_eq!(cut_to_length(t, 1, false), "Hello");
+        assert_eq!(cut_to_length(t, 4, true), "Hello", "cut back to it");
+        assert_eq!(cut_to_length(t, 4, false), t, "stopped on its own");
+        assert_eq!(cut_to_length(t, 40, false), t);
+        assert_eq!(
+            cut_to_length("That is awesome!...You're right", 2, false),
+            "That is awesome!",
+            "the sentence's own mark stays, the join goes"
+        );
+        assert_eq!(
+            cut_to_length("Thank you very much…You", 1, true),
+            "Thank you very much",
+            "an ellipsis character joins too"
+        );
+        assert_eq!(
+            cut_to_length("hello.... You're always asking", 1, true),
+            "hello",
+            "dots before a space"
+        );
+        assert_eq!(
+            cut_to_length("hi...ok...so what about a", 2, true),
+            "hi...ok",
+            "the first join at or past the target"
+        );
+        // One dot inside a word is not a join.
+        assert_eq!(
+            cut_to_length("I like the U.S. version of it", 1, false),
+            "I like the U.S.",
+        );
+        assert_eq!(cut_to_length("St.Elmo is good", 1, true), "St.Elmo is good");
     }
 }
