@@ -59,6 +59,8 @@ pub struct ScriptedBackend {
     per_step: usize,
     queue: VecDeque<GenerationRequest>,
     script: Option<Script>,
+    /// Cut a text to the request's `max_tokens` words and say it ran out.
+    budgeted: bool,
     stats: BackendStats,
 }
 
@@ -78,6 +80,7 @@ impl ScriptedBackend {
             per_step: 3,
             queue: VecDeque::new(),
             script: None,
+            budgeted: false,
             stats: BackendStats::default(),
         }
     }
@@ -85,6 +88,14 @@ impl ScriptedBackend {
     /// Answer with `script` instead of seeded words.
     pub fn with_script(mut self, script: Script) -> Self {
         self.script = Some(script);
+        self
+    }
+
+    /// Hold every text to its request's `max_tokens` (a word is a token):
+    /// a longer one is cut there and finishes as [`FinishReason::Length`],
+    /// as a model's turn does when it runs out of its budget.
+    pub fn with_budget(mut self) -> Self {
+        self.budgeted = true;
         self
     }
 
@@ -159,7 +170,17 @@ impl Backend for ScriptedBackend {
             let Some(req) = self.queue.pop_back() else {
                 break;
             };
-            let text = self.text(&req);
+            let mut text = self.text(&req);
+            let mut finish = FinishReason::Stop;
+            let budget = req.sampling.max_tokens as usize;
+            if self.budgeted && text.split_whitespace().count() > budget {
+                text = text
+                    .split_whitespace()
+                    .take(budget)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                finish = FinishReason::Length;
+            }
             let completion = text.split_whitespace().count() as u32;
             let prompt = words(&req.prompt) as u32;
             self.stats.prompt_tokens_evaluated += u64::from(prompt);
@@ -171,7 +192,7 @@ impl Backend for ScriptedBackend {
                 prompt_tokens: prompt,
                 reused_prompt_tokens: 0,
                 completion_tokens: completion,
-                finish: FinishReason::Stop,
+                finish,
                 candidate: req.candidate,
             });
         }

@@ -310,6 +310,11 @@ pub struct GuardSpec {
     /// (needs `[pool]`).
     #[serde(default)]
     pub copy: bool,
+    /// Also reject a turn that ran out of tokens with no sentence end,
+    /// message join or clause end anywhere: a sentence broken off, which
+    /// the length cut cannot end ([`crate::session::conversation::is_unfinished`]).
+    #[serde(default)]
+    pub unfinished: bool,
 }
 
 /// Default most resamples of one turn.

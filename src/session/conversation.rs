@@ -70,6 +70,15 @@ pub fn cut_to_length(text: &str, words: u32, truncated: bool) -> &str {
     }
 }
 
+/// Whether a generation is a sentence broken off: it ran out of tokens
+/// (`truncated`) and has no sentence end, message join or clause end
+/// anywhere, so [`cut_to_length`] has nowhere to cut it ("I would like to
+/// watch a"). No person sends that; the role guard's `unfinished` test.
+pub fn is_unfinished(text: &str, truncated: bool) -> bool {
+    let ends = Ends::of(text, u32::MAX);
+    truncated && ends.last_sentence.is_none() && ends.last_clause.is_none()
+}
+
 /// Where a text's sentences and clauses end (byte offsets), relative to a
 /// target of `words` words.
 struct Ends {
@@ -655,7 +664,8 @@ impl<'a> Conversation<'a> {
             // A turn that filled the context ends the conversation as it is.
             let rejection = (g.finish != FinishReason::ContextFull)
                 .then(|| self.rejection(text))
-                .flatten();
+                .flatten()
+                .or_else(|| self.broken_off(g).then_some(guard::Rejection::Unfinished));
             match rejection {
                 Some(r) => *self.guard.rejected.entry(r.name()).or_default() += 1,
                 None => allowed.push(i),
@@ -757,6 +767,15 @@ impl<'a> Conversation<'a> {
         let own_before = self.last_text_of(Side::User);
         guard::check(text, system_before, own_before)
             .or_else(|| self.copies(text).then_some(guard::Rejection::Copy))
+    }
+
+    /// The unfinished test (`[guard] unfinished = true`): whether `g` ran
+    /// out of tokens before any sentence or clause ended. Read on the
+    /// generation, not the cut text: the cut only shortens a turn that has
+    /// an end to cut at.
+    fn broken_off(&self, g: &Generation) -> bool {
+        self.scenario.guard.as_ref().is_some_and(|s| s.unfinished)
+            && is_unfinished(&g.text, g.finish == FinishReason::Length)
     }
 
     /// The copy guard: whether `text` shares a word 8-gram with a seeker
@@ -880,7 +899,7 @@ impl<'a> Conversation<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::cut_to_length;
+    use super::{cut_to_length, is_unfinished};
 
     #[test]
     fn cuts_at_the_first_sentence_end_past_the_target() {
@@ -945,6 +964,29 @@ mod tests {
         );
         // A lone mark is not a clause.
         assert_eq!(cut_to_length(", and then", 1, true), ", and then");
+    }
+
+    #[test]
+    fn a_turn_out_of_tokens_with_no_end_anywhere_is_unfinished() {
+        for t in [
+            "I would like to watch a",
+            "You know I did a lot of your recommendations for me but I don'",
+            "Is it possible to watch The Black",
+        ] {
+            assert!(is_unfinished(t, true), "{t}");
+            assert!(!is_unfinished(t, false), "stopped on its own: {t}");
+        }
+        // Anything the length cut can end it at.
+        for t in [
+            "Thanks for your help.",
+            "I like horror. Something from the 80s with a",
+            "Hi, I am looking for a",
+            "Thank you very much...You",
+            "ok - so maybe something with",
+            "Really?",
+        ] {
+            assert!(!is_unfinished(t, true), "{t}");
+        }
     }
 
     #[test]

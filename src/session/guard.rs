@@ -19,7 +19,13 @@
 //! - **copy** (`copy = true`): shares a word 8-gram with a real seeker turn
 //!   of the scenario's `[pool]` or with the real turn being replayed: the
 //!   simulator pasting the real text it was shown
-//!   ([`crate::corpus::pool::Pool::copies`]).
+//!   ([`crate::corpus::pool::Pool::copies`]);
+//! - **unfinished** (`unfinished = true`): ran out of tokens with no
+//!   sentence end, message join ("...") or clause end anywhere, so the
+//!   length cut has nowhere to end it: a sentence broken off ("I would like
+//!   to watch a"), which no person sends
+//!   ([`crate::session::conversation::is_unfinished`]; a turn that stopped
+//!   on its own is never unfinished, whatever its punctuation).
 //!
 //! Invariant: the guard only reads texts; what happens on a rejection (a
 //! new draw from the session's stream, at most `max_resamples`) is the
@@ -43,6 +49,9 @@ pub enum Rejection {
     /// A word 8-gram of a real seeker turn of the pool, or of the real turn
     /// being replayed (the copy guard, `[guard] copy = true`).
     Copy,
+    /// Ran out of tokens before any sentence or clause ended
+    /// (`[guard] unfinished = true`).
+    Unfinished,
 }
 
 impl Rejection {
@@ -55,6 +64,7 @@ impl Rejection {
             Rejection::Note => "note",
             Rejection::Recommender => "recommender",
             Rejection::Copy => "copy",
+            Rejection::Unfinished => "unfinished",
         }
     }
 }

@@ -439,6 +439,10 @@ fn malformed_transcript_pool_and_style_sections() {
             vec!["scenario.toml", "guard.copy", "[pool]"],
         ),
         (
+            variant("", "[guard]\nunfinished = \"yes\"\n", None),
+            vec!["scenario.toml", "unfinished", "a boolean"],
+        ),
+        (
             style("first = {}\ntransitions = {}\n"),
             vec!["style.toml", "seeker_style", "usersim fit"],
         ),

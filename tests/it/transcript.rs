@@ -274,6 +274,88 @@ fn the_copy_guard_draws_again_a_turn_that_pastes_real_text() {
         .all(|t| pool.copies(&t.text)));
 }
 
+#[test]
+fn the_unfinished_guard_draws_again_a_sentence_broken_off() {
+    // Round one of every seeker turn (the movies default decodes 4
+    // candidates) writes on past its token budget with no sentence or
+    // clause end; a resample writes a short finished line.
+    fn script() -> Script {
+        let rounds = Rc::new(RefCell::new(
+            std::collections::HashMap::<(u64, String), u32>::new(),
+        ));
+        Box::new(move |req| {
+            if req.side == Side::Assistant {
+                return "unused".into();
+            }
+            let key = (req.conversation, prompt_end(&req.prompt));
+            let mut seen = rounds.borrow_mut();
+            let n = seen.entry(key).or_default();
+            *n += 1;
+            if *n <= 4 {
+                const WORDS: [&str; 8] =
+                    ["maybe", "old", "films", "and", "then", "we", "could", "try"];
+                (0..60)
+                    .map(|i| WORDS[((req.seed >> (i % 60)) as usize + i) % WORDS.len()])
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            } else {
+                format!("thanks that helps {}", req.seed % 1000)
+            }
+        })
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let on = transcript_scenario(dir.path());
+    let toml = std::fs::read_to_string(on.join("scenario.toml")).unwrap();
+    assert!(toml.contains("unfinished = true\n"));
+    let cfg = replay_config(dir.path(), on, 3);
+    let prep = prepare(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    let mut backend = ScriptedBackend::new(cfg.parallel)
+        .with_script(script())
+        .with_budget();
+    let summary = run_prepared(&cfg, &prep, &mut backend).unwrap_or_else(|e| panic!("{e}"));
+    let recs = read_records(&cfg.output).unwrap();
+    let user: Vec<&str> = recs
+        .iter()
+        .flat_map(|r| r.turns.iter())
+        .filter(|t| t.role == Side::User)
+        .map(|t| t.text.as_str())
+        .collect();
+    assert!(user.len() > 5, "{}", user.len());
+    assert_eq!(
+        summary.guard_rejections.get("unfinished"),
+        Some(&(4 * user.len() as u64)),
+        "every candidate of round one"
+    );
+    assert!(
+        user.iter()
+            .all(|t| t.to_lowercase().starts_with("thanks that helps")),
+        "{user:?}"
+    );
+    // Off: without `unfinished = true` the broken-off turns are kept.
+    let off = transcript_scenario(&dir.path().join("off"));
+    std::fs::write(
+        off.join("scenario.toml"),
+        toml.replace("unfinished = true\n", ""),
+    )
+    .unwrap();
+    let cfg_off = SimulateConfig {
+        output: dir.path().join("off.jsonl"),
+        ..replay_config(dir.path(), off, 3)
+    };
+    let prep = prepare(&cfg_off).unwrap_or_else(|e| panic!("{e}"));
+    let mut backend = ScriptedBackend::new(cfg_off.parallel)
+        .with_script(script())
+        .with_budget();
+    let summary = run_prepared(&cfg_off, &prep, &mut backend).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(summary.guard_rejections.get("unfinished"), None);
+    let kept = read_records(&cfg_off.output).unwrap();
+    assert!(kept
+        .iter()
+        .flat_map(|r| r.turns.iter())
+        .filter(|t| t.role == Side::User)
+        .all(|t| !t.text.to_lowercase().starts_with("thanks")));
+}
+
 /// The last line of a prompt (which turn it asks for).
 fn prompt_end(p: &Prompt) -> String {
     match p {
