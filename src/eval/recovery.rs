@@ -48,8 +48,9 @@ pub struct LatentRecovery {
     /// Cross-validated accuracy (words and conversation shape) with its
     /// bootstrap 95% interval.
     pub accuracy: Estimate,
-    /// Cross-validated macro-F1 (words and conversation shape).
-    pub macro_f1: f64,
+    /// Cross-validated macro-F1 (words and conversation shape) with its
+    /// bootstrap 95% interval over dialogues.
+    pub macro_f1: Estimate,
     /// Cross-validated accuracy from the words alone, with its interval.
     pub text_accuracy: Estimate,
     /// Cross-validated accuracy from the turns' intents (in order) and the
@@ -60,6 +61,9 @@ pub struct LatentRecovery {
     pub intent_accuracy: Option<Estimate>,
     /// Share of the most frequent class: what guessing it scores.
     pub majority: f64,
+    /// Macro-F1 of always guessing the most frequent class: what macro-F1
+    /// must beat (`2m / (1 + m)` for that class, 0 for the others).
+    pub majority_macro_f1: f64,
     /// Whether the accuracy interval lies above the majority rate.
     pub recoverable: bool,
 }
@@ -203,7 +207,8 @@ fn session_recovery(
         out.push(LatentRecovery {
             variable: name.clone(),
             n: labels.len(),
-            macro_f1: macro_f1(&confusion_matrix(&truth, &predicted, classes.len())),
+            macro_f1: macro_f1_of(&truth, &predicted, classes.len(), n_boot, seed),
+            majority_macro_f1: 2.0 * majority / (1.0 + majority) / classes.len() as f64,
             recoverable: accuracy.lo > majority,
             accuracy,
             text_accuracy,
@@ -329,6 +334,27 @@ fn accuracy_of(truth: &[usize], predicted: &[usize], n_boot: usize, seed: u64) -
     })
 }
 
+/// Macro-F1 of `predicted` against `truth` over `n_classes`, with a
+/// bootstrap interval over dialogues.
+fn macro_f1_of(
+    truth: &[usize],
+    predicted: &[usize],
+    n_classes: usize,
+    n_boot: usize,
+    seed: u64,
+) -> Estimate {
+    bootstrap_ci(truth.len(), n_boot, seed, |ix| {
+        let t: Vec<usize> = ix.iter().map(|&i| truth[i]).collect();
+        let p: Vec<usize> = ix.iter().map(|&i| predicted[i]).collect();
+        Some(macro_f1(&confusion_matrix(&t, &p, n_classes)))
+    })
+    .unwrap_or(Estimate {
+        value: 0.0,
+        lo: 0.0,
+        hi: 0.0,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::loaders::EvalTurn;
@@ -369,8 +395,19 @@ mod tests {
         let mood = get("mood");
         assert!(mood.recoverable && mood.accuracy.value > 0.95, "{mood:?}");
         assert!((mood.majority - 40.0 / 60.0).abs() < 1e-9);
+        // Always "good": F1 0.8 on it, 0 on "bad".
+        assert!((mood.majority_macro_f1 - 0.4).abs() < 1e-9);
+        let f1 = &mood.macro_f1;
+        assert!(
+            f1.value > 0.95 && f1.lo <= f1.value && f1.value <= f1.hi,
+            "{f1:?}"
+        );
         let noise = get("noise");
         assert!(!noise.recoverable, "{noise:?}");
+        assert!(
+            noise.macro_f1.lo < mood.macro_f1.lo && noise.macro_f1.value < 0.8,
+            "{noise:?}"
+        );
         // A number is binned at its median.
         assert_eq!(get("patience").classes, ["high", "low"]);
     }

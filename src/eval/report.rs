@@ -377,10 +377,12 @@ impl EvalReport {
                 "",
                 &f(l.accuracy.value),
                 &format!(
-                    "[{:.3}, {:.3}] vs majority {:.3}, words alone {:.3}{}{}",
+                    "[{:.3}, {:.3}] vs majority {:.3}, macro-F1 {:.3} vs {:.3}, words alone {:.3}{}{}",
                     l.accuracy.lo,
                     l.accuracy.hi,
                     l.majority,
+                    l.macro_f1.value,
+                    l.majority_macro_f1,
                     l.text_accuracy.value,
                     l.intent_accuracy
                         .as_ref()
@@ -572,6 +574,9 @@ impl EvalReport {
         if !self.intent_lengths.is_empty() {
             h.push_str(&intent_length_table(&self.intent_lengths));
         }
+        if !self.latent_recovery.is_empty() {
+            h.push_str(&recovery_table(&self.latent_recovery));
+        }
         h.push_str("<h2>Seeker turns per dialogue</h2>\n");
         h.push_str(&histogram("dialogue-length-hist", &self.dialogue_lengths));
         for (id, heading, d) in [
@@ -614,6 +619,47 @@ impl EvalReport {
         h.push_str("</body></html>\n");
         h
     }
+}
+
+/// Session-variable recovery as an HTML table, a row per variable.
+fn recovery_table(rows: &[super::recovery::LatentRecovery]) -> String {
+    let mut h = String::from(
+        "<h2>Session variables recovered from the seeker's turns</h2>\n\
+         <p>A classifier (k-fold over dialogues) tells each variable's value from the \
+         seeker's words and the conversation's shape; a value it cannot tell better than \
+         guessing the most frequent one is a label that carries no information. \
+         \"intents\" is the same classifier on the turns' intents instead of their words: \
+         what the value could show if every turn said its intent perfectly.</p>\n\
+         <table id=\"latent-recovery\"><tr><th>variable</th><th>dialogues</th><th>classes</th>\
+         <th>accuracy [95%]</th><th>majority</th><th>macro-F1 [95%]</th><th>majority macro-F1</th>\
+         <th>words alone</th><th>intents</th><th>recovered</th></tr>\n",
+    );
+    let est = |e: &super::stats::Estimate| format!("{:.3} [{:.3}, {:.3}]", e.value, e.lo, e.hi);
+    for l in rows {
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.3}</td><td>{}</td>\
+             <td>{:.3}</td><td>{:.3}</td><td>{}</td><td>{}</td></tr>",
+            esc(&l.variable),
+            l.n,
+            esc(&l.classes.join(", ")),
+            est(&l.accuracy),
+            l.majority,
+            est(&l.macro_f1),
+            l.majority_macro_f1,
+            l.text_accuracy.value,
+            l.intent_accuracy
+                .as_ref()
+                .map_or_else(|| "-".to_string(), |a| format!("{:.3}", a.value)),
+            if l.recoverable {
+                "yes"
+            } else {
+                "<b>NOT RECOVERED</b>"
+            }
+        );
+    }
+    h.push_str("</table>\n");
+    h
 }
 
 /// Words per turn by intent as an HTML table.
@@ -870,6 +916,46 @@ pub fn heatmap(id: &str, labels: &[String], m: &[Vec<usize>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recovery_table_flags_only_what_is_not_recovered() {
+        let est = |value: f64| crate::eval::stats::Estimate {
+            value,
+            lo: value - 0.05,
+            hi: value + 0.05,
+        };
+        let row = |variable: &str, accuracy: f64, recoverable: bool| {
+            crate::eval::recovery::LatentRecovery {
+                variable: variable.into(),
+                classes: vec!["a".into(), "b<".into()],
+                n: 40,
+                accuracy: est(accuracy),
+                macro_f1: est(accuracy - 0.1),
+                text_accuracy: est(accuracy - 0.2),
+                intent_accuracy: None,
+                majority: 0.5,
+                majority_macro_f1: 1.0 / 3.0,
+                recoverable,
+            }
+        };
+        let t = recovery_table(&[row("patience", 0.8, true), row("age", 0.4, false)]);
+        assert!(t.contains("id=\"latent-recovery\""));
+        assert_eq!(t.matches("<tr><td>").count(), 2);
+        let patience = &t[t.find("<tr><td>patience").expect("row")..];
+        let patience = &patience[..patience.find("</tr>").expect("end")];
+        assert!(
+            patience.contains("<td>0.800 [0.750, 0.850]</td>"),
+            "{patience}"
+        );
+        assert!(
+            patience.contains("<td>0.700 [0.650, 0.750]</td>"),
+            "{patience}"
+        );
+        assert!(patience.contains("<td>0.333</td>") && patience.contains("<td>yes</td>"));
+        assert!(patience.contains("a, b&lt;"), "classes escaped: {patience}");
+        assert_eq!(t.matches("NOT RECOVERED").count(), 1);
+        assert!(t[t.find("<tr><td>age").expect("row")..].contains("NOT RECOVERED"));
+    }
 
     #[test]
     fn svgs_are_well_formed_and_identified() {

@@ -275,12 +275,13 @@ fn full_report_of_a_simulated_run_against_iard() {
             (l["majority"].as_f64().expect("majority") - majority).abs() < 1e-9,
             "{l}"
         );
-        let acc = &l["accuracy"];
-        assert!(
-            acc["lo"].as_f64() <= acc["value"].as_f64()
-                && acc["value"].as_f64() <= acc["hi"].as_f64(),
-            "{l}"
-        );
+        for figure in ["accuracy", "macro_f1"] {
+            let e = &l[figure];
+            assert!(
+                e["lo"].as_f64() <= e["value"].as_f64() && e["value"].as_f64() <= e["hi"].as_f64(),
+                "{figure}: {l}"
+            );
+        }
     }
 
     let page = std::fs::read_to_string(&html).expect("html written");
@@ -296,6 +297,88 @@ fn full_report_of_a_simulated_run_against_iard() {
     }
     assert!(page.contains("Against baseline"));
     chromium_renders_bars(&page, &r["intents"]["predicted"]);
+}
+
+#[test]
+fn real_seekers_survey_answers_get_a_recovery_table() {
+    let _heavy = crate::util::heavy();
+    // INSPIRED's real seekers as the "simulated" side: their survey answers
+    // are recovered as profile.<field>, each a row of the HTML table.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let html = dir.path().join("report.html");
+    let dialogs = crate::util::shared_data().join("inspired/dialogs.tsv");
+    let out = usersim(&[
+        "eval",
+        "--real",
+        s(&iard()),
+        "--sim",
+        s(&dialogs),
+        "--no-embed",
+        "--per-class",
+        "200",
+        "--json",
+        "--html",
+        s(&html),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run: Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    let recovery = run["sim"]["report"]["latent_recovery"]
+        .as_array()
+        .expect("latent recovery");
+    assert!(
+        recovery
+            .iter()
+            .any(|l| l["variable"] == "profile.age_group"),
+        "{recovery:?}"
+    );
+    for l in recovery {
+        for figure in ["accuracy", "macro_f1"] {
+            let e = &l[figure];
+            let (v, lo, hi) = (
+                e["value"].as_f64().expect("value"),
+                e["lo"].as_f64().expect("lo"),
+                e["hi"].as_f64().expect("hi"),
+            );
+            assert!(lo <= v && v <= hi && lo < hi, "{figure}: {l}");
+        }
+        let k = l["classes"].as_array().expect("classes").len() as f64;
+        let m = l["majority"].as_f64().expect("majority");
+        let want = 2.0 * m / (1.0 + m) / k;
+        assert!(
+            (l["majority_macro_f1"].as_f64().expect("majority F1") - want).abs() < 1e-9,
+            "{l}"
+        );
+    }
+    // A row per variable, its accuracy as the JSON says, flagged when not
+    // recovered.
+    let page = std::fs::read_to_string(&html).expect("html written");
+    let table = &page[page.find("id=\"latent-recovery\"").expect("recovery table")..];
+    let table = &table[..table.find("</table>").expect("table end")];
+    assert_eq!(table.matches("<tr><td>").count(), recovery.len());
+    for l in recovery {
+        let name = l["variable"].as_str().expect("name");
+        let row = &table[table
+            .find(&format!("<tr><td>{name}</td>"))
+            .unwrap_or_else(|| panic!("{name} row"))..];
+        let row = &row[..row.find("</tr>").expect("row end")];
+        let acc = &l["accuracy"];
+        let shown = format!(
+            "{:.3} [{:.3}, {:.3}]",
+            acc["value"].as_f64().expect("value"),
+            acc["lo"].as_f64().expect("lo"),
+            acc["hi"].as_f64().expect("hi")
+        );
+        assert!(row.contains(&shown), "{shown} not in {row}");
+        assert_eq!(
+            row.contains("NOT RECOVERED"),
+            l["recoverable"] == false,
+            "{row}"
+        );
+    }
 }
 
 /// Renders the report's intent bar chart alone in headless Chromium and
