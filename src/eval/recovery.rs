@@ -61,9 +61,11 @@ pub struct LatentRecovery {
     pub intent_accuracy: Option<Estimate>,
     /// Share of the most frequent class: what guessing it scores.
     pub majority: f64,
-    /// Macro-F1 of always guessing the most frequent class: what macro-F1
-    /// must beat (`2m / (1 + m)` for that class, 0 for the others).
-    pub majority_macro_f1: f64,
+    /// Macro-F1 of guessing without the text, each value at its own
+    /// frequency: `1 / classes` in expectation (each value's F1 is its
+    /// share), what macro-F1 must beat. Always guessing the most frequent
+    /// value scores less (`2m / (1 + m) / classes`).
+    pub chance_macro_f1: f64,
     /// Whether the accuracy interval lies above the majority rate.
     pub recoverable: bool,
 }
@@ -208,7 +210,7 @@ fn session_recovery(
             variable: name.clone(),
             n: labels.len(),
             macro_f1: macro_f1_of(&truth, &predicted, classes.len(), n_boot, seed),
-            majority_macro_f1: 2.0 * majority / (1.0 + majority) / classes.len() as f64,
+            chance_macro_f1: 1.0 / classes.len() as f64,
             recoverable: accuracy.lo > majority,
             accuracy,
             text_accuracy,
@@ -395,8 +397,9 @@ mod tests {
         let mood = get("mood");
         assert!(mood.recoverable && mood.accuracy.value > 0.95, "{mood:?}");
         assert!((mood.majority - 40.0 / 60.0).abs() < 1e-9);
-        // Always "good": F1 0.8 on it, 0 on "bad".
-        assert!((mood.majority_macro_f1 - 0.4).abs() < 1e-9);
+        // Guessing "good" 2/3 of the time: F1 2/3 on it, 1/3 on "bad" (always
+        // "good" would score 0.8 and 0, less).
+        assert!((mood.chance_macro_f1 - 0.5).abs() < 1e-9);
         let f1 = &mood.macro_f1;
         assert!(
             f1.value > 0.95 && f1.lo <= f1.value && f1.value <= f1.hi,

@@ -377,12 +377,12 @@ impl EvalReport {
                 "",
                 &f(l.accuracy.value),
                 &format!(
-                    "[{:.3}, {:.3}] vs majority {:.3}, macro-F1 {:.3} vs {:.3}, words alone {:.3}{}{}",
+                    "[{:.3}, {:.3}] vs majority {:.3}, macro-F1 {:.3} vs chance {:.3}, words alone {:.3}{}{}",
                     l.accuracy.lo,
                     l.accuracy.hi,
                     l.majority,
                     l.macro_f1.value,
-                    l.majority_macro_f1,
+                    l.chance_macro_f1,
                     l.text_accuracy.value,
                     l.intent_accuracy
                         .as_ref()
@@ -626,12 +626,14 @@ fn recovery_table(rows: &[super::recovery::LatentRecovery]) -> String {
     let mut h = String::from(
         "<h2>Session variables recovered from the seeker's turns</h2>\n\
          <p>A classifier (k-fold over dialogues) tells each variable's value from the \
-         seeker's words and the conversation's shape; a value it cannot tell better than \
-         guessing the most frequent one is a label that carries no information. \
+         seeker's words and the conversation's shape; a variable it cannot tell better than \
+         guessing the most frequent value (its accuracy interval above <i>majority</i>) is \
+         a label that carries no information. Macro-F1 weighs every value alike; guessing \
+         each value at its own frequency scores <i>chance macro-F1</i> (1 / classes). \
          \"intents\" is the same classifier on the turns' intents instead of their words: \
          what the value could show if every turn said its intent perfectly.</p>\n\
          <table id=\"latent-recovery\"><tr><th>variable</th><th>dialogues</th><th>classes</th>\
-         <th>accuracy [95%]</th><th>majority</th><th>macro-F1 [95%]</th><th>majority macro-F1</th>\
+         <th>accuracy [95%]</th><th>majority</th><th>macro-F1 [95%]</th><th>chance macro-F1</th>\
          <th>words alone</th><th>intents</th><th>recovered</th></tr>\n",
     );
     let est = |e: &super::stats::Estimate| format!("{:.3} [{:.3}, {:.3}]", e.value, e.lo, e.hi);
@@ -646,7 +648,7 @@ fn recovery_table(rows: &[super::recovery::LatentRecovery]) -> String {
             est(&l.accuracy),
             l.majority,
             est(&l.macro_f1),
-            l.majority_macro_f1,
+            l.chance_macro_f1,
             l.text_accuracy.value,
             l.intent_accuracy
                 .as_ref()
@@ -934,7 +936,7 @@ mod tests {
                 text_accuracy: est(accuracy - 0.2),
                 intent_accuracy: None,
                 majority: 0.5,
-                majority_macro_f1: 1.0 / 3.0,
+                chance_macro_f1: 0.5,
                 recoverable,
             }
         };
@@ -951,7 +953,7 @@ mod tests {
             patience.contains("<td>0.700 [0.650, 0.750]</td>"),
             "{patience}"
         );
-        assert!(patience.contains("<td>0.333</td>") && patience.contains("<td>yes</td>"));
+        assert!(patience.contains("<td>0.500</td>") && patience.contains("<td>yes</td>"));
         assert!(patience.contains("a, b&lt;"), "classes escaped: {patience}");
         assert_eq!(t.matches("NOT RECOVERED").count(), 1);
         assert!(t[t.find("<tr><td>age").expect("row")..].contains("NOT RECOVERED"));
