@@ -157,19 +157,16 @@ fn message_joins(word: &str) -> Vec<(usize, usize)> {
     let mut run: Option<(usize, usize)> = None;
     for (i, c) in word.char_indices() {
         let end = i + c.len_utf8();
-        match (c, run) {
-            ('.', Some((s, e))) if e == i => run = Some((s, end)),
-            ('.' | '…', _) => {
-                if let Some(r) = run.take().filter(|r| is_join(word, *r)) {
-                    joins.push(r);
-                }
-                run = Some((i, end));
-            }
-            _ => {
-                if let Some(r) = run.take().filter(|r| is_join(word, *r)) {
-                    joins.push(r);
-                }
-            }
+        // A dot right after a run of dots extends it; anything else ends it.
+        if let Some((start, _)) = run.filter(|&(_, e)| c == '.' && e == i) {
+            run = Some((start, end));
+            continue;
+        }
+        if let Some(r) = run.take().filter(|r| is_join(word, *r)) {
+            joins.push(r);
+        }
+        if matches!(c, '.' | '…') {
+            run = Some((i, end));
         }
     }
     if let Some(r) = run.filter(|r| is_join(word, *r)) {
