@@ -60,9 +60,9 @@ pub struct BenchConfig {
 /// Default memory of the "fit" column, GiB: a 24 GB GPU.
 pub const DEFAULT_KV_MEMORY_GIB: f64 = 24.0;
 
-/// Default parallel-session counts (48 is the most that fits at the
-/// `movies` default of best-of 4).
-pub const DEFAULT_BENCH_PARALLEL: [usize; 4] = [1, 4, 16, 48];
+/// Default parallel-session counts (28 is the most that fits at the
+/// `movies` default of best-of 8).
+pub const DEFAULT_BENCH_PARALLEL: [usize; 4] = [1, 4, 16, 28];
 
 impl Default for BenchConfig {
     fn default() -> Self {
@@ -262,7 +262,7 @@ pub fn bench(cfg: &BenchConfig, mut on_row: impl FnMut(&BenchRow)) -> Result<Vec
         ));
     }
     // Every row's KV sequences fit in one context, checked before the first
-    // is measured (best-of 4 holds 5 sequences a conversation: 50 at most).
+    // is measured (best-of 8 holds 9 sequences a conversation: 28 at most).
     for (b, _, _) in &preps {
         let per_conversation = 2 + (*b as usize).saturating_sub(1);
         let most = (MAX_SEQUENCES - PREFIX_SEQUENCES) / per_conversation;

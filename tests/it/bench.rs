@@ -100,13 +100,13 @@ fn bench_measures_raw_and_real_loop_per_parallel_count() {
 #[test]
 fn a_parallel_count_whose_kv_sequences_do_not_fit_is_refused_before_any_row() {
     crate::util::model_path();
-    // The movies default decodes 4 candidates a seeker turn: 5 KV
-    // sequences a conversation, so 50 conversations at most.
+    // The movies default decodes 8 candidates a seeker turn: 9 KV
+    // sequences a conversation, so 28 conversations at most.
     let o = Command::new(crate::util::bin())
         .args([
             "bench",
             "--parallel",
-            "1,64",
+            "1,32",
             "--max-turns",
             "1",
             "--json",
@@ -118,7 +118,7 @@ fn a_parallel_count_whose_kv_sequences_do_not_fit_is_refused_before_any_row() {
     assert_eq!(o.status.code(), Some(2), "{stderr}");
     assert!(o.stdout.is_empty(), "no row was measured");
     let line = stderr.lines().find(|l| l.starts_with("error:")).unwrap();
-    for needle in ["--parallel 64", "at most 50", "best-of 4"] {
+    for needle in ["--parallel 32", "at most 28", "best-of 8"] {
         assert!(line.contains(needle), "{line}");
     }
 }
