@@ -99,8 +99,10 @@ fn transcript_prompts_show_real_dialogues_but_never_the_replayed_one() {
     let recs = read_records(&cfg.output).unwrap();
     assert_eq!(recs.len(), 6);
     let seen = seen.borrow();
-    // Candidate 0 of each seeker turn (the movies default decodes 4 from
-    // the same prompt, each its own request on the scripted backend).
+    // Candidate 0 of each seeker turn (the movies default decodes several
+    // from the same prompt, each its own request on the scripted backend).
+    let best_of = prepare(&cfg).unwrap().best_of as usize;
+    assert!(best_of > 1, "the movies default chooses among candidates");
     let user: Vec<&GenerationRequest> = seen
         .iter()
         .filter(|r| r.side == Side::User && r.candidate == 0)
@@ -108,8 +110,8 @@ fn transcript_prompts_show_real_dialogues_but_never_the_replayed_one() {
     assert!(user.len() > 20, "{}", user.len());
     assert_eq!(
         seen.iter().filter(|r| r.side == Side::User).count(),
-        4 * user.len(),
-        "four candidates of every seeker turn, all from its one prompt"
+        best_of * user.len(),
+        "best-of candidates of every seeker turn, all from its one prompt"
     );
     let mut prefixes = std::collections::BTreeSet::new();
     for r in &recs {
@@ -276,10 +278,10 @@ fn the_copy_guard_draws_again_a_turn_that_pastes_real_text() {
 
 #[test]
 fn the_unfinished_guard_draws_again_a_sentence_broken_off() {
-    // Round one of every seeker turn (the movies default decodes 4
-    // candidates) writes on past its token budget with no sentence or
+    // Round one of every seeker turn (all `best_of` candidates of the
+    // movies default) writes on past its token budget with no sentence or
     // clause end; a resample writes a short finished line.
-    fn script() -> Script {
+    fn script(best_of: u32) -> Script {
         let rounds = Rc::new(RefCell::new(
             std::collections::HashMap::<(u64, String), u32>::new(),
         ));
@@ -291,7 +293,7 @@ fn the_unfinished_guard_draws_again_a_sentence_broken_off() {
             let mut seen = rounds.borrow_mut();
             let n = seen.entry(key).or_default();
             *n += 1;
-            if *n <= 4 {
+            if *n <= best_of {
                 const WORDS: [&str; 8] =
                     ["maybe", "old", "films", "and", "then", "we", "could", "try"];
                 (0..60)
@@ -309,8 +311,10 @@ fn the_unfinished_guard_draws_again_a_sentence_broken_off() {
     assert!(toml.contains("unfinished = true\n"));
     let cfg = replay_config(dir.path(), on, 3);
     let prep = prepare(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    let best_of = prep.best_of;
+    assert!(best_of > 1, "the movies default chooses among candidates");
     let mut backend = ScriptedBackend::new(cfg.parallel)
-        .with_script(script())
+        .with_script(script(best_of))
         .with_budget();
     let summary = run_prepared(&cfg, &prep, &mut backend).unwrap_or_else(|e| panic!("{e}"));
     let recs = read_records(&cfg.output).unwrap();
@@ -323,7 +327,7 @@ fn the_unfinished_guard_draws_again_a_sentence_broken_off() {
     assert!(user.len() > 5, "{}", user.len());
     assert_eq!(
         summary.guard_rejections.get("unfinished"),
-        Some(&(4 * user.len() as u64)),
+        Some(&(u64::from(best_of) * user.len() as u64)),
         "every candidate of round one"
     );
     assert!(
@@ -344,7 +348,7 @@ fn the_unfinished_guard_draws_again_a_sentence_broken_off() {
     };
     let prep = prepare(&cfg_off).unwrap_or_else(|e| panic!("{e}"));
     let mut backend = ScriptedBackend::new(cfg_off.parallel)
-        .with_script(script())
+        .with_script(script(best_of))
         .with_budget();
     let summary = run_prepared(&cfg_off, &prep, &mut backend).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(summary.guard_rejections.get("unfinished"), None);
