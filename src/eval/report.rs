@@ -353,20 +353,14 @@ impl EvalReport {
                     &format!("{name} discriminator AUC"),
                     "",
                     "",
-                    &format!(
-                        "{:.3} [{:.3}, {:.3}], {} per class",
-                        d.auc.value, d.auc.lo, d.auc.hi, d.n_per_class
-                    ),
+                    &format!("{}, {} per class", d.auc, d.n_per_class),
                 );
                 row(
                     &mut o,
                     &format!("{name} discriminator accuracy"),
                     "",
                     "",
-                    &format!(
-                        "{:.3} [{:.3}, {:.3}]",
-                        d.accuracy.value, d.accuracy.lo, d.accuracy.hi
-                    ),
+                    &d.accuracy.to_string(),
                 );
             }
         }
@@ -377,9 +371,8 @@ impl EvalReport {
                 "",
                 &f(l.accuracy.value),
                 &format!(
-                    "[{:.3}, {:.3}] vs majority {:.3}, macro-F1 {:.3} vs chance {:.3}, words alone {:.3}{}{}",
-                    l.accuracy.lo,
-                    l.accuracy.hi,
+                    "{} vs majority {:.3}, macro-F1 {:.3} vs chance {:.3}, words alone {:.3}{}{}",
+                    l.accuracy.interval(),
                     l.majority,
                     l.macro_f1.value,
                     l.chance_macro_f1,
@@ -405,7 +398,7 @@ impl EvalReport {
                     "intent macro-F1, trained on simulated",
                     "",
                     &f(u.value),
-                    &format!("[{:.3}, {:.3}] on real labelled turns", u.lo, u.hi),
+                    &format!("{} on real labelled turns", u.interval()),
                 );
             }
             let p = &i.predicted;
@@ -636,7 +629,6 @@ fn recovery_table(rows: &[super::recovery::LatentRecovery]) -> String {
          <th>accuracy [95%]</th><th>majority</th><th>macro-F1 [95%]</th><th>chance macro-F1</th>\
          <th>words alone</th><th>intents</th><th>recovered</th></tr>\n",
     );
-    let est = |e: &super::stats::Estimate| format!("{:.3} [{:.3}, {:.3}]", e.value, e.lo, e.hi);
     for l in rows {
         let _ = writeln!(
             h,
@@ -645,9 +637,9 @@ fn recovery_table(rows: &[super::recovery::LatentRecovery]) -> String {
             esc(&l.variable),
             l.n,
             esc(&l.classes.join(", ")),
-            est(&l.accuracy),
+            l.accuracy,
             l.majority,
-            est(&l.macro_f1),
+            l.macro_f1,
             l.chance_macro_f1,
             l.text_accuracy.value,
             l.intent_accuracy

@@ -187,6 +187,20 @@ pub struct Estimate {
     pub hi: f64,
 }
 
+impl Estimate {
+    /// The interval alone, `[lo, hi]` to three decimals.
+    pub fn interval(&self) -> String {
+        format!("[{:.3}, {:.3}]", self.lo, self.hi)
+    }
+}
+
+/// `value [lo, hi]` to three decimals: how every report prints an estimate.
+impl std::fmt::Display for Estimate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.3} {}", self.value, self.interval())
+    }
+}
+
 /// Bootstrap 95% percentile interval of `stat` over `n` items: `stat` receives
 /// the resampled indices (with replacement). Resamples where `stat` returns
 /// `None` are skipped.

@@ -14,10 +14,8 @@ use super::JudgeError;
 use crate::eval::stats::Estimate;
 
 fn est(e: &Option<Estimate>) -> String {
-    e.as_ref().map_or_else(
-        || "-".to_string(),
-        |e| format!("{:.3} [{:.3}, {:.3}]", e.value, e.lo, e.hi),
-    )
+    e.as_ref()
+        .map_or_else(|| "-".to_string(), Estimate::to_string)
 }
 
 fn opt(v: Option<f64>) -> String {
