@@ -479,11 +479,9 @@ fn critic_train(a: CriticTrainArgs) -> anyhow::Result<ExitCode> {
         let h = critic.held_out();
         writeln!(
             out,
-            "{}: held-out AUC {:.3} [{:.3}, {:.3}], accuracy {:.3} ({}-fold, {} seeker turns per class)",
+            "{}: held-out AUC {}, accuracy {:.3} ({}-fold, {} seeker turns per class)",
             a.output.display(),
-            h.auc.value,
-            h.auc.lo,
-            h.auc.hi,
+            h.auc,
             h.accuracy.value,
             h.folds,
             critic.trained_on().per_class
