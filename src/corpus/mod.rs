@@ -175,6 +175,9 @@ pub struct Turn {
     pub text: String,
     /// Their labels, each once, in order of first appearance.
     pub labels: Vec<String>,
+    /// The titles its ReDial mention markup names, each once, in order
+    /// (empty for a corpus without markup).
+    pub mentions: Vec<String>,
 }
 
 impl Dialogue {
@@ -185,7 +188,7 @@ impl Dialogue {
     pub fn turns(&self) -> Vec<Turn> {
         let mut turns: Vec<Turn> = Vec::new();
         for u in &self.utterances {
-            let text = strip_mentions(&u.text);
+            let (text, mentions) = split_mentions(&u.text);
             if text.is_empty() {
                 continue;
             }
@@ -200,6 +203,7 @@ impl Dialogue {
                         speaker: u.speaker,
                         text,
                         labels: Vec::new(),
+                        mentions: Vec::new(),
                     });
                     turns.last_mut().expect("just pushed")
                 }
@@ -207,6 +211,11 @@ impl Dialogue {
             for l in &u.labels {
                 if !turn.labels.contains(l) {
                     turn.labels.push(l.clone());
+                }
+            }
+            for m in mentions {
+                if !turn.mentions.contains(&m) {
+                    turn.mentions.push(m);
                 }
             }
         }
@@ -230,6 +239,12 @@ pub fn words(text: &str) -> Vec<String> {
 /// Replaces ReDial mention markup `@123 <Title  (2017)>` by `Title` and
 /// collapses runs of whitespace.
 pub fn strip_mentions(text: &str) -> String {
+    split_mentions(text).0
+}
+
+/// [`strip_mentions`]'s text, and the titles the markup named, in order.
+pub fn split_mentions(text: &str) -> (String, Vec<String>) {
+    let mut titles = Vec::new();
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find('@') {
@@ -251,6 +266,9 @@ pub fn strip_mentions(text: &str) -> String {
                     }
                 }
                 out.push_str(title.trim());
+                if !title.trim().is_empty() {
+                    titles.push(title.trim().to_string());
+                }
                 rest = &tail[close + 1..];
                 continue;
             }
@@ -259,7 +277,7 @@ pub fn strip_mentions(text: &str) -> String {
         rest = after;
     }
     out.push_str(rest);
-    out.split_whitespace().collect::<Vec<_>>().join(" ")
+    (out.split_whitespace().collect::<Vec<_>>().join(" "), titles)
 }
 
 #[cfg(test)]
@@ -302,6 +320,13 @@ mod tests {
     fn mentions_become_titles() {
         assert_eq!(strip_mentions("see @187028 <It  (2017)> now"), "see It now");
         assert_eq!(strip_mentions("@12 <Alien>"), "Alien");
+        assert_eq!(
+            split_mentions("try @1 <Heat  (1995)> or @2 <Alien> again"),
+            (
+                "try Heat or Alien again".to_string(),
+                vec!["Heat".to_string(), "Alien".to_string()]
+            )
+        );
         assert_eq!(strip_mentions("mail me @ home"), "mail me @ home");
     }
 
