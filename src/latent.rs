@@ -379,11 +379,46 @@ impl<'a> TurnPlanner<'a> {
         asked: Option<bool>,
         rng: &mut SessionRng,
     ) -> TurnDecision {
-        let conv = &self.scenario.conversation;
-        if turn_index >= conv.max_user_turns {
+        if turn_index >= self.scenario.conversation.max_user_turns {
             return TurnDecision::End;
         }
-        let may_end = turn_index >= conv.min_user_turns;
+        self.draw(turn_index, asked, rng, false)
+    }
+
+    /// Values of a leaving seeker's last turn (`conversation.closing_turn`):
+    /// drawn as [`TurnPlanner::next`] draws them, except that a markov
+    /// variable's row is weighted by each value's chance of being the last,
+    /// P(v | previous) · P(END | v), and cannot draw END (real seekers'
+    /// last turns are mostly thanks and goodbyes, and accepting). A row in
+    /// which no value ever ends is drawn as it is.
+    pub fn closing(
+        &mut self,
+        turn_index: u32,
+        asked: Option<bool>,
+        rng: &mut SessionRng,
+    ) -> TurnDecision {
+        // The turn is first drawn as any other, from the same stream, so a
+        // chain that ends here anyway still ends here (its last turn was a
+        // natural last turn already).
+        let previous = self.previous.clone();
+        match self.draw(turn_index, asked, rng, false) {
+            TurnDecision::End => TurnDecision::End,
+            TurnDecision::Speak(_) => {
+                self.previous = previous;
+                self.draw(turn_index, asked, rng, true)
+            }
+        }
+    }
+
+    fn draw(
+        &mut self,
+        turn_index: u32,
+        asked: Option<bool>,
+        rng: &mut SessionRng,
+        last: bool,
+    ) -> TurnDecision {
+        let conv = &self.scenario.conversation;
+        let may_end = turn_index >= conv.min_user_turns && !last;
         let mut out = TurnLatents::default();
         let mut end = false;
         for var in &self.scenario.turn {
@@ -421,6 +456,16 @@ impl<'a> TurnPlanner<'a> {
                         None => None,
                     };
                     let profile = self.profile_tilt.get(&var.name);
+                    // P(END | v): how often a real seeker stops after v.
+                    let ends = |k: &String| {
+                        table
+                            .transitions
+                            .get(k)
+                            .and_then(|r| r.get(END_STATE))
+                            .copied()
+                            .unwrap_or(0.0)
+                    };
+                    let closing = last && row.is_some_and(|r| r.keys().any(|k| ends(k) > 0.0));
                     match row {
                         None => None,
                         Some(row) => {
@@ -429,7 +474,8 @@ impl<'a> TurnPlanner<'a> {
                                 .filter(|(k, _)| may_end || k.as_str() != END_STATE)
                                 .map(|(k, w)| {
                                     let f = tilt.and_then(|t| t.get(k)).copied().unwrap_or(1.0)
-                                        * profile.and_then(|t| t.get(k)).copied().unwrap_or(1.0);
+                                        * profile.and_then(|t| t.get(k)).copied().unwrap_or(1.0)
+                                        * if closing { ends(k) } else { 1.0 };
                                     (k, *w * f)
                                 })
                                 .collect();
@@ -589,6 +635,70 @@ mod tests {
             text: BTreeMap::new(),
         });
         assert!(tilted.profile_tilt.is_empty());
+    }
+
+    #[test]
+    fn a_closing_turn_draws_what_real_seekers_leave_on() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts/movies");
+        let scenario = Scenario::load(&dir).expect("movies scenario");
+        let Some(TurnPolicy::Markov(table)) = scenario.turn_var("intent").map(|v| &v.policy) else {
+            panic!("movies' intent is a markov chain");
+        };
+        let ends = |k: &str| table.transitions.get(k).and_then(|r| r.get(END_STATE));
+        let after = |prev: &str| TurnLatents {
+            values: [("intent".to_string(), prev.to_string())].into(),
+            text: BTreeMap::new(),
+        };
+        let pins = Pins::default();
+        let (mut closing, mut plain) = (Vec::new(), Vec::new());
+        let mut ended = 0;
+        for seed in 0..4000 {
+            let draw = |closing_turn: bool| {
+                let mut planner = TurnPlanner::new(&scenario, &pins);
+                planner.previous = Some(after("ACC"));
+                let rng = &mut stream_rng(seed, Stream::TurnLatents(4));
+                if closing_turn {
+                    planner.closing(4, None, rng)
+                } else {
+                    planner.next(4, None, rng)
+                }
+            };
+            match (draw(true), draw(false)) {
+                (TurnDecision::Speak(c), TurnDecision::Speak(p)) => {
+                    closing.push(c.intent().unwrap_or_default().to_string());
+                    plain.push(p.intent().unwrap_or_default().to_string());
+                }
+                // The chain ends here whether or not the turn is the last.
+                (TurnDecision::End, TurnDecision::End) => ended += 1,
+                (c, p) => panic!("seed {seed}: closing {c:?}, plain {p:?}"),
+            }
+        }
+        assert!(
+            ended > 400,
+            "ACC -> END is 0.19 in the fitted chain: {ended}"
+        );
+        // Only values real seekers ever stopped after, at the chain's
+        // P(v | ACC) * P(END | v).
+        for v in &closing {
+            assert!(ends(v).is_some_and(|p| *p > 0.0), "{v}");
+        }
+        let row = &table.transitions["ACC"];
+        let weight = |v: &str| row.get(v).copied().unwrap_or(0.0) * ends(v).copied().unwrap_or(0.0);
+        let total: f64 = row
+            .keys()
+            .filter(|k| *k != END_STATE)
+            .map(|k| weight(k))
+            .sum();
+        let share =
+            |v: &[String], of: &str| v.iter().filter(|i| *i == of).count() as f64 / v.len() as f64;
+        let want = weight("OTH") / total;
+        assert!(
+            (share(&closing, "OTH") - want).abs() < 0.03,
+            "{} vs {want}",
+            share(&closing, "OTH")
+        );
+        assert!(share(&closing, "OTH") > share(&plain, "OTH") + 0.2);
+        assert!(!plain.iter().all(|v| ends(v).is_some_and(|p| *p > 0.0)));
     }
 
     #[test]

@@ -16,7 +16,9 @@
 //! In transcript prompting (`user_prompt = "transcript"`) the simulator sees
 //! no chat at all: real dialogues from the pool as labelled lines, then the
 //! session's profile line and its own conversation, ending on an open
-//! seeker line. That prompt too only grows at its end.
+//! seeker line. That prompt too only grows at its end. The built-in
+//! recommender can be prompted the same way (`assistant_prompt =
+//! "transcript"`), on its own open line.
 
 use serde_json::json;
 
@@ -93,13 +95,15 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-fn seeker_line_label(spec: &TranscriptSpec, tag: Option<&str>) -> String {
-    match tag {
-        Some(t) => {
-            let shown = spec.tags.get(t).map_or(t, String::as_str);
-            format!("{} ({shown}):", spec.seeker_label.trim())
-        }
-        None => format!("{}:", spec.seeker_label.trim()),
+/// `Seeker:`, `Seeker (rejects):`, or for a seeker's last line with a
+/// `closing_tag`, `Seeker (small talk, leaving):` / `Seeker (leaving):`.
+fn seeker_line_label(spec: &TranscriptSpec, tag: Option<&str>, last: bool) -> String {
+    let shown = tag.map(|t| spec.tags.get(t).map_or(t, String::as_str));
+    let closing = spec.closing_tag.as_deref().filter(|_| last).map(str::trim);
+    match (shown, closing) {
+        (Some(t), Some(c)) => format!("{} ({t}, {c}):", spec.seeker_label.trim()),
+        (Some(t), None) | (None, Some(t)) => format!("{} ({t}):", spec.seeker_label.trim()),
+        (None, None) => format!("{}:", spec.seeker_label.trim()),
     }
 }
 
@@ -125,11 +129,18 @@ pub fn transcript_prefix(
         out.push_str("\n\n");
     }
     for d in dialogues {
-        for t in &d.turns {
+        // Marked only when the session's own last line can be.
+        let last_seeker = d
+            .turns
+            .iter()
+            .rposition(|t| t.speaker == Speaker::Seeker)
+            .filter(|_| scenario.conversation.closing_turn);
+        for (i, t) in d.turns.iter().enumerate() {
             let label = match t.speaker {
                 Speaker::Seeker => seeker_line_label(
                     spec,
                     tag_values.and_then(|values| primary_intent(&t.labels, values)),
+                    Some(i) == last_seeker,
                 ),
                 Speaker::Recommender => format!("{}:", spec.system_label.trim()),
             };
@@ -149,19 +160,21 @@ pub fn transcript_prefix(
 
 /// The simulator's next turn as a transcript: `prefix` (from
 /// [`transcript_prefix`]), the conversation so far as labelled lines, and
-/// the open seeker line, tagged with the turn's value of the tag variable.
+/// the open seeker line, tagged with the turn's value of the tag variable
+/// (and the `closing_tag` when the seeker leaves after it, `last`).
 pub fn user_transcript(
     scenario: &Scenario,
     prefix: &str,
     history: &[HistoryTurn<'_>],
     turn: &TurnLatents,
+    last: bool,
 ) -> String {
     let spec = &scenario.transcript;
     let tag = spec.tag.as_ref().and_then(|t| turn.values.get(t));
     let mut out = prefix.to_string();
     for t in history {
         let label = match t.side {
-            Side::User => seeker_line_label(spec, t.tag),
+            Side::User => seeker_line_label(spec, t.tag, false),
             Side::Assistant => format!("{}:", spec.system_label.trim()),
         };
         out.push_str(&label);
@@ -171,21 +184,93 @@ pub fn user_transcript(
     }
     // No space after the colon: the model's first token carries it, as in
     // every line above.
-    out.push_str(&seeker_line_label(spec, tag.map(String::as_str)));
+    out.push_str(&seeker_line_label(spec, tag.map(String::as_str), last));
+    out
+}
+
+/// `Recommender:`, or `Recommender (suggests Heat, Alien):` for a line
+/// that names movies.
+fn system_line_label(spec: &TranscriptSpec, titles: &[String]) -> String {
+    if titles.is_empty() {
+        format!("{}:", spec.system_label.trim())
+    } else {
+        format!(
+            "{} ({} {}):",
+            spec.system_label.trim(),
+            spec.suggest_tag.trim(),
+            titles.join(", ")
+        )
+    }
+}
+
+/// The built-in recommender's transcript prefix (`assistant_prompt =
+/// "transcript"`): the header and the real dialogues the seeker sees,
+/// recommender lines tagged with the movies their mention markup names,
+/// seeker lines untagged (a recommender never learns a seeker's intents)
+/// and no profile line (nor any of the session's latents).
+pub fn assistant_transcript_prefix(scenario: &Scenario, dialogues: &[&PoolDialogue]) -> String {
+    let spec = &scenario.transcript;
+    let mut out = String::new();
+    if !spec.header.trim().is_empty() {
+        out.push_str(spec.header.trim());
+        out.push_str("\n\n");
+    }
+    for d in dialogues {
+        for t in &d.turns {
+            let label = match t.speaker {
+                Speaker::Seeker => format!("{}:", spec.seeker_label.trim()),
+                Speaker::Recommender => system_line_label(spec, &t.mentions),
+            };
+            out.push_str(&label);
+            out.push(' ');
+            out.push_str(&one_line(&t.text));
+            out.push('\n');
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The built-in recommender's next line as a transcript: `prefix` (from
+/// [`assistant_transcript_prefix`]), the conversation so far (its own lines
+/// tagged with the titles `titles_in` finds in them, as the real lines are
+/// tagged with theirs), and its open line, tagged with `suggest` when it is
+/// to offer those movies.
+pub fn assistant_transcript(
+    scenario: &Scenario,
+    prefix: &str,
+    history: &[HistoryTurn<'_>],
+    suggest: &[String],
+    titles_in: &dyn Fn(&str) -> Vec<String>,
+) -> String {
+    let spec = &scenario.transcript;
+    let mut out = prefix.to_string();
+    for t in history {
+        let label = match t.side {
+            Side::User => format!("{}:", spec.seeker_label.trim()),
+            Side::Assistant => system_line_label(spec, &titles_in(t.text)),
+        };
+        out.push_str(&label);
+        out.push(' ');
+        out.push_str(&one_line(t.text));
+        out.push('\n');
+    }
+    out.push_str(&system_line_label(spec, suggest));
     out
 }
 
 /// Messages for the simulator's next turn, and the instruction added for
 /// it (the caller keeps it with the turn so later prompts repeat it).
 /// `exemplars`: real seeker turns of the turn's intent, for the `user_turn`
-/// template.
+/// template; `last_turn`: the seeker leaves after this turn
+/// (`conversation.closing_turn`).
 pub fn user_messages(
     scenario: &Scenario,
     system_prompt: &str,
     latents: &SessionLatents,
     history: &[HistoryTurn<'_>],
     (turn, exemplars): (&TurnLatents, &[&str]),
-    turn_index: u32,
+    (turn_index, last_turn): (u32, bool),
 ) -> Result<(Vec<ChatMessage>, String), ScenarioError> {
     let last_assistant = history
         .iter()
@@ -201,6 +286,7 @@ pub fn user_messages(
             "turn": turn.values,
             "turn_text": turn.text,
             "turn_index": turn_index,
+            "last_turn": last_turn,
             "assistant_message": last_assistant,
             "exemplars": exemplars,
         }),

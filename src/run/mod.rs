@@ -39,10 +39,13 @@ use crate::chat::Side;
 use crate::error::Error;
 use crate::latent::{draw_session, TurnPlanner};
 use crate::output::{OutputFormat, OutputWriter, RecordSink};
-use crate::prompt::{assistant_messages, HistoryTurn};
+use crate::prompt::{
+    assistant_messages, assistant_transcript, assistant_transcript_prefix, HistoryTurn,
+};
 use crate::rng::{session_seed, stream_rng, Stream};
 use crate::scenario::catalog::CatalogItem;
 use crate::scenario::system::SystemKind;
+use crate::scenario::PromptMode;
 use crate::session::conversation::{Conversation, Next};
 use crate::session::external::http::HttpSystem;
 use crate::session::external::stdio::StdioSystem;
@@ -231,6 +234,7 @@ fn warm_up(
             examples_user.push(req.prompt);
         }
     }
+    let asst_prefix = assistant_prefix(prep);
     let asst_example = |text: &str| -> Result<(Prompt, String), Error> {
         let mut h: Vec<HistoryTurn<'_>> = scenario
             .conversation
@@ -254,6 +258,10 @@ fn warm_up(
             .as_ref()
             .map(|c| c.items().iter().take(cfg.candidates).collect())
             .unwrap_or_default();
+        if let Some(prefix) = &asst_prefix {
+            let text = assistant_transcript(scenario, prefix, &h, &[], &|_| Vec::new());
+            return Ok((Prompt::Text(text), String::new()));
+        }
         let (messages, note) = assistant_messages(scenario, &h, &cands, 0)?;
         Ok((Prompt::Chat(messages), note))
     };
@@ -281,6 +289,22 @@ fn warm_up(
     Ok([user, assistant])
 }
 
+/// The built-in recommender's transcript prefix (`assistant_prompt =
+/// "transcript"`): the real dialogues every session's seeker sees.
+fn assistant_prefix(prep: &Prepared) -> Option<String> {
+    let pool = prep.pool.as_ref()?;
+    if prep.scenario.assistant_prompt != PromptMode::Transcript {
+        return None;
+    }
+    let shown: Vec<_> = prep
+        .prefix_candidates
+        .iter()
+        .take(prep.scenario.transcript.dialogues)
+        .map(|&i| pool.dialogue(i))
+        .collect();
+    Some(assistant_transcript_prefix(&prep.scenario, &shown))
+}
+
 /// Longest wait for a system's answer before the loop looks at Ctrl-C again.
 const SYSTEM_WAIT: Duration = Duration::from_millis(200);
 
@@ -294,12 +318,16 @@ fn open_system<'a>(
         return Ok(Box::new(ReplaySystem::new(r)));
     }
     let recommender = || {
-        LlmRecommender::new(
+        let r = LlmRecommender::new(
             &prep.scenario,
             prep.catalog.as_ref(),
             prep.sampling.assistant.clone(),
             cfg.candidates,
-        )
+        );
+        match assistant_prefix(prep) {
+            Some(prefix) => r.with_transcript(prefix),
+            None => r,
+        }
     };
     let ctx = RequestContext {
         scenario: prep.scenario.name.clone(),

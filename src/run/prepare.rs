@@ -21,7 +21,7 @@ use crate::models;
 use crate::rng::{stream_rng, Stream};
 use crate::scenario::catalog::Catalog;
 use crate::scenario::system::{SystemKind, SystemSpec};
-use crate::scenario::UserPrompt;
+use crate::scenario::PromptMode;
 use crate::scenario::{Pins, Scenario, SessionVar, MAX_BEST_OF};
 use crate::session::best_of::{IntentReader, TurnScorer};
 use crate::session::replay::{load_replay, Replay};
@@ -226,7 +226,7 @@ pub fn prepare(cfg: &SimulateConfig) -> Result<Prepared, Error> {
         }
     }
     let prefix_candidates = match (&pool, scenario.user_prompt) {
-        (Some(pool), UserPrompt::Transcript) => {
+        (Some(pool), PromptMode::Transcript) => {
             let spec = &scenario.transcript;
             let mut rng = stream_rng(cfg.seed, Stream::TranscriptPrefix);
             let drawn =

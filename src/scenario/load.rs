@@ -539,6 +539,7 @@ impl Scenario {
             length,
             guard: file.guard,
             user_prompt: file.user_prompt,
+            assistant_prompt: file.assistant_prompt,
             transcript,
             pool,
             critic,
@@ -627,6 +628,7 @@ fn allowed_roots(tname: &str) -> &'static [&'static str] {
             "turn",
             "turn_text",
             "turn_index",
+            "last_turn",
             "assistant_message",
             "exemplars",
         ],
@@ -751,10 +753,17 @@ fn load_transcript(
         expected: expected.to_string(),
     };
     let transcript = file.transcript.clone().unwrap_or_default();
-    if file.user_prompt == UserPrompt::Transcript && pool.is_none() {
+    if file.user_prompt == PromptMode::Transcript && pool.is_none() {
         return Err(invalid(
             "user_prompt".into(),
             "\"chat\", or a [pool] of real dialogues for \"transcript\" to show",
+        ));
+    }
+    if file.assistant_prompt == PromptMode::Transcript && file.user_prompt != PromptMode::Transcript
+    {
+        return Err(invalid(
+            "assistant_prompt".into(),
+            "\"chat\", or user_prompt = \"transcript\" (the recommender continues the seeker's real dialogues)",
         ));
     }
     if file.transcript.is_some() {
@@ -817,6 +826,20 @@ fn load_transcript(
                 "transcript.tags".into(),
                 "a `tag` variable to show them for",
             ));
+        }
+        if t.suggest_tag.trim().is_empty() || t.suggest_tag.contains(['\n', '(', ')', ':']) {
+            return Err(invalid(
+                "transcript.suggest_tag".into(),
+                "a non-empty one-line text without parentheses or colons",
+            ));
+        }
+        if let Some(c) = &t.closing_tag {
+            if c.trim().is_empty() || c.contains(['\n', '(', ')', ':']) {
+                return Err(invalid(
+                    "transcript.closing_tag".into(),
+                    "a non-empty one-line text without parentheses or colons",
+                ));
+            }
         }
     }
     Ok(transcript)

@@ -113,7 +113,10 @@ struct ScenarioFile {
     guard: Option<GuardSpec>,
     /// How the seeker simulator is prompted.
     #[serde(default)]
-    user_prompt: UserPrompt,
+    user_prompt: PromptMode,
+    /// How the built-in recommender is prompted.
+    #[serde(default)]
+    assistant_prompt: PromptMode,
     /// Transcript prompting's layout (`user_prompt = "transcript"`; absent:
     /// the defaults).
     transcript: Option<TranscriptSpec>,
@@ -140,10 +143,10 @@ struct StyleSpec {
 /// The session latent holding the drawn typing rates (`latents.style`).
 pub const STYLE_VAR: &str = "style";
 
-/// How the seeker simulator is prompted.
+/// How a side's model is prompted (`user_prompt`, `assistant_prompt`).
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum UserPrompt {
+pub enum PromptMode {
     /// A persona system message and a per-turn instruction, through the
     /// model's chat template.
     #[default]
@@ -184,6 +187,22 @@ pub struct TranscriptSpec {
     /// than codes.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// Added to the label of a seeker's last line (`Seeker (small talk,
+    /// says goodbye):`), of every real dialogue shown and of a session's closing
+    /// turn (`conversation.closing_turn`), so the real dialogues teach the
+    /// model what a leaving seeker writes. Absent, or without closing
+    /// turns: last lines look like the others.
+    pub closing_tag: Option<String>,
+    /// `assistant_prompt = "transcript"`: the word that tags a recommender
+    /// line with the movies it names (`Recommender (suggests Heat):`), in
+    /// the real dialogues from their mention markup and on the built-in
+    /// recommender's own line with the candidate it is to offer.
+    #[serde(default = "default_suggest_tag")]
+    pub suggest_tag: String,
+}
+
+fn default_suggest_tag() -> String {
+    "suggests".into()
 }
 
 impl Default for TranscriptSpec {
@@ -196,6 +215,8 @@ impl Default for TranscriptSpec {
             max_dialogue_words: default_max_dialogue_words(),
             tag: None,
             tags: BTreeMap::new(),
+            closing_tag: None,
+            suggest_tag: default_suggest_tag(),
         }
     }
 }
@@ -491,6 +512,13 @@ pub struct ConversationSpec {
     /// after that many user turns without accepting the target the seeker
     /// leaves (`user_left`), however the turn policy goes on.
     pub patience: Option<String>,
+    /// Whether a seeker who leaves (patience spent, or the last turn
+    /// `max_user_turns` allows) says so in a last turn, instead of falling
+    /// silent after the system's reply: real seekers close with thanks or a
+    /// goodbye (62% of IARD dialogues end on one). A markov turn variable
+    /// draws that turn's value from its chain given that the turn is the
+    /// last, P(v | previous) · P(END | v); other policies draw as usual.
+    pub closing_turn: bool,
 }
 
 /// Default most user turns.
@@ -508,6 +536,7 @@ impl Default for ConversationSpec {
             opening: None,
             user_opening_cue: "(The conversation starts. Write your first message.)".into(),
             patience: None,
+            closing_turn: false,
         }
     }
 }
@@ -823,7 +852,13 @@ pub struct Scenario {
     /// The role guard, when declared.
     pub guard: Option<GuardSpec>,
     /// How the seeker simulator is prompted.
-    pub user_prompt: UserPrompt,
+    pub user_prompt: PromptMode,
+    /// How the built-in recommender is prompted: `chat` (its system
+    /// message and the candidates through the chat template) or
+    /// `transcript` (the seeker's real dialogues, recommender lines tagged
+    /// with the movies they name, continued on a `Recommender (suggests
+    /// <candidate>):` line; needs `user_prompt = "transcript"`).
+    pub assistant_prompt: PromptMode,
     /// Transcript layout (defaults when not declared).
     pub transcript: TranscriptSpec,
     /// Real dialogues the run loads, when declared.

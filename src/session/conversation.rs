@@ -27,7 +27,7 @@ use crate::prompt::{
 };
 use crate::rng::{stream_rng, stream_seed, Stream};
 use crate::scenario::catalog::Catalog;
-use crate::scenario::{Scenario, UserPrompt, LENGTH_VAR, STYLE_VAR};
+use crate::scenario::{PromptMode, Scenario, LENGTH_VAR, STYLE_VAR};
 use crate::session::best_of::{
     choose, combined_scores, length_fit, CriticCounts, IntentReader, TurnScorer,
 };
@@ -249,6 +249,9 @@ pub struct Conversation<'a> {
     candidates: Vec<Option<Generation>>,
     /// What the critic scored.
     critic_counts: CriticCounts,
+    /// Set while the user turn in flight is a leaving seeker's last
+    /// (`conversation.closing_turn`): how the conversation ends after it.
+    closing: Option<EndReason>,
 }
 
 /// What the role guard did in one conversation.
@@ -312,6 +315,7 @@ impl<'a> Conversation<'a> {
             best_of: 1,
             candidates: Vec::new(),
             critic_counts: CriticCounts::default(),
+            closing: None,
         })
     }
 
@@ -361,7 +365,7 @@ impl<'a> Conversation<'a> {
         prefix_candidates: &[usize],
     ) -> Result<Self, SystemError> {
         self.pool = Some(pool);
-        if self.scenario.user_prompt == UserPrompt::Transcript {
+        if self.scenario.user_prompt == PromptMode::Transcript {
             let excluded = self.excluded();
             let shown: Vec<_> = prefix_candidates
                 .iter()
@@ -414,13 +418,32 @@ impl<'a> Conversation<'a> {
                 // A question is a `?` in the system's last turn: the same
                 // test `usersim fit` fitted the tilt with.
                 let asked = self.last_text_of(Side::Assistant).map(|t| t.contains('?'));
-                let decision = self.planner.next(self.user_turns, asked, &mut rng);
-                if matches!(decision, TurnDecision::Speak(_)) && self.out_of_patience() {
-                    // Drawn first, so patience on or off leaves every other
-                    // turn's draws as they were.
-                    return Ok(Next::Done(EndReason::UserLeft));
+                let conv = &self.scenario.conversation;
+                let leaving = if self.out_of_patience() {
+                    Some(EndReason::UserLeft)
+                } else if self.user_turns + 1 == conv.max_user_turns {
+                    Some(EndReason::TurnLimit)
+                } else {
+                    None
+                };
+                match leaving.filter(|_| conv.closing_turn) {
+                    Some(reason) => {
+                        let decision = self.planner.closing(self.user_turns, asked, &mut rng);
+                        if matches!(decision, TurnDecision::Speak(_)) {
+                            self.closing = Some(reason);
+                        }
+                        decision
+                    }
+                    None => {
+                        let decision = self.planner.next(self.user_turns, asked, &mut rng);
+                        if matches!(decision, TurnDecision::Speak(_)) && self.out_of_patience() {
+                            // Drawn first, so patience on or off leaves every
+                            // other turn's draws as they were.
+                            return Ok(Next::Done(EndReason::UserLeft));
+                        }
+                        decision
+                    }
                 }
-                decision
             }
         };
         match decision {
@@ -455,7 +478,13 @@ impl<'a> Conversation<'a> {
                         if !sampling.stop.iter().any(|s| s == "\n") {
                             sampling.stop.push("\n".into());
                         }
-                        let text = user_transcript(self.scenario, prefix, &self.history(), &turn);
+                        let text = user_transcript(
+                            self.scenario,
+                            prefix,
+                            &self.history(),
+                            &turn,
+                            self.closing.is_some(),
+                        );
                         (Prompt::Text(text), String::new())
                     }
                     None => {
@@ -466,7 +495,7 @@ impl<'a> Conversation<'a> {
                             &self.latents,
                             &self.history(),
                             (&turn, &exemplars),
-                            self.user_turns,
+                            (self.user_turns, self.closing.is_some()),
                         )?;
                         (Prompt::Chat(messages), note)
                     }
@@ -548,6 +577,9 @@ impl<'a> Conversation<'a> {
                     if conv.accept_intents.contains(intent) && self.target_was_offered() {
                         return Ok(Next::Done(EndReason::TargetAccepted));
                     }
+                }
+                if let Some(reason) = self.closing.take() {
+                    return Ok(Next::Done(reason));
                 }
                 let history = self.history();
                 let action = system.respond(&SystemTurn {

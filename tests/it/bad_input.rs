@@ -126,6 +126,19 @@ fn malformed_scenarios() {
         &["-s", unknown_field.to_str().unwrap()],
         &["scenario.toml", "max_turnz"],
     );
+
+    let not_a_bool = d(&|n, t| {
+        if n == "scenario.toml" {
+            t.replace("closing_turn = false", "closing_turn = \"yes\"")
+        } else {
+            t
+        }
+    });
+    expect_input_error(
+        dir.path(),
+        &["-s", not_a_bool.to_str().unwrap()],
+        &["scenario.toml", "closing_turn", "a boolean"],
+    );
 }
 
 #[test]
@@ -366,6 +379,10 @@ fn malformed_transcript_pool_and_style_sections() {
             vec!["scenario.toml", "user_prompt"],
         ),
         (
+            variant("assistant_prompt = \"transcript\"", "{POOL}", None),
+            vec!["scenario.toml", "assistant_prompt", "user_prompt = \"transcript\""],
+        ),
+        (
             transcript("[pool]\ncorpora = [\"dialogs.csv\"]\n"),
             vec![
                 "scenario.toml",
@@ -431,6 +448,14 @@ fn malformed_transcript_pool_and_style_sections() {
             vec!["scenario.toml", "transcript.tags.REJ", "without parentheses"],
         ),
         (
+            transcript("{POOL}\n[transcript]\nclosing_tag = \"leaves: now\"\n"),
+            vec!["scenario.toml", "transcript.closing_tag", "without parentheses or colons"],
+        ),
+        (
+            transcript("{POOL}\n[transcript]\nsuggest_tag = \"\"\n"),
+            vec!["scenario.toml", "transcript.suggest_tag", "non-empty"],
+        ),
+        (
             transcript("{POOL}\n[transcript]\nnope = 1\n"),
             vec!["scenario.toml", "nope"],
         ),
@@ -481,7 +506,7 @@ fn strip_pool_sections(toml: &str) -> String {
             ]
             .contains(&line.trim());
         }
-        if skipping || line.starts_with("user_prompt") {
+        if skipping || line.starts_with("user_prompt") || line.starts_with("assistant_prompt") {
             continue;
         }
         out.push(line);

@@ -471,32 +471,87 @@ fn the_length_latent_is_drawn_rendered_budgeted_and_enforced() {
 #[test]
 fn a_seeker_leaves_when_their_patience_is_spent() {
     let dir = tempfile::tempdir().unwrap();
+    // movies with closing turns on.
+    let closing_dir = scenario_copy(dir.path(), |n, t| match n {
+        "scenario.toml" => t.replace("closing_turn = false\n", "closing_turn = true\n"),
+        _ => t,
+    });
     let cfg = SimulateConfig {
         sessions: 40,
+        scenario_dir: closing_dir,
         ..config(dir.path(), "patience.jsonl")
     };
     scripted(&cfg);
+    let scenario = usersim::scenario::Scenario::load(&cfg.scenario_dir).unwrap();
+    assert!(scenario.conversation.closing_turn);
+    let Some(usersim::scenario::TurnPolicy::Markov(chain)) =
+        scenario.turn_var("intent").map(|v| &v.policy)
+    else {
+        panic!("movies' intent is a markov chain");
+    };
+    // Values a real seeker ever stopped after.
+    let can_end = |v: &str| {
+        chain
+            .transitions
+            .get(v)
+            .and_then(|r| r.get(usersim::scenario::END_STATE))
+            .is_some_and(|p| *p > 0.0)
+    };
     let recs = read_records(&cfg.output).unwrap();
     let mut at_patience = 0;
     for r in &recs {
         let patience = r.latents["patience"].as_u64().expect("an integer");
         assert!((3..=8).contains(&patience));
+        let user: Vec<_> = r.turns.iter().filter(|t| t.role == Side::User).collect();
+        let turns = user.len() as u64;
+        // Patience turns, then one to leave with (max_user_turns is 8).
+        assert!(
+            turns <= (patience + 1).min(8),
+            "{turns} turns, patience {patience}"
+        );
+        if turns == patience + 1 {
+            at_patience += 1;
+            assert_eq!(
+                serde_json::to_value(r.end_reason).unwrap(),
+                serde_json::json!("user_left")
+            );
+            // The seeker has the last word, and it is one real seekers
+            // leave on.
+            assert_eq!(r.turns.last().unwrap().role, Side::User);
+            let last = &user.last().unwrap().latents["intent"];
+            assert!(can_end(last), "{} leaves on {last}", r.id);
+        }
+    }
+    assert!(at_patience > 3, "{at_patience}");
+    // Without the closing turn (the movies default) the seeker falls
+    // silent after `patience` turns, on the system's reply.
+    let silent = SimulateConfig {
+        scenario_dir: root().join("prompts/movies"),
+        output: dir.path().join("silent.jsonl"),
+        ..cfg.clone()
+    };
+    scripted(&silent);
+    let mut left_silently = 0;
+    for r in &read_records(&silent.output).unwrap() {
+        let patience = r.latents["patience"].as_u64().unwrap();
         let turns = r.turns.iter().filter(|t| t.role == Side::User).count() as u64;
         assert!(turns <= patience, "{turns} turns, patience {patience}");
         if turns == patience && patience < 8 {
-            at_patience += 1;
+            left_silently += 1;
+            assert_eq!(r.turns.last().unwrap().role, Side::Assistant);
             assert_eq!(
                 serde_json::to_value(r.end_reason).unwrap(),
                 serde_json::json!("user_left")
             );
         }
     }
-    assert!(at_patience > 3, "{at_patience}");
+    assert!(left_silently > 3, "{left_silently}");
     // Off: the same sessions run on to the turn policy's end.
     let off_dir = scenario_copy(dir.path(), |n, t| match n {
         "scenario.toml" => t.replace("patience = \"patience\"\n", ""),
         _ => t,
     });
+    let recs = read_records(&silent.output).unwrap();
     let off = SimulateConfig {
         scenario_dir: off_dir,
         output: dir.path().join("off.jsonl"),

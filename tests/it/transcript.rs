@@ -187,6 +187,167 @@ fn transcript_prompts_show_real_dialogues_but_never_the_replayed_one() {
 }
 
 #[test]
+fn a_leaving_seekers_last_line_is_marked_as_real_seekers_last_lines_are() {
+    // movies (`closing_tag = "says goodbye"`) with closing turns on.
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = scenario_copy(dir.path(), |n, t| match n {
+        "scenario.toml" => t.replace("closing_turn = false\n", "closing_turn = true\n"),
+        _ => t,
+    });
+    let cfg = SimulateConfig {
+        output: dir.path().join("out.jsonl"),
+        sessions: 24,
+        parallel: 4,
+        seed: 9,
+        best_of: Some(1),
+        scenario_dir: scenario,
+        ..SimulateConfig::default()
+    };
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    run_scripted(&cfg, recording(seen.clone(), |_| "ok sounds good".into()));
+    let seen = seen.borrow();
+    let recs = read_records(&cfg.output).unwrap();
+    let mut closed = 0;
+    for r in &recs {
+        let prompts: Vec<&str> = seen
+            .iter()
+            .filter(|q| q.side == Side::User && q.conversation == r.session_index)
+            .map(|q| match &q.prompt {
+                Prompt::Text(t) => t.as_str(),
+                Prompt::Chat(_) => panic!("a chat prompt in transcript mode"),
+            })
+            .collect();
+        // Every real dialogue shown marks its seeker's last line, and only
+        // that one.
+        let prefix = prompts[0].split("\n(Next conversation").next().unwrap();
+        let dialogues: Vec<&str> = prefix.split("\n\n").skip(1).collect();
+        assert_eq!(dialogues.len(), 3, "{prefix}");
+        for d in &dialogues {
+            let marked: Vec<&str> = d
+                .lines()
+                .filter(|l| l.contains(", says goodbye):"))
+                .collect();
+            let last_seeker = d.lines().rfind(|l| l.starts_with("Seeker"));
+            assert_eq!(marked.len(), 1, "{d}");
+            assert_eq!(Some(marked[0]), last_seeker, "{d}");
+        }
+        // The session's own lines: marked on its closing turn alone.
+        let leaving = |p: &str| p.rsplit('\n').next().unwrap().contains(", says goodbye):");
+        let user = r.turns.iter().filter(|t| t.role == Side::User).count();
+        assert_eq!(prompts.len(), user);
+        let closing = r.turns.last().unwrap().role == Side::User
+            && matches!(
+                serde_json::to_value(r.end_reason).unwrap().as_str(),
+                Some("user_left" | "turn_limit")
+            );
+        assert_eq!(
+            prompts.iter().filter(|p| leaving(p)).count(),
+            usize::from(closing),
+            "{}",
+            r.id
+        );
+        if closing {
+            closed += 1;
+            assert!(leaving(prompts.last().unwrap()));
+        }
+    }
+    assert!(closed >= 4, "{closed} of 24 closed");
+    // Closing turns off (the movies default): no line is marked.
+    let off = SimulateConfig {
+        output: dir.path().join("off.jsonl"),
+        sessions: 4,
+        scenario_dir: root().join("prompts/movies"),
+        ..cfg.clone()
+    };
+    let seen_off = Rc::new(RefCell::new(Vec::new()));
+    run_scripted(
+        &off,
+        recording(seen_off.clone(), |_| "ok sounds good".into()),
+    );
+    for q in seen_off.borrow().iter() {
+        if let Prompt::Text(t) = &q.prompt {
+            assert!(!t.contains("says goodbye)"), "{t}");
+        }
+    }
+}
+
+#[test]
+fn a_transcript_recommender_continues_real_dialogues_and_suggests_its_candidate() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = scenario_copy(dir.path(), |name, t| {
+        if name != "scenario.toml" {
+            return t;
+        }
+        t.replacen(
+            "user_prompt = \"transcript\"\n",
+            "user_prompt = \"transcript\"\nassistant_prompt = \"transcript\"\n",
+            1,
+        )
+    });
+    let cfg = SimulateConfig {
+        output: dir.path().join("out.jsonl"),
+        sessions: 6,
+        parallel: 3,
+        seed: 4,
+        best_of: Some(1),
+        scenario_dir: scenario.clone(),
+        ..SimulateConfig::default()
+    };
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let catalog =
+        usersim::scenario::catalog::Catalog::load_csv(&scenario.join("catalog.csv")).unwrap();
+    run_scripted(
+        &cfg,
+        recording(seen.clone(), |req| match req.side {
+            Side::User => "i like comedies".into(),
+            Side::Assistant => "Have you seen Toy Story?".into(),
+        }),
+    );
+    let seen = seen.borrow();
+    let recs = read_records(&cfg.output).unwrap();
+    let mut suggested = 0;
+    for r in &recs {
+        let asked: Vec<&GenerationRequest> = seen
+            .iter()
+            .filter(|q| q.side == Side::Assistant && q.conversation == r.session_index)
+            .collect();
+        assert_eq!(
+            asked.len(),
+            r.turns.iter().filter(|t| t.role == Side::Assistant).count()
+        );
+        for (k, q) in asked.iter().enumerate() {
+            let Prompt::Text(text) = &q.prompt else {
+                panic!("a chat prompt for a transcript recommender");
+            };
+            assert!(q.sampling.stop.iter().any(|s| s == "\n"));
+            // Real dialogues first, their recommender lines tagged with the
+            // movies they name; nothing of the seeker's latents or intents.
+            assert!(text.starts_with("Chats between"), "{text}");
+            assert!(text.contains("\nRecommender (suggests "), "{text}");
+            assert!(!text.contains("(Next conversation"));
+            assert!(!text.contains("Seeker ("), "{text}");
+            let open = text.rsplit('\n').next().unwrap();
+            if k == 0 {
+                assert_eq!(open, "Recommender:");
+            } else {
+                // The best candidate, a catalog title; earlier lines of the
+                // session that named one show it.
+                let title = open
+                    .strip_prefix("Recommender (suggests ")
+                    .and_then(|t| t.strip_suffix("):"))
+                    .unwrap_or_else(|| panic!("{open}"));
+                assert!(catalog.items().iter().any(|i| i.title == title), "{title}");
+                assert!(
+                    text.contains("\nRecommender (suggests Toy Story): Have you seen Toy Story?\n")
+                );
+                suggested += 1;
+            }
+        }
+    }
+    assert!(suggested > 5, "{suggested}");
+}
+
+#[test]
 fn the_copy_guard_draws_again_a_turn_that_pastes_real_text() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = replay_config(dir.path(), transcript_scenario(dir.path()), 4);
