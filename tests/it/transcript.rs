@@ -530,6 +530,63 @@ fn prompt_end(p: &Prompt) -> String {
 }
 
 #[test]
+fn a_chat_seekers_closing_turn_is_told_it_is_the_last() {
+    // movies in chat prompting, closing turns on: the `user_turn` template
+    // sees `last_turn` (movies says "It is your last message").
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = scenario_copy(dir.path(), |name, t| match name {
+        "scenario.toml" => t
+            .replace("user_prompt = \"transcript\"\n", "")
+            .replace("closing_turn = false\n", "closing_turn = true\n"),
+        _ => t,
+    });
+    let cfg = SimulateConfig {
+        output: dir.path().join("out.jsonl"),
+        sessions: 16,
+        parallel: 4,
+        seed: 3,
+        best_of: Some(1),
+        scenario_dir: scenario,
+        ..SimulateConfig::default()
+    };
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    run_scripted(&cfg, recording(seen.clone(), |_| "ok sounds good".into()));
+    let seen = seen.borrow();
+    let mut closed = 0;
+    for r in &read_records(&cfg.output).unwrap() {
+        let notes: Vec<&str> = seen
+            .iter()
+            .filter(|q| q.side == Side::User && q.conversation == r.session_index)
+            .map(|q| {
+                assert!(matches!(q.prompt, Prompt::Chat(_)));
+                q.note.as_str()
+            })
+            .collect();
+        let told: Vec<bool> = notes
+            .iter()
+            .map(|n| n.contains("It is your last message"))
+            .collect();
+        let closing = r.turns.last().unwrap().role == Side::User
+            && matches!(
+                serde_json::to_value(r.end_reason).unwrap().as_str(),
+                Some("user_left" | "turn_limit")
+            );
+        // Told on the closing turn alone.
+        assert_eq!(
+            told.iter().filter(|t| **t).count(),
+            usize::from(closing),
+            "{}",
+            r.id
+        );
+        if closing {
+            closed += 1;
+            assert_eq!(told.last(), Some(&true));
+        }
+    }
+    assert!(closed >= 3, "{closed} of 16 closed");
+}
+
+#[test]
 fn chat_prompts_show_exemplars_of_the_turns_intent() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = scenario_copy(dir.path(), |name, t| match name {
