@@ -24,7 +24,7 @@ use serde_json::json;
 
 use crate::chat::{ChatMessage, ChatRole, Side};
 use crate::corpus::pool::PoolDialogue;
-use crate::corpus::Speaker;
+use crate::corpus::{Speaker, Turn};
 use crate::latent::{primary_intent, SessionLatents, TurnLatents};
 use crate::scenario::catalog::CatalogItem;
 use crate::scenario::{template, Scenario, ScenarioError, TranscriptSpec};
@@ -96,7 +96,8 @@ fn one_line(text: &str) -> String {
 }
 
 /// `Seeker:`, `Seeker (rejects):`, or for a seeker's last line with a
-/// `closing_tag`, `Seeker (small talk, leaving):` / `Seeker (leaving):`.
+/// `closing_tag`, `Seeker (small talk, says goodbye):` / `Seeker (says
+/// goodbye):`.
 fn seeker_line_label(spec: &TranscriptSpec, tag: Option<&str>, last: bool) -> String {
     let shown = tag.map(|t| spec.tags.get(t).map_or(t, String::as_str));
     let closing = spec.closing_tag.as_deref().filter(|_| last).map(str::trim);
@@ -105,6 +106,37 @@ fn seeker_line_label(spec: &TranscriptSpec, tag: Option<&str>, last: bool) -> St
         (Some(t), None) | (None, Some(t)) => format!("{} ({t}):", spec.seeker_label.trim()),
         (None, None) => format!("{}:", spec.seeker_label.trim()),
     }
+}
+
+/// `label text` as one transcript line.
+fn push_line(out: &mut String, label: &str, text: &str) {
+    out.push_str(label);
+    out.push(' ');
+    out.push_str(&one_line(text));
+    out.push('\n');
+}
+
+/// The header, then each real dialogue as labelled lines and a blank line:
+/// `label` gives a turn's label, told whether it is its dialogue's last
+/// seeker line.
+fn real_dialogues(
+    spec: &TranscriptSpec,
+    dialogues: &[&PoolDialogue],
+    label: impl Fn(&Turn, bool) -> String,
+) -> String {
+    let mut out = String::new();
+    if !spec.header.trim().is_empty() {
+        out.push_str(spec.header.trim());
+        out.push_str("\n\n");
+    }
+    for d in dialogues {
+        let last_seeker = d.turns.iter().rposition(|t| t.speaker == Speaker::Seeker);
+        for (i, t) in d.turns.iter().enumerate() {
+            push_line(&mut out, &label(t, Some(i) == last_seeker), &t.text);
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// The session's transcript prefix: the header, the real dialogues (seeker
@@ -123,34 +155,16 @@ pub fn transcript_prefix(
         .as_ref()
         .and_then(|t| scenario.turn_var(t))
         .map(|v| v.values.as_slice());
-    let mut out = String::new();
-    if !spec.header.trim().is_empty() {
-        out.push_str(spec.header.trim());
-        out.push_str("\n\n");
-    }
-    for d in dialogues {
-        // Marked only when the session's own last line can be.
-        let last_seeker = d
-            .turns
-            .iter()
-            .rposition(|t| t.speaker == Speaker::Seeker)
-            .filter(|_| scenario.conversation.closing_turn);
-        for (i, t) in d.turns.iter().enumerate() {
-            let label = match t.speaker {
-                Speaker::Seeker => seeker_line_label(
-                    spec,
-                    tag_values.and_then(|values| primary_intent(&t.labels, values)),
-                    Some(i) == last_seeker,
-                ),
-                Speaker::Recommender => format!("{}:", spec.system_label.trim()),
-            };
-            out.push_str(&label);
-            out.push(' ');
-            out.push_str(&one_line(&t.text));
-            out.push('\n');
-        }
-        out.push('\n');
-    }
+    // Marked only when the session's own last line can be.
+    let closing = scenario.conversation.closing_turn;
+    let mut out = real_dialogues(spec, dialogues, |t, last_seeker| match t.speaker {
+        Speaker::Seeker => seeker_line_label(
+            spec,
+            tag_values.and_then(|values| primary_intent(&t.labels, values)),
+            last_seeker && closing,
+        ),
+        Speaker::Recommender => format!("{}:", spec.system_label.trim()),
+    });
     if !profile.is_empty() {
         out.push_str(profile);
         out.push('\n');
@@ -177,10 +191,7 @@ pub fn user_transcript(
             Side::User => seeker_line_label(spec, t.tag, false),
             Side::Assistant => format!("{}:", spec.system_label.trim()),
         };
-        out.push_str(&label);
-        out.push(' ');
-        out.push_str(&one_line(t.text));
-        out.push('\n');
+        push_line(&mut out, &label, t.text);
     }
     // No space after the colon: the model's first token carries it, as in
     // every line above.
@@ -210,25 +221,10 @@ fn system_line_label(spec: &TranscriptSpec, titles: &[String]) -> String {
 /// and no profile line (nor any of the session's latents).
 pub fn assistant_transcript_prefix(scenario: &Scenario, dialogues: &[&PoolDialogue]) -> String {
     let spec = &scenario.transcript;
-    let mut out = String::new();
-    if !spec.header.trim().is_empty() {
-        out.push_str(spec.header.trim());
-        out.push_str("\n\n");
-    }
-    for d in dialogues {
-        for t in &d.turns {
-            let label = match t.speaker {
-                Speaker::Seeker => format!("{}:", spec.seeker_label.trim()),
-                Speaker::Recommender => system_line_label(spec, &t.mentions),
-            };
-            out.push_str(&label);
-            out.push(' ');
-            out.push_str(&one_line(&t.text));
-            out.push('\n');
-        }
-        out.push('\n');
-    }
-    out
+    real_dialogues(spec, dialogues, |t, _| match t.speaker {
+        Speaker::Seeker => format!("{}:", spec.seeker_label.trim()),
+        Speaker::Recommender => system_line_label(spec, &t.mentions),
+    })
 }
 
 /// The built-in recommender's next line as a transcript: `prefix` (from
@@ -250,10 +246,7 @@ pub fn assistant_transcript(
             Side::User => format!("{}:", spec.seeker_label.trim()),
             Side::Assistant => system_line_label(spec, &titles_in(t.text)),
         };
-        out.push_str(&label);
-        out.push(' ');
-        out.push_str(&one_line(t.text));
-        out.push('\n');
+        push_line(&mut out, &label, t.text);
     }
     out.push_str(&system_line_label(spec, suggest));
     out

@@ -77,6 +77,13 @@ pub struct SamplingError {
 }
 
 impl SamplingParams {
+    /// Stop at a line end too (a transcript's turn is one line).
+    pub fn stop_at_line_end(&mut self) {
+        if !self.stop.iter().any(|s| s == "\n") {
+            self.stop.push("\n".into());
+        }
+    }
+
     /// Check every option's range.
     pub fn validate(&self) -> Result<(), SamplingError> {
         let bad = |field, value: String, expected| {

@@ -39,13 +39,10 @@ use crate::chat::Side;
 use crate::error::Error;
 use crate::latent::{draw_session, TurnPlanner};
 use crate::output::{OutputFormat, OutputWriter, RecordSink};
-use crate::prompt::{
-    assistant_messages, assistant_transcript, assistant_transcript_prefix, HistoryTurn,
-};
+use crate::prompt::{assistant_messages, assistant_transcript, HistoryTurn};
 use crate::rng::{session_seed, stream_rng, Stream};
 use crate::scenario::catalog::CatalogItem;
 use crate::scenario::system::SystemKind;
-use crate::scenario::PromptMode;
 use crate::session::conversation::{Conversation, Next};
 use crate::session::external::http::HttpSystem;
 use crate::session::external::stdio::StdioSystem;
@@ -234,7 +231,6 @@ fn warm_up(
             examples_user.push(req.prompt);
         }
     }
-    let asst_prefix = assistant_prefix(prep);
     let asst_example = |text: &str| -> Result<(Prompt, String), Error> {
         let mut h: Vec<HistoryTurn<'_>> = scenario
             .conversation
@@ -253,15 +249,15 @@ fn warm_up(
             note: None,
             tag: None,
         });
+        if let Some(prefix) = &prep.assistant_prefix {
+            let text = assistant_transcript(scenario, prefix, &h, &[], &|_| Vec::new());
+            return Ok((Prompt::Text(text), String::new()));
+        }
         let cands: Vec<&CatalogItem> = prep
             .catalog
             .as_ref()
             .map(|c| c.items().iter().take(cfg.candidates).collect())
             .unwrap_or_default();
-        if let Some(prefix) = &asst_prefix {
-            let text = assistant_transcript(scenario, prefix, &h, &[], &|_| Vec::new());
-            return Ok((Prompt::Text(text), String::new()));
-        }
         let (messages, note) = assistant_messages(scenario, &h, &cands, 0)?;
         Ok((Prompt::Chat(messages), note))
     };
@@ -289,22 +285,6 @@ fn warm_up(
     Ok([user, assistant])
 }
 
-/// The built-in recommender's transcript prefix (`assistant_prompt =
-/// "transcript"`): the real dialogues every session's seeker sees.
-fn assistant_prefix(prep: &Prepared) -> Option<String> {
-    let pool = prep.pool.as_ref()?;
-    if prep.scenario.assistant_prompt != PromptMode::Transcript {
-        return None;
-    }
-    let shown: Vec<_> = prep
-        .prefix_candidates
-        .iter()
-        .take(prep.scenario.transcript.dialogues)
-        .map(|&i| pool.dialogue(i))
-        .collect();
-    Some(assistant_transcript_prefix(&prep.scenario, &shown))
-}
-
 /// Longest wait for a system's answer before the loop looks at Ctrl-C again.
 const SYSTEM_WAIT: Duration = Duration::from_millis(200);
 
@@ -324,8 +304,8 @@ fn open_system<'a>(
             prep.sampling.assistant.clone(),
             cfg.candidates,
         );
-        match assistant_prefix(prep) {
-            Some(prefix) => r.with_transcript(prefix),
+        match &prep.assistant_prefix {
+            Some(prefix) => r.with_transcript(prefix.clone()),
             None => r,
         }
     };

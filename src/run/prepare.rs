@@ -18,6 +18,7 @@ use crate::critic::{Critic, PoolIntentReader};
 use crate::error::Error;
 use crate::latent::{find_item, LatentError};
 use crate::models;
+use crate::prompt::assistant_transcript_prefix;
 use crate::rng::{stream_rng, Stream};
 use crate::scenario::catalog::Catalog;
 use crate::scenario::system::{SystemKind, SystemSpec};
@@ -106,6 +107,9 @@ pub struct Prepared {
     /// (drawn once per run, so sessions share the prefix; one spare for a
     /// session replaying one of them).
     pub prefix_candidates: Vec<usize>,
+    /// The built-in recommender's transcript prefix (`assistant_prompt =
+    /// "transcript"`): the real dialogues every session's seeker sees.
+    pub assistant_prefix: Option<String>,
     /// The realism critic that scores seeker turns (`--critic`,
     /// `[critic]`): a [`Critic`] file, or any scorer a library user (or a
     /// test) puts here after [`prepare`].
@@ -243,7 +247,19 @@ pub fn prepare(cfg: &SimulateConfig) -> Result<Prepared, Error> {
         }
         _ => Vec::new(),
     };
+    let assistant_prefix = match (&pool, scenario.assistant_prompt) {
+        (Some(pool), PromptMode::Transcript) => {
+            let shown: Vec<_> = prefix_candidates
+                .iter()
+                .take(scenario.transcript.dialogues)
+                .map(|&i| pool.dialogue(i))
+                .collect();
+            Some(assistant_transcript_prefix(&scenario, &shown))
+        }
+        _ => None,
+    };
     Ok(Prepared {
+        assistant_prefix,
         scenario,
         pins,
         catalog,

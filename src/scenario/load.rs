@@ -811,11 +811,7 @@ fn load_transcript(
                     &format!("a value of turn variable `{tag}`"),
                 ));
             }
-            if let Some((k, _)) = t
-                .tags
-                .iter()
-                .find(|(_, v)| v.trim().is_empty() || v.contains(['\n', '(', ')', ':']))
-            {
+            if let Some((k, _)) = t.tags.iter().find(|(_, v)| !is_tag_text(v)) {
                 return Err(invalid(
                     format!("transcript.tags.{k}"),
                     "a non-empty one-line text without parentheses or colons",
@@ -827,22 +823,26 @@ fn load_transcript(
                 "a `tag` variable to show them for",
             ));
         }
-        if t.suggest_tag.trim().is_empty() || t.suggest_tag.contains(['\n', '(', ')', ':']) {
+        if !is_tag_text(&t.suggest_tag) {
             return Err(invalid(
                 "transcript.suggest_tag".into(),
                 "a non-empty one-line text without parentheses or colons",
             ));
         }
-        if let Some(c) = &t.closing_tag {
-            if c.trim().is_empty() || c.contains(['\n', '(', ')', ':']) {
-                return Err(invalid(
-                    "transcript.closing_tag".into(),
-                    "a non-empty one-line text without parentheses or colons",
-                ));
-            }
+        if t.closing_tag.as_deref().is_some_and(|c| !is_tag_text(c)) {
+            return Err(invalid(
+                "transcript.closing_tag".into(),
+                "a non-empty one-line text without parentheses or colons",
+            ));
         }
     }
     Ok(transcript)
+}
+
+/// Text that fits inside a transcript label's parentheses: non-empty, one
+/// line, no parenthesis or colon (either would end the label early).
+fn is_tag_text(text: &str) -> bool {
+    !text.trim().is_empty() && !text.contains(['\n', '(', ')', ':'])
 }
 
 /// A file `usersim fit` wrote (relative to the scenario directory), parsed

@@ -419,7 +419,8 @@ impl<'a> Conversation<'a> {
                 // test `usersim fit` fitted the tilt with.
                 let asked = self.last_text_of(Side::Assistant).map(|t| t.contains('?'));
                 let conv = &self.scenario.conversation;
-                let leaving = if self.out_of_patience() {
+                let out_of_patience = self.out_of_patience();
+                let leaving = if out_of_patience {
                     Some(EndReason::UserLeft)
                 } else if self.user_turns + 1 == conv.max_user_turns {
                     Some(EndReason::TurnLimit)
@@ -436,7 +437,7 @@ impl<'a> Conversation<'a> {
                     }
                     None => {
                         let decision = self.planner.next(self.user_turns, asked, &mut rng);
-                        if matches!(decision, TurnDecision::Speak(_)) && self.out_of_patience() {
+                        if matches!(decision, TurnDecision::Speak(_)) && out_of_patience {
                             // Drawn first, so patience on or off leaves every
                             // other turn's draws as they were.
                             return Ok(Next::Done(EndReason::UserLeft));
@@ -475,9 +476,7 @@ impl<'a> Conversation<'a> {
                 let (prompt, note) = match &self.transcript {
                     Some(prefix) => {
                         // A turn is one line of the transcript.
-                        if !sampling.stop.iter().any(|s| s == "\n") {
-                            sampling.stop.push("\n".into());
-                        }
+                        sampling.stop_at_line_end();
                         let text = user_transcript(
                             self.scenario,
                             prefix,

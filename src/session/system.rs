@@ -149,9 +149,7 @@ impl<'a> LlmRecommender<'a> {
     /// and an open line that suggests the best candidate; a line ends at a
     /// newline.
     pub fn with_transcript(mut self, prefix: String) -> Self {
-        if !self.sampling.stop.iter().any(|s| s == "\n") {
-            self.sampling.stop.push("\n".into());
-        }
+        self.sampling.stop_at_line_end();
         self.transcript = Some(prefix);
         self
     }

@@ -186,6 +186,16 @@ fn transcript_prompts_show_real_dialogues_but_never_the_replayed_one() {
     assert!(prefixes.len() <= 2, "{}", prefixes.len());
 }
 
+/// Whether the seeker left with a closing turn: the last word is theirs,
+/// and the conversation ended on patience or the turn limit.
+fn ends_on_a_closing_turn(r: &usersim::session::record::ConversationRecord) -> bool {
+    r.turns.last().unwrap().role == Side::User
+        && matches!(
+            serde_json::to_value(r.end_reason).unwrap().as_str(),
+            Some("user_left" | "turn_limit")
+        )
+}
+
 #[test]
 fn a_leaving_seekers_last_line_is_marked_as_real_seekers_last_lines_are() {
     // movies (`closing_tag = "says goodbye"`) with closing turns on.
@@ -235,11 +245,7 @@ fn a_leaving_seekers_last_line_is_marked_as_real_seekers_last_lines_are() {
         let leaving = |p: &str| p.rsplit('\n').next().unwrap().contains(", says goodbye):");
         let user = r.turns.iter().filter(|t| t.role == Side::User).count();
         assert_eq!(prompts.len(), user);
-        let closing = r.turns.last().unwrap().role == Side::User
-            && matches!(
-                serde_json::to_value(r.end_reason).unwrap().as_str(),
-                Some("user_left" | "turn_limit")
-            );
+        let closing = ends_on_a_closing_turn(r);
         assert_eq!(
             prompts.iter().filter(|p| leaving(p)).count(),
             usize::from(closing),
@@ -566,11 +572,7 @@ fn a_chat_seekers_closing_turn_is_told_it_is_the_last() {
             .iter()
             .map(|n| n.contains("It is your last message"))
             .collect();
-        let closing = r.turns.last().unwrap().role == Side::User
-            && matches!(
-                serde_json::to_value(r.end_reason).unwrap().as_str(),
-                Some("user_left" | "turn_limit")
-            );
+        let closing = ends_on_a_closing_turn(r);
         // Told on the closing turn alone.
         assert_eq!(
             told.iter().filter(|t| **t).count(),
