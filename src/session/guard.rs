@@ -9,7 +9,8 @@
 //!   visible tell of small chat models (real IARD seekers: 2.2% of turns);
 //! - **repeat**: shares a word 6-gram with the seeker's own previous turn;
 //! - **note**: a placeholder or note in square or curly brackets
-//!   (`[User's name]`, `{movie}`) or a speaker label (`Recommender:`,
+//!   (`[User's name]`, `{movie}`, or one left open: `[Candidates: Heat`;
+//!   no seeker turn of IARD holds a bracket) or a speaker label (`Recommender:`,
 //!   `User:`), which no person types in a chat (parentheses are left alone:
 //!   people write "(1995)" and "(the one with Pacino)");
 //! - **recommender**: opens the way the recommender speaks: offering
@@ -131,11 +132,14 @@ pub fn check(
         return Some(Rejection::Empty);
     }
     let lower = text.to_lowercase();
+    // A bracket left open counts too: a model that starts repeating its
+    // note ("[Candidates: Heat (1995) - ...") is often cut by its token
+    // budget before the bracket closes.
     let has_bracket_note = |open: char, close: char| {
         lower.find(open).is_some_and(|i| {
-            lower[i..]
-                .find(close)
-                .is_some_and(|j| j > 1 && lower[i + 1..i + j].chars().any(char::is_alphabetic))
+            let inside = &lower[i + 1..];
+            let inside = inside.find(close).map_or(inside, |j| &inside[..j]);
+            inside.chars().any(char::is_alphabetic)
         })
     };
     if has_bracket_note('[', ']')
@@ -185,6 +189,15 @@ mod tests {
             check("Hi, I'm [User's name] and I like comedies", None, None),
             Some(Rejection::Note)
         );
+        assert_eq!(
+            check(
+                "ok [Candidates: Heat (1995) - Crime/Drama; Se7en",
+                None,
+                None
+            ),
+            Some(Rejection::Note)
+        );
+        assert_eq!(check("a smiley [:", None, None), None);
         assert_eq!(
             check("Recommender: try Heat", None, None),
             Some(Rejection::Note)
