@@ -338,6 +338,15 @@ pub fn assistant_messages(
         }),
     )?;
     let mut msgs = vec![ChatMessage::new(ChatRole::System, system.trim())];
+    // A conversation the system opens starts, for a chat template, with a
+    // user message: the cue, before the opening and every later turn.
+    let conv = &scenario.conversation;
+    if conv.system_opens > 0.0 && history.first().is_none_or(|t| t.side == Side::Assistant) {
+        msgs.push(ChatMessage::new(
+            ChatRole::User,
+            conv.system_opening_cue.trim(),
+        ));
+    }
     for t in history {
         let role = match t.side {
             Side::User => ChatRole::User,

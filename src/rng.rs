@@ -57,6 +57,9 @@ pub enum Stream {
     /// the draw's own stream) of user turn `n`'s draw `r` (0: the first
     /// draw, `r` ≥ 1: the guard's `r`-th resample).
     UserCandidate(u32, u8, u8),
+    /// Whether the system opens the conversation
+    /// (`conversation.system_opens`).
+    SystemOpens,
 }
 
 impl Stream {
@@ -75,6 +78,7 @@ impl Stream {
             Stream::UserCandidate(n, r, k) => {
                 (11 << 48) | (u64::from(r) << 40) | (u64::from(k) << 32) | u64::from(n)
             }
+            Stream::SystemOpens => 12,
         }
     }
 }

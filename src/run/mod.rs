@@ -150,11 +150,14 @@ fn run_identity(cfg: &SimulateConfig, prep: &Prepared, backend: &dyn Backend) ->
 }
 
 /// Session `index`'s conversation, its latents drawn from its own stream,
-/// and the first thing it needs.
+/// and the first thing it needs: `system`'s opening when the session draws
+/// one, else its user's first turn (always, without a system: the warm-up
+/// only looks at the user's prompts).
 fn start_session<'a>(
     cfg: &SimulateConfig,
     prep: &'a Prepared,
     index: u64,
+    system: Option<&mut dyn System>,
 ) -> Result<(Conversation<'a>, Next), Error> {
     let scenario = &prep.scenario;
     let catalog = prep.catalog.as_ref();
@@ -206,7 +209,10 @@ fn start_session<'a>(
     if let Some(reader) = prep.intent_reader.as_deref() {
         conv = conv.with_intent_reader(reader, prep.intent_weight);
     }
-    let next = conv.user_turn()?;
+    let next = match system {
+        Some(system) => conv.start(system)?,
+        None => conv.user_turn()?,
+    };
     Ok((conv, next))
 }
 
@@ -223,7 +229,7 @@ fn warm_up(
     let mut examples_user = Vec::new();
     let mut user_note = String::new();
     for &i in sessions.iter().take(2) {
-        let (_, next) = start_session(cfg, prep, i)?;
+        let (_, next) = start_session(cfg, prep, i, None)?;
         if let Next::Generate(req) = next {
             if user_note.is_empty() {
                 user_note = req.note;
@@ -389,7 +395,8 @@ pub fn run_sessions(
                 // Fill free slots with new sessions.
                 while live.len() < capacity {
                     let Some(index) = queue.next() else { break };
-                    let (conversation, next) = start_session(cfg, prep, index)?;
+                    let (conversation, next) =
+                        start_session(cfg, prep, index, Some(system.as_mut()))?;
                     let done = match next {
                         Next::Generate(req) => {
                             backend.submit(req)?;
@@ -399,12 +406,8 @@ pub fn run_sessions(
                             finished.push((index, end));
                             true
                         }
-                        // A session opens with its user's turn.
-                        Next::Wait => {
-                            return Err(Error::Internal(format!(
-                                "session {index} waits for the system before its user spoke"
-                            )))
-                        }
+                        // The system opens on an engine of its own.
+                        Next::Wait => false,
                     };
                     let started = Instant::now();
                     live.insert(

@@ -57,6 +57,18 @@ impl Scenario {
         if conv.max_user_turns == 0 {
             return Err(invalid("conversation.max_user_turns".into(), "at least 1"));
         }
+        if !(0.0..=1.0).contains(&conv.system_opens) {
+            return Err(invalid(
+                "conversation.system_opens".into(),
+                "a share from 0 to 1",
+            ));
+        }
+        if conv.system_opens > 0.0 && conv.opening.is_some() {
+            return Err(invalid(
+                "conversation.system_opens".into(),
+                "0 when conversation.opening is set (a fixed opening opens every session)",
+            ));
+        }
 
         // Session variables, in order, each may only depend on earlier ones.
         let mut session: Vec<SessionVar> = Vec::new();

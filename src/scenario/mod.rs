@@ -503,8 +503,22 @@ pub struct ConversationSpec {
     /// Session variable (a `catalog_item`) holding the user's target item.
     pub target: Option<String>,
     /// The assistant's first message, shown before the user speaks; without
-    /// it the user opens the conversation.
+    /// it the user opens the conversation (unless `system_opens` says
+    /// otherwise).
     pub opening: Option<String>,
+    /// Share of sessions (0 to 1) in which the system writes the first
+    /// message itself, before the user speaks, drawn per session from a
+    /// stream of its own (so 0 leaves every other draw as it was). Real
+    /// recommenders open 194 of IARD's 280 dialogues (`usersim fit` reports
+    /// the share). Only a system that can open a conversation does (the
+    /// built-in recommender, on the run's engine or one of its own); a
+    /// session drawn to open with an HTTP or stdio system under test opens
+    /// with its user. Not with a fixed `opening`.
+    pub system_opens: f64,
+    /// With `system_opens`, what a chat-prompted built-in recommender is
+    /// given as the user's message before it writes its opening (a chat
+    /// template expects one); it stays first in its later prompts.
+    pub system_opening_cue: String,
     /// Text given to the simulator in place of an assistant message when the
     /// user opens the conversation.
     pub user_opening_cue: String,
@@ -521,6 +535,10 @@ pub struct ConversationSpec {
     pub closing_turn: bool,
 }
 
+/// Default `system_opening_cue`.
+pub const DEFAULT_SYSTEM_OPENING_CUE: &str =
+    "(Someone has just joined the chat. Greet them in a few words.)";
+
 /// Default most user turns.
 pub const DEFAULT_MAX_USER_TURNS: u32 = 6;
 
@@ -534,6 +552,8 @@ impl Default for ConversationSpec {
             reject_intents: Vec::new(),
             target: None,
             opening: None,
+            system_opens: 0.0,
+            system_opening_cue: DEFAULT_SYSTEM_OPENING_CUE.into(),
             user_opening_cue: "(The conversation starts. Write your first message.)".into(),
             patience: None,
             closing_turn: false,

@@ -580,25 +580,7 @@ impl<'a> Conversation<'a> {
                 if let Some(reason) = self.closing.take() {
                     return Ok(Next::Done(reason));
                 }
-                let history = self.history();
-                let action = system.respond(&SystemTurn {
-                    conversation: self.index,
-                    history: &history,
-                    latents: &self.latents.values,
-                    reply_index: self.replies,
-                    seed: stream_seed(self.session_seed, Stream::SystemSampling(self.replies)),
-                })?;
-                match action {
-                    SystemAction::Generate(req) => {
-                        self.pending_note = Some(req.note.clone()).filter(|n| !n.is_empty());
-                        Ok(Next::Generate(req))
-                    }
-                    SystemAction::Reply(text) => {
-                        self.push_reply(text, 0, None);
-                        self.user_turn()
-                    }
-                    SystemAction::Pending => Ok(Next::Wait),
-                }
+                self.ask_system(system)
             }
             Side::Assistant => {
                 let context_full = g.finish == FinishReason::ContextFull;
@@ -609,6 +591,46 @@ impl<'a> Conversation<'a> {
                 self.user_turn()
             }
         }
+    }
+
+    /// The system's next message: what it answers to the conversation so
+    /// far (nothing yet: its opening).
+    fn ask_system(&mut self, system: &mut dyn System) -> Result<Next, SystemError> {
+        let history = self.history();
+        let action = system.respond(&SystemTurn {
+            conversation: self.index,
+            history: &history,
+            latents: &self.latents.values,
+            reply_index: self.replies,
+            seed: stream_seed(self.session_seed, Stream::SystemSampling(self.replies)),
+        })?;
+        match action {
+            SystemAction::Generate(req) => {
+                self.pending_note = Some(req.note.clone()).filter(|n| !n.is_empty());
+                Ok(Next::Generate(req))
+            }
+            SystemAction::Reply(text) => {
+                self.push_reply(text, 0, None);
+                self.user_turn()
+            }
+            SystemAction::Pending => Ok(Next::Wait),
+        }
+    }
+
+    /// The conversation's first request: the system's opening when the
+    /// session draws one (`conversation.system_opens`, from a stream of its
+    /// own) and the system can write one, else the user's first turn. A
+    /// replay opens as its real dialogue did, and a fixed `opening` is
+    /// already in place.
+    pub fn start(&mut self, system: &mut dyn System) -> Result<Next, SystemError> {
+        let share = self.scenario.conversation.system_opens;
+        if share > 0.0 && self.replay.is_none() && self.turns.is_empty() {
+            let mut rng = stream_rng(self.session_seed, Stream::SystemOpens);
+            if rng.random::<f64>() < share && system.opens() {
+                return self.ask_system(system);
+            }
+        }
+        self.user_turn()
     }
 
     /// Whether the seeker has spent their patience: as many user turns as

@@ -95,8 +95,16 @@ pub struct SystemTurn<'a> {
 pub trait System {
     /// Name recorded in the output.
     fn name(&self) -> &str;
-    /// Answer the latest user message.
+    /// Answer the latest user message, or, when the history is empty, open
+    /// the conversation (asked only of a system that [`System::opens`]).
     fn respond(&mut self, turn: &SystemTurn<'_>) -> Result<SystemAction, SystemError>;
+    /// Whether it can write a conversation's first message
+    /// (`conversation.system_opens`): [`System::respond`] with an empty
+    /// history. Systems under test over HTTP or stdio are only ever sent
+    /// the user's words, so they do not.
+    fn opens(&self) -> bool {
+        false
+    }
     /// Answers to earlier [`SystemAction::Pending`] turns, by conversation:
     /// waits up to `wait` for the first when none has arrived.
     fn poll(&mut self, _wait: std::time::Duration) -> Result<Vec<(u64, SystemReply)>, SystemError> {
@@ -182,9 +190,15 @@ impl System for LlmRecommender<'_> {
         "llm-recommender"
     }
 
+    fn opens(&self) -> bool {
+        true
+    }
+
     fn respond(&mut self, turn: &SystemTurn<'_>) -> Result<SystemAction, SystemError> {
+        let user_spoke = turn.history.iter().any(|t| t.side == Side::User);
         let cands = match self.catalog {
-            Some(cat) => {
+            // An opening greets: there is nothing to retrieve from yet.
+            Some(cat) if user_spoke => {
                 // The whole of what the user said, so a genre named in the
                 // first turn still counts after "something else?".
                 let query: String = turn
@@ -208,7 +222,7 @@ impl System for LlmRecommender<'_> {
                     .map(|i| &cat.items()[i])
                     .collect()
             }
-            None => Vec::new(),
+            _ => Vec::new(),
         };
         let (prompt, note) = match &self.transcript {
             Some(prefix) => {

@@ -78,6 +78,9 @@ pub struct FittedIntents {
     /// Per real seeker, the mean over their turns of the turn's words ÷ the
     /// mean words of its intent: how wordy that person is, intent aside.
     pub length_ratios: Vec<f64>,
+    /// Dialogues whose first turn is the recommender's, and all dialogues:
+    /// the share behind a scenario's `conversation.system_opens`.
+    pub recommender_opens: (usize, usize),
 }
 
 fn round(x: f64, decimals: u32) -> f64 {
@@ -159,6 +162,14 @@ pub fn fit(dialogues: &[Dialogue], cfg: &FitIntentsConfig) -> FittedIntents {
         }
     }
     let length_ratios = seeker_length_ratios(dialogues, &lengths, &declared);
+    let opened = dialogues
+        .iter()
+        .filter(|d| {
+            d.turns()
+                .first()
+                .is_some_and(|t| t.speaker == Speaker::Recommender)
+        })
+        .count();
     counts.sort_unstable();
     let n = counts.len();
     let turns = TurnCountStats {
@@ -199,6 +210,7 @@ pub fn fit(dialogues: &[Dialogue], cfg: &FitIntentsConfig) -> FittedIntents {
             .collect(),
         style,
         length_ratios,
+        recommender_opens: (opened, dialogues.len()),
     }
 }
 
@@ -318,7 +330,16 @@ pub fn to_toml(f: &FittedIntents, source: &str) -> String {
          # seeker_length_ratio: per real seeker, the mean of (turn words / mean words of the turn's intent).\n\
          # seeker_style: per real seeker, the share of their turns that start in lower case, end without . ! or ?, and join with \"...\".\n\
          # [after_question] / [after_statement]: P(intent | the recommender's turn before has a ? / has none) / P(intent).\n\
+         # The recommender opens {} of the {} dialogues (a scenario's conversation.system_opens = {:.2}).\n\
          # Use it from a scenario with: markov_file = \"<this file>\", [length] fitted_file = \"<this file>\" and [style] fitted_file = \"<this file>\"\n\n{body}",
-        f.turns.dialogues, f.turns.min, f.turns.median, f.turns.mean, f.turns.p95, f.turns.max
+        f.turns.dialogues,
+        f.turns.min,
+        f.turns.median,
+        f.turns.mean,
+        f.turns.p95,
+        f.turns.max,
+        f.recommender_opens.0,
+        f.recommender_opens.1,
+        f.recommender_opens.0 as f64 / f.recommender_opens.1.max(1) as f64,
     )
 }

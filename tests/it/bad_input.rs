@@ -139,6 +139,37 @@ fn malformed_scenarios() {
         &["-s", not_a_bool.to_str().unwrap()],
         &["scenario.toml", "closing_turn", "a boolean"],
     );
+
+    // `conversation.system_opens` is a share, and a fixed opening excludes
+    // it (whatever movies sets it to).
+    let opens = |extra: &'static str| {
+        d(&move |n, t| {
+            if n == "scenario.toml" {
+                let t: String = t
+                    .lines()
+                    .filter(|l| !l.starts_with("system_opens"))
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                t.replace("[conversation]\n", &format!("[conversation]\n{extra}"))
+            } else {
+                t
+            }
+        })
+    };
+    for (extra, want) in [
+        ("system_opens = 1.5\n", "a share from 0 to 1"),
+        ("system_opens = -0.1\n", "a share from 0 to 1"),
+        (
+            "system_opens = 0.5\nopening = \"Hi!\"\n",
+            "0 when conversation.opening is set",
+        ),
+    ] {
+        expect_input_error(
+            dir.path(),
+            &["-s", opens(extra).to_str().unwrap()],
+            &["scenario.toml", "conversation.system_opens", want],
+        );
+    }
 }
 
 #[test]

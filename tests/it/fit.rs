@@ -50,6 +50,22 @@ fn first_turn_distribution_matches_independent_counts() {
         assert!((s - 1.0).abs() < 1e-2, "{from} sums to {s}");
     }
     assert!(fitted.table.transitions["OTH"].contains_key("END"));
+    // The share of dialogues the recommender opens (conversation.system_opens).
+    let opened = raw
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|d| {
+            let info = d["dialogue_info"].as_object().unwrap();
+            let first = info
+                .values()
+                .min_by_key(|u| u["utterance_pos"].as_u64().unwrap())
+                .unwrap();
+            first["role"] == "recommender"
+        })
+        .count();
+    assert_eq!(fitted.recommender_opens, (opened, dialogues));
+    assert!(opened > dialogues / 2, "{opened} of {dialogues}");
 }
 
 /// Each dialogue's utterances of the raw IARD JSON, in order.

@@ -566,3 +566,121 @@ fn a_seeker_leaves_when_their_patience_is_spent() {
         .count();
     assert!(longer > 3, "{longer}");
 }
+
+#[test]
+fn a_drawn_share_of_sessions_opens_with_the_systems_own_words() {
+    let dir = tempfile::tempdir().unwrap();
+    // movies with the system opening half the sessions.
+    let opens_dir = scenario_copy(dir.path(), |n, t| match n {
+        "scenario.toml" => {
+            let t: String = t
+                .lines()
+                .filter(|l| !l.starts_with("system_opens"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            t.replace("[conversation]\n", "[conversation]\nsystem_opens = 0.5\n")
+        }
+        _ => t,
+    });
+    let cfg = SimulateConfig {
+        sessions: 40,
+        scenario_dir: opens_dir.clone(),
+        ..config(dir.path(), "opens.jsonl")
+    };
+    let summary = scripted(&cfg);
+    // The draw is the session's: the same file at any parallel.
+    let serial = SimulateConfig {
+        parallel: 1,
+        output: dir.path().join("opens_serial.jsonl"),
+        ..cfg.clone()
+    };
+    scripted(&serial);
+    assert!(bytes(&cfg.output) == bytes(&serial.output));
+    // Never opening: the same sessions as a scenario without the share.
+    let never_dir = scenario_copy(&dir.path().join("never"), |n, t| match n {
+        "scenario.toml" => t
+            .lines()
+            .filter(|l| !l.starts_with("system_opens"))
+            .map(|l| format!("{l}\n"))
+            .collect(),
+        _ => t,
+    });
+    let never = SimulateConfig {
+        scenario_dir: never_dir,
+        output: dir.path().join("never.jsonl"),
+        ..cfg.clone()
+    };
+    scripted(&never);
+    let recs = read_records(&cfg.output).unwrap();
+    let without = read_records(&never.output).unwrap();
+    let mut opened = 0;
+    for (r, w) in recs.iter().zip(&without) {
+        assert_eq!(w.turns[0].role, Side::User, "{}", w.id);
+        if r.turns[0].role == Side::Assistant {
+            opened += 1;
+            // Written by the system (generated tokens), before any user
+            // turn, and the user answers it.
+            assert!(r.turns[0].tokens > 0, "{}", r.id);
+            assert_eq!(r.turns[1].role, Side::User);
+        } else {
+            // A session that opens with its user is drawn as without the
+            // share: its other streams are untouched.
+            assert_eq!(
+                serde_json::to_value(&r.turns).unwrap(),
+                serde_json::to_value(&w.turns).unwrap(),
+                "{}",
+                r.id
+            );
+        }
+    }
+    // 40 sessions at a share of 0.5.
+    assert!((10..=30).contains(&opened), "{opened} of 40 opened");
+    // An opening is one of the system's answers in the summary.
+    let assistant: usize = recs
+        .iter()
+        .map(|r| r.turns.iter().filter(|t| t.role == Side::Assistant).count())
+        .sum();
+    assert_eq!(summary.assistant_turns, assistant as u64);
+}
+
+#[test]
+fn a_chat_recommender_opens_on_its_cue_and_keeps_it_first() {
+    use usersim::chat::ChatRole;
+    use usersim::prompt::{assistant_messages, HistoryTurn};
+    let dir = tempfile::tempdir().unwrap();
+    let opens_dir = scenario_copy(dir.path(), |n, t| match n {
+        "scenario.toml" => {
+            let t: String = t
+                .lines()
+                .filter(|l| !l.starts_with("system_opens"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            t.replace("[conversation]\n", "[conversation]\nsystem_opens = 0.5\n")
+        }
+        _ => t,
+    });
+    let scenario = usersim::scenario::Scenario::load(&opens_dir).unwrap();
+    let cue = scenario.conversation.system_opening_cue.clone();
+    let turn = |side, text| HistoryTurn {
+        side,
+        text,
+        note: None,
+        tag: None,
+    };
+    // The opening: the system prompt, then the cue as the user's message.
+    let (open, _) = assistant_messages(&scenario, &[], &[], 0).unwrap();
+    let roles: Vec<ChatRole> = open.iter().map(|m| m.role).collect();
+    assert_eq!(roles, vec![ChatRole::System, ChatRole::User]);
+    assert_eq!(open[1].content, cue);
+    // Later prompts begin as the opening's did, so the engine reuses its KV.
+    let history = [
+        turn(Side::Assistant, "Hi! What are you in the mood for?"),
+        turn(Side::User, "something funny"),
+    ];
+    let (later, _) = assistant_messages(&scenario, &history, &[], 1).unwrap();
+    assert_eq!(later[..2], open[..]);
+    assert_eq!(later[2].role, ChatRole::Assistant);
+    // A session that opens with its user has no cue.
+    let (user_first, _) = assistant_messages(&scenario, &history[1..], &[], 0).unwrap();
+    assert!(user_first.iter().all(|m| m.content != cue));
+}

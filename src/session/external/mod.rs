@@ -166,6 +166,10 @@ impl System for BackendSystem<'_> {
         &self.name
     }
 
+    fn opens(&self) -> bool {
+        self.inner.opens()
+    }
+
     fn respond(&mut self, turn: &SystemTurn<'_>) -> Result<SystemAction, SystemError> {
         match self.inner.respond(turn)? {
             SystemAction::Generate(req) => {
