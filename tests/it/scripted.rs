@@ -567,21 +567,33 @@ fn a_seeker_leaves_when_their_patience_is_spent() {
     assert!(longer > 3, "{longer}");
 }
 
-#[test]
-fn a_drawn_share_of_sessions_opens_with_the_systems_own_words() {
-    let dir = tempfile::tempdir().unwrap();
-    // movies with the system opening half the sessions.
-    let opens_dir = scenario_copy(dir.path(), |n, t| match n {
+/// A copy of movies in `dir` whose `conversation.system_opens` is `share`
+/// (`None`: not set at all).
+fn movies_with_system_opens(dir: &Path, share: Option<&str>) -> PathBuf {
+    scenario_copy(dir, |n, t| match n {
         "scenario.toml" => {
             let t: String = t
                 .lines()
                 .filter(|l| !l.starts_with("system_opens"))
                 .map(|l| format!("{l}\n"))
                 .collect();
-            t.replace("[conversation]\n", "[conversation]\nsystem_opens = 0.5\n")
+            match share {
+                Some(p) => t.replace(
+                    "[conversation]\n",
+                    &format!("[conversation]\nsystem_opens = {p}\n"),
+                ),
+                None => t,
+            }
         }
         _ => t,
-    });
+    })
+}
+
+#[test]
+fn a_drawn_share_of_sessions_opens_with_the_systems_own_words() {
+    let dir = tempfile::tempdir().unwrap();
+    // movies with the system opening half the sessions.
+    let opens_dir = movies_with_system_opens(dir.path(), Some("0.5"));
     let cfg = SimulateConfig {
         sessions: 40,
         scenario_dir: opens_dir.clone(),
@@ -597,14 +609,7 @@ fn a_drawn_share_of_sessions_opens_with_the_systems_own_words() {
     scripted(&serial);
     assert!(bytes(&cfg.output) == bytes(&serial.output));
     // Never opening: the same sessions as a scenario without the share.
-    let never_dir = scenario_copy(&dir.path().join("never"), |n, t| match n {
-        "scenario.toml" => t
-            .lines()
-            .filter(|l| !l.starts_with("system_opens"))
-            .map(|l| format!("{l}\n"))
-            .collect(),
-        _ => t,
-    });
+    let never_dir = movies_with_system_opens(&dir.path().join("never"), None);
     let never = SimulateConfig {
         scenario_dir: never_dir,
         output: dir.path().join("never.jsonl"),
@@ -648,17 +653,7 @@ fn a_chat_recommender_opens_on_its_cue_and_keeps_it_first() {
     use usersim::chat::ChatRole;
     use usersim::prompt::{assistant_messages, HistoryTurn};
     let dir = tempfile::tempdir().unwrap();
-    let opens_dir = scenario_copy(dir.path(), |n, t| match n {
-        "scenario.toml" => {
-            let t: String = t
-                .lines()
-                .filter(|l| !l.starts_with("system_opens"))
-                .map(|l| format!("{l}\n"))
-                .collect();
-            t.replace("[conversation]\n", "[conversation]\nsystem_opens = 0.5\n")
-        }
-        _ => t,
-    });
+    let opens_dir = movies_with_system_opens(dir.path(), Some("0.5"));
     let scenario = usersim::scenario::Scenario::load(&opens_dir).unwrap();
     let cue = scenario.conversation.system_opening_cue.clone();
     let turn = |side, text| HistoryTurn {
