@@ -35,7 +35,9 @@ use crate::session::guard;
 use crate::session::record::{ConversationRecord, EndReason, Outcome, RunIdentity, TurnRecord};
 use crate::session::replay::ReplayScript;
 use crate::session::style::{restyle, StyleRates};
-use crate::session::system::{System, SystemAction, SystemError, SystemReply, SystemTurn};
+use crate::session::system::{
+    without_note_copy, System, SystemAction, SystemError, SystemReply, SystemTurn,
+};
 
 /// `text` cut at the first sentence end (`.`, `!`, `?`, closing quotes or
 /// brackets after it allowed) that comes at or after its `words`-th word;
@@ -584,7 +586,11 @@ impl<'a> Conversation<'a> {
             }
             Side::Assistant => {
                 let context_full = g.finish == FinishReason::ContextFull;
-                self.push_reply(g.text, g.completion_tokens, None);
+                let text = match self.pending_note.as_deref() {
+                    Some(note) => without_note_copy(&g.text, note),
+                    None => g.text,
+                };
+                self.push_reply(text, g.completion_tokens, None);
                 if context_full {
                     return Ok(Next::Done(EndReason::ContextFull));
                 }

@@ -163,13 +163,10 @@ impl<'a> LlmRecommender<'a> {
     }
 }
 
-/// Stop strings that end a reply where it starts to repeat its turn note:
-/// the note's label (`[Candidates:` of `[Candidates: Heat (1995) - ...]`),
-/// with and without its bracket. A small chat model copies the note it was
-/// shown into its answer (SmolLM2 in about one reply in ten), and no
-/// recommender writes it to a person. None for a note without a short label
-/// (up to 32 characters, no space, before the first colon).
-pub fn note_label_stops(note: &str) -> Vec<String> {
+/// The label of a turn note (`[Candidates:` of `[Candidates: Heat (1995) -
+/// ...]`), with and without its bracket; none for a note without a short
+/// label (up to 32 characters, no space, before the first colon).
+fn note_labels(note: &str) -> Vec<String> {
     let Some(end) = note.find(':').filter(|&i| i <= 32) else {
         return Vec::new();
     };
@@ -178,11 +175,39 @@ pub fn note_label_stops(note: &str) -> Vec<String> {
     if bare.len() < 2 || label.contains(char::is_whitespace) {
         return Vec::new();
     }
-    let mut stops = vec![label.to_string()];
+    let mut labels = vec![label.to_string()];
     if bare != label {
-        stops.push(bare.to_string());
+        labels.push(bare.to_string());
     }
-    stops
+    labels
+}
+
+/// A reply without the copy of its turn note: a small chat model copies
+/// the note it was shown into its answer (SmolLM2 in about one reply in
+/// ten), and no recommender writes it to a person. The reply is cut where
+/// the note's label starts; a reply that starts with the copy keeps what
+/// follows its closing bracket; one that is nothing but the copy is kept as
+/// it is, since an empty message is no better.
+pub fn without_note_copy(reply: &str, note: &str) -> String {
+    let Some(at) = note_labels(note)
+        .iter()
+        .filter_map(|l| reply.find(l.as_str()))
+        .min()
+    else {
+        return reply.to_string();
+    };
+    let before = reply[..at].trim_end();
+    if !before.trim().is_empty() {
+        return before.to_string();
+    }
+    let after = reply[at..]
+        .find(']')
+        .map_or("", |close| reply[at + close + 1..].trim());
+    if after.is_empty() {
+        reply.to_string()
+    } else {
+        after.to_string()
+    }
 }
 
 impl System for LlmRecommender<'_> {
@@ -249,13 +274,11 @@ impl System for LlmRecommender<'_> {
                 (Prompt::Chat(messages), note)
             }
         };
-        let mut sampling = self.sampling.clone();
-        sampling.stop.extend(note_label_stops(&note));
         Ok(SystemAction::Generate(GenerationRequest {
             conversation: turn.conversation,
             side: Side::Assistant,
             prompt,
-            sampling,
+            sampling: self.sampling.clone(),
             seed: turn.seed,
             forks: Vec::new(),
             candidate: 0,
@@ -269,13 +292,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_reply_stops_where_it_repeats_its_notes_label() {
+    fn a_reply_loses_the_copy_of_its_note_and_is_never_emptied() {
         let note = "[Candidates: Heat (1995) - Crime/Drama; Se7en (1995) - Thriller]";
-        assert_eq!(note_label_stops(note), vec!["[Candidates:", "Candidates:"]);
-        assert_eq!(note_label_stops("Candidates: Heat"), vec!["Candidates:"]);
-        // No note, or no short label before a colon: nothing to stop at.
-        assert!(note_label_stops("").is_empty());
-        assert!(note_label_stops("Suggest one of these movies: Heat").is_empty());
-        assert!(note_label_stops("[:]").is_empty());
+        assert_eq!(note_labels(note), vec!["[Candidates:", "Candidates:"]);
+        let cut = |r: &str| without_note_copy(r, note);
+        assert_eq!(cut("Try Heat! [Candidates: Heat (1995)"), "Try Heat!");
+        assert_eq!(cut("Try Heat. Candidates: Heat"), "Try Heat.");
+        assert_eq!(
+            cut("[Candidates: Heat (1995) - Crime] Heat is a classic."),
+            "Heat is a classic."
+        );
+        // Nothing but the copy: kept, an empty message is no better.
+        assert_eq!(cut("[Candidates: Heat (1995"), "[Candidates: Heat (1995");
+        assert_eq!(cut("Heat is great."), "Heat is great.");
+        // No note, or no short label before a colon: nothing to cut.
+        assert!(note_labels("").is_empty());
+        assert!(note_labels("Suggest one of these movies: Heat").is_empty());
+        assert!(note_labels("[:]").is_empty());
+        assert_eq!(without_note_copy("a: b", ""), "a: b");
     }
 }
