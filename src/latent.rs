@@ -604,17 +604,41 @@ mod tests {
     }
 
     #[test]
-    fn a_sessions_personality_tilts_its_intents_by_turn_by() {
+    fn a_sessions_value_tilts_its_intents_by_turn_by() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts/movies");
-        let scenario = Scenario::load(&dir).expect("movies scenario");
+        let mut scenario = Scenario::load(&dir).expect("movies scenario");
         let share = |v: &[String], of: &[&str]| {
             v.iter().filter(|i| of.contains(&i.as_str())).count() as f64 / v.len() as f64
         };
+        // movies has no tilt: the quartile tilts it once had, set here.
         let critical = ["REJ", "CRI-F", "CRI-A", "CRI-C"];
+        let factors = |pairs: &[(&str, f64)]| -> BTreeMap<String, f64> {
+            pairs.iter().map(|(k, f)| (k.to_string(), *f)).collect()
+        };
+        let tables = scenario.turn[0].by.entry("personality".into()).or_default();
+        tables.insert(
+            "picky".into(),
+            factors(&[
+                ("REJ", 1.7),
+                ("CRI-F", 1.7),
+                ("CRI-A", 1.7),
+                ("CRI-C", 1.7),
+                ("ACC", 0.5),
+            ]),
+        );
+        tables.insert(
+            "agreeable".into(),
+            factors(&[
+                ("ACC", 2.1),
+                ("REJ", 0.47),
+                ("CRI-F", 0.47),
+                ("CRI-A", 0.47),
+                ("CRI-C", 0.47),
+            ]),
+        );
+        tables.insert("hasty".into(), factors(&[("END", 2.0)]));
         let (picky, _) = intents_of(&scenario, "picky", 1500);
         let (agreeable, _) = intents_of(&scenario, "agreeable", 1500);
-        let (curious, curious_turns) = intents_of(&scenario, "curious", 1500);
-        let (impatient, impatient_turns) = intents_of(&scenario, "impatient", 1500);
         assert!(
             share(&picky, &critical) > 2.0 * share(&agreeable, &critical),
             "critical: picky {} agreeable {}",
@@ -622,11 +646,12 @@ mod tests {
             share(&agreeable, &critical)
         );
         assert!(share(&agreeable, &["ACC"]) > 2.0 * share(&picky, &["ACC"]));
-        assert!(share(&curious, &["INQ", "ASK"]) > 2.0 * share(&picky, &["INQ", "ASK"]));
-        assert!(share(&impatient, &["OTH"]) < share(&curious, &["OTH"]));
+        // An END factor shortens a value's conversations.
+        let (_, hasty_turns) = intents_of(&scenario, "hasty", 1500);
+        let (_, plain_turns) = intents_of(&scenario, "nobody", 1500);
         assert!(
-            impatient_turns < curious_turns,
-            "{impatient_turns} vs {curious_turns}"
+            hasty_turns < 0.9 * plain_turns,
+            "{hasty_turns} vs {plain_turns}"
         );
         // A value with no table draws as the untilted chain does.
         let pins = Pins::default();

@@ -209,6 +209,9 @@ fn start_session<'a>(
     if let Some(reader) = prep.intent_reader.as_deref() {
         conv = conv.with_intent_reader(reader, prep.intent_weight);
     }
+    if let Some(rates) = &prep.genre_rates {
+        conv = conv.with_genre_rates(rates, prep.genre_weight);
+    }
     let next = match system {
         Some(system) => conv.start(system)?,
         None => conv.user_turn()?,

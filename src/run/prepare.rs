@@ -13,7 +13,7 @@ use crate::backend::openai::{OpenAiBackend, OpenAiConfig};
 use crate::backend::{Backend, Prompt};
 use crate::chat::{ChatMessage, ChatRole, Side};
 use crate::corpus::pool::Pool;
-use crate::corpus::{load_dialogues, CorpusKind};
+use crate::corpus::{load_dialogues, CorpusKind, Speaker};
 use crate::critic::{Critic, PoolIntentReader};
 use crate::error::Error;
 use crate::latent::{find_item, LatentError};
@@ -24,7 +24,7 @@ use crate::scenario::catalog::Catalog;
 use crate::scenario::system::{SystemKind, SystemSpec};
 use crate::scenario::PromptMode;
 use crate::scenario::{Pins, Scenario, SessionVar, MAX_BEST_OF};
-use crate::session::best_of::{IntentReader, TurnScorer};
+use crate::session::best_of::{GenreRates, IntentReader, TurnScorer};
 use crate::session::replay::{load_replay, Replay};
 
 use super::{BackendKind, ModelChoice, SimulateConfig};
@@ -120,6 +120,11 @@ pub struct Prepared {
     pub intent_reader: Option<Box<dyn IntentReader + Send + Sync>>,
     /// The power of the reader's probability in the choice.
     pub intent_weight: f64,
+    /// How often the pool's real seekers name a genre, by intent
+    /// (`[critic] genre_weight`), when the run chooses among candidates.
+    pub genre_rates: Option<GenreRates>,
+    /// The power of a candidate's genre factor in the choice.
+    pub genre_weight: f64,
     /// Candidates per seeker turn (1: no best-of-N).
     pub best_of: u32,
     /// The system under test: the scenario's `[system]` with the flags
@@ -204,6 +209,13 @@ pub fn prepare(cfg: &SimulateConfig) -> Result<Prepared, Error> {
         pool.as_ref(),
         replay.as_ref(),
     )?;
+    let genre_weight = scenario.critic.as_ref().map_or(0.0, |c| c.genre_weight);
+    let genre_rates = match (&pool, &catalog, &critic) {
+        (Some(pool), Some(catalog), Some(_)) if genre_weight > 0.0 && best_of > 1 => Some(
+            pool_genre_rates(cfg, &scenario, pool, catalog, replay.as_ref()),
+        ),
+        _ => None,
+    };
     if let Some(c) = &critic {
         // The critic chooses every seeker turn: a resume or a merge must
         // not mix runs chosen by different critics or at another N.
@@ -213,6 +225,9 @@ pub fn prepare(cfg: &SimulateConfig) -> Result<Prepared, Error> {
         h.update(format!("\0critic {} best_of {best_of}", c.sha256()).as_bytes());
         if intent_reader.is_some() {
             h.update(format!("\0intent_weight {}", intent_weight).as_bytes());
+        }
+        if genre_rates.is_some() {
+            h.update(format!("\0genre_weight {}", genre_weight).as_bytes());
         }
         scenario.hash = hex::encode(h.finalize());
     }
@@ -270,6 +285,8 @@ pub fn prepare(cfg: &SimulateConfig) -> Result<Prepared, Error> {
         critic: critic.map(|c| Box::new(c) as Box<dyn TurnScorer + Send + Sync>),
         intent_reader: intent_reader.map(|r| Box::new(r) as Box<dyn IntentReader + Send + Sync>),
         intent_weight,
+        genre_rates,
+        genre_weight,
         best_of,
         system,
         catalog_name,
@@ -331,16 +348,7 @@ fn load_intent_reader(
     let Some(intent) = scenario.turn.iter().find(|t| t.name == "intent") else {
         return Ok(None);
     };
-    let excluded: HashSet<(CorpusKind, &str)> = replay
-        .map(|r| {
-            let n = usize::try_from(cfg.sessions).unwrap_or(usize::MAX);
-            r.scripts
-                .iter()
-                .take(n)
-                .map(|s| (s.source.corpus, s.source.dialogue_id.as_str()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let excluded = replayed(cfg, replay);
     let reader = PoolIntentReader::fit(pool, &intent.values, &excluded).map_err(|e| {
         Error::Config(format!(
             "{}: critic.intent_weight: cannot fit the intent reader on the pool: {e}",
@@ -354,6 +362,61 @@ fn load_intent_reader(
         )));
     }
     Ok(reader)
+}
+
+/// The dialogues this run replays (every session's, whatever the shard, so
+/// the shards of one run read the pool alike): what a pool-fitted choice
+/// factor must not learn from.
+fn replayed<'a>(
+    cfg: &SimulateConfig,
+    replay: Option<&'a Replay>,
+) -> HashSet<(CorpusKind, &'a str)> {
+    replay
+        .map(|r| {
+            let n = usize::try_from(cfg.sessions).unwrap_or(usize::MAX);
+            r.scripts
+                .iter()
+                .take(n)
+                .map(|s| (s.source.corpus, s.source.dialogue_id.as_str()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `[critic] genre_weight`'s rates: every pool seeker turn not replayed by
+/// this run, by its labels among the `intent` variable's values (a turn
+/// with none counts only in the pooled rate), naming a genre when the
+/// catalog finds one of its genres in it.
+fn pool_genre_rates(
+    cfg: &SimulateConfig,
+    scenario: &Scenario,
+    pool: &Pool,
+    catalog: &Catalog,
+    replay: Option<&Replay>,
+) -> GenreRates {
+    let excluded = replayed(cfg, replay);
+    let intents: &[String] = scenario
+        .turn
+        .iter()
+        .find(|t| t.name == "intent")
+        .map_or(&[], |t| t.values.as_slice());
+    let mut rates = GenreRates::default();
+    for i in 0..pool.len() {
+        let d = pool.dialogue(i);
+        if excluded.contains(&(d.corpus, d.id.as_str())) {
+            continue;
+        }
+        for t in d.turns.iter().filter(|t| t.speaker == Speaker::Seeker) {
+            let labels: Vec<String> = t
+                .labels
+                .iter()
+                .filter(|l| intents.contains(l))
+                .cloned()
+                .collect();
+            rates.count(&labels, !catalog.genres_in(&t.text).is_empty());
+        }
+    }
+    rates
 }
 
 fn pool_paths<'a>(cfg: &'a SimulateConfig, scenario: &'a Scenario) -> &'a [PathBuf] {

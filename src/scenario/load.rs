@@ -387,6 +387,7 @@ impl Scenario {
                 for (field, weight) in [
                     ("intent_weight", c.intent_weight),
                     ("length_weight", c.length_weight),
+                    ("genre_weight", c.genre_weight),
                 ] {
                     if !(0.0..=MAX_CHOICE_WEIGHT).contains(&weight) {
                         return Err(invalid(
@@ -400,6 +401,7 @@ impl Scenario {
                     best_of: c.best_of,
                     intent_weight: c.intent_weight,
                     length_weight: c.length_weight,
+                    genre_weight: c.genre_weight,
                 })
             }
             None => None,
@@ -415,6 +417,14 @@ impl Scenario {
             return Err(invalid(
                 "critic.intent_weight".into(),
                 "a [pool] of labelled real dialogues and an `intent` turn variable to read (or intent_weight = 0)",
+            ));
+        }
+        if critic.as_ref().is_some_and(|c| c.genre_weight > 0.0)
+            && (pool.is_none() || file.catalog.is_none())
+        {
+            return Err(invalid(
+                "critic.genre_weight".into(),
+                "a [pool] of real dialogues and a catalog whose genres a turn names (or genre_weight = 0)",
             ));
         }
         if critic.as_ref().is_some_and(|c| c.length_weight > 0.0) && length.is_none() {

@@ -288,11 +288,18 @@ struct CriticFileSpec {
     /// to this power (0: off; 0 to 4; needs `[length]`).
     #[serde(default)]
     length_weight: f64,
+    /// Weigh each candidate by how often real seekers' turns of its drawn
+    /// intent (counted on the [pool], genres read as the catalog names
+    /// them) name a genre when it names one, or do not when it does not:
+    /// times that share to this power (0: off; 0 to 4; needs a [pool] and
+    /// a catalog).
+    #[serde(default)]
+    genre_weight: f64,
 }
 
 /// Most candidates per seeker turn.
 pub const MAX_BEST_OF: u32 = 16;
-/// Largest `[critic] intent_weight` and `length_weight`.
+/// Largest `[critic] intent_weight`, `length_weight` and `genre_weight`.
 pub const MAX_CHOICE_WEIGHT: f64 = 4.0;
 /// Default candidates per seeker turn.
 pub const DEFAULT_BEST_OF: u32 = 1;
@@ -316,6 +323,10 @@ pub struct CriticSpec {
     /// Power of a candidate's nearness to the turn's drawn length target
     /// ([`crate::session::best_of::length_fit`]) that weighs it (0: off).
     pub length_weight: f64,
+    /// Power of the pool's share of real turns of a candidate's intent that
+    /// name a genre as it does ([`crate::session::best_of::GenreRates`])
+    /// that weighs it (0: off).
+    pub genre_weight: f64,
 }
 
 /// `[guard]`: see [`crate::session::guard`] for what is rejected.

@@ -29,7 +29,7 @@ use crate::rng::{stream_rng, stream_seed, Stream};
 use crate::scenario::catalog::Catalog;
 use crate::scenario::{PromptMode, Scenario, LENGTH_VAR, STYLE_VAR};
 use crate::session::best_of::{
-    choose, combined_scores, length_fit, CriticCounts, IntentReader, TurnScorer,
+    choose, combined_scores, length_fit, CriticCounts, GenreRates, IntentReader, TurnScorer,
 };
 use crate::session::guard;
 use crate::session::record::{ConversationRecord, EndReason, Outcome, RunIdentity, TurnRecord};
@@ -245,6 +245,9 @@ pub struct Conversation<'a> {
     /// Reads each candidate's drawn intent (best-of-N's control half), and
     /// the power its probability is raised to.
     intent_reader: Option<(&'a dyn IntentReader, f64)>,
+    /// How often real seekers name a genre by intent, and the power of a
+    /// candidate's factor (`[critic] genre_weight`).
+    genre_rates: Option<(&'a GenreRates, f64)>,
     /// Candidates per user turn (1: no forks).
     best_of: u32,
     /// The candidates of the user turn in flight, by candidate index.
@@ -314,6 +317,7 @@ impl<'a> Conversation<'a> {
             style,
             critic: None,
             intent_reader: None,
+            genre_rates: None,
             best_of: 1,
             candidates: Vec::new(),
             critic_counts: CriticCounts::default(),
@@ -335,6 +339,15 @@ impl<'a> Conversation<'a> {
     /// with a critic).
     pub fn with_intent_reader(mut self, reader: &'a dyn IntentReader, weight: f64) -> Self {
         self.intent_reader = Some((reader, weight));
+        self
+    }
+
+    /// Weigh the critic's score of every candidate by the share of real
+    /// seekers' turns of its intent that name a genre as it does (or do
+    /// not as it does not), to the power `weight` (only with a critic and
+    /// a catalog, whose genres a turn names).
+    pub fn with_genre_rates(mut self, rates: &'a GenreRates, weight: f64) -> Self {
+        self.genre_rates = Some((rates, weight));
         self
     }
 
@@ -775,6 +788,15 @@ impl<'a> Conversation<'a> {
             ),
             _ => None,
         };
+        let genre_fits: Option<Vec<f64>> = match (self.genre_rates, self.catalog) {
+            (Some((rates, weight)), Some(catalog)) if scores.is_some() && weight > 0.0 => Some(
+                texts
+                    .iter()
+                    .map(|t| rates.fit(turn.intent(), !catalog.genres_in(t).is_empty()))
+                    .collect(),
+            ),
+            _ => None,
+        };
         let mut factors: Vec<(&[f64], f64)> = Vec::new();
         if let Some(p) = &intent_read {
             factors.push((p, self.intent_weight()));
@@ -782,12 +804,16 @@ impl<'a> Conversation<'a> {
         if let Some(f) = &length_fits {
             factors.push((f, length_weight));
         }
+        if let (Some(f), Some((_, weight))) = (&genre_fits, self.genre_rates) {
+            factors.push((f, weight));
+        }
         let choice_scores = scores.as_deref().map(|h| combined_scores(h, &factors));
         let best = choose(choice_scores.as_deref(), &allowed).unwrap_or(0);
         for (counts, values) in [
             (&mut self.critic_counts.score, &scores),
             (&mut self.critic_counts.intent, &intent_read),
             (&mut self.critic_counts.length, &length_fits),
+            (&mut self.critic_counts.genre, &genre_fits),
         ] {
             if let Some(values) = values {
                 counts.record(values, best);

@@ -52,6 +52,20 @@ fn unknown_model_name() {
     expect_input_error(dir.path(), &["-m", "no-such-model"], &["no-such-model"]);
 }
 
+/// The movies scenario with two `[turn.by]` tables on its intent variable
+/// (terse seekers accept x0.5, chatty ones x2.1), placed right after the
+/// intent's `[turn.text]` so TOML reads them as the intent's.
+fn tilted(scenario_toml: String) -> String {
+    let end = "OTH = \"Make small talk: greet, thank, or say goodbye.\"\n";
+    assert!(scenario_toml.contains(end), "the intent's last text line");
+    scenario_toml.replace(
+        end,
+        &format!(
+            "{end}[turn.by.verbosity.terse]\nACC = 0.5\n[turn.by.verbosity.chatty]\nACC = 2.1\n"
+        ),
+    )
+}
+
 #[test]
 fn malformed_scenarios() {
     let dir = tempfile::tempdir().unwrap();
@@ -87,10 +101,7 @@ fn malformed_scenarios() {
 
     let negative = d(&|n, t| {
         if n == "scenario.toml" {
-            t.replace(
-                "weights = [0.15, 0.35, 0.35, 0.15]",
-                "weights = [0.15, -0.35, 0.35, 0.15]",
-            )
+            t.replace("weights = [0.5, 0.5]", "weights = [0.5, -0.5]")
         } else {
             t
         }
@@ -183,7 +194,7 @@ fn bad_pins() {
     expect_input_error(
         dir.path(),
         &["--set", "session.age_group=toddler"],
-        &["toddler", "teen"],
+        &["toddler", "under_35"],
     );
     expect_input_error(
         dir.path(),
@@ -317,15 +328,11 @@ fn malformed_length_and_intent_tilt_sections() {
             vec!["markov.after_statement.NOPE", "declared values"],
         ),
         // [turn.by]: a session variable drawing one categorical value, its
-        // declared values, the turn variable's values (or END), factors > 0.
+        // declared values, the turn variable's values (or END), factors > 0
+        // (movies has no tilt: `tilted` adds two to the intent variable).
         (
             with(
-                &|t| {
-                    t.replace(
-                        "[turn.by.personality.picky]",
-                        "[turn.by.liked_genres.picky]",
-                    )
-                },
+                &|t| tilted(t).replace("[turn.by.verbosity.terse]", "[turn.by.liked_genres.terse]"),
                 &keep,
             ),
             vec![
@@ -336,29 +343,24 @@ fn malformed_length_and_intent_tilt_sections() {
         ),
         (
             with(
-                &|t| {
-                    t.replace(
-                        "[turn.by.personality.picky]",
-                        "[turn.by.personality.grumpy]",
-                    )
-                },
+                &|t| tilted(t).replace("[turn.by.verbosity.terse]", "[turn.by.verbosity.grumpy]"),
                 &keep,
             ),
             vec![
-                "by.personality.grumpy",
-                "a value of session variable `personality`",
+                "by.verbosity.grumpy",
+                "a value of session variable `verbosity`",
             ],
         ),
         (
             with(
-                &|t| t.replace("OTH = 0.5\nEND = 2.0", "OTH = 0.5\nNOPE = 2.0"),
+                &|t| tilted(t).replace("ACC = 0.5\n", "ACC = 0.5\nNOPE = 2.0\n"),
                 &keep,
             ),
-            vec!["by.personality.impatient.NOPE", "declared values or END"],
+            vec!["by.verbosity.terse.NOPE", "declared values or END"],
         ),
         (
-            with(&|t| t.replace("INQ = 2.9", "INQ = 0.0"), &keep),
-            vec!["by.personality.curious.INQ", "a positive factor"],
+            with(&|t| tilted(t).replace("ACC = 2.1", "ACC = 0.0"), &keep),
+            vec!["by.verbosity.chatty.ACC", "a positive factor"],
         ),
     ];
     for (i, (scenario, needles)) in cases.into_iter().enumerate() {

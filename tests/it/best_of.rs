@@ -422,6 +422,30 @@ fn bad_critic_input_is_one_error_line_and_no_output() {
         &[os("--scenario"), long.as_os_str()],
         &["scenario.toml", "critic.length_weight", "from 0 to 4", "5"],
     );
+    // Naming genres is counted on the pool's real turns, read with the
+    // catalog's genres.
+    let no_pool_genre = scenario_copy(&dir.path().join("no_pool_genre"), |n, t| match n {
+        "scenario.toml" => format!(
+            "{}\n[critic]\nfile = \"critic.json\"\nbest_of = 4\ngenre_weight = 1.0\n",
+            ["[critic]", "[pool]", "[guard]"]
+                .iter()
+                .fold(t, |t, s| without_section(&t, s))
+                .replace("user_prompt = \"transcript\"", "user_prompt = \"chat\"")
+        ),
+        _ => t,
+    });
+    run(
+        &[os("--scenario"), no_pool_genre.as_os_str()],
+        &["scenario.toml", "critic.genre_weight", "[pool]", "catalog"],
+    );
+    let genre_heavy = scenario_copy(&dir.path().join("genre_heavy"), |n, t| match n {
+        "scenario.toml" => with_genre_weight(&t, "4.5"),
+        _ => t,
+    });
+    run(
+        &[os("--scenario"), genre_heavy.as_os_str()],
+        &["scenario.toml", "critic.genre_weight", "from 0 to 4", "4.5"],
+    );
     let no_length = scenario_copy(&dir.path().join("no_length"), |n, t| match n {
         "scenario.toml" => without_section(&t, "[length]"),
         _ => t,
@@ -577,6 +601,102 @@ fn the_length_weight_keeps_the_candidate_nearest_each_turns_drawn_length() {
         summary.critic.intent.turns, 0,
         "intent_weight 0 reads nothing"
     );
+}
+
+/// The scenario's `[critic]` with `genre_weight` set to `weight`,
+/// whether or not it had one.
+fn with_genre_weight(scenario_toml: &str, weight: &str) -> String {
+    let kept: Vec<&str> = scenario_toml
+        .lines()
+        .filter(|l| !l.starts_with("genre_weight"))
+        .collect();
+    kept.join("\n").replace(
+        "intent_weight = 1.0",
+        &format!("intent_weight = 1.0\ngenre_weight = {weight}"),
+    )
+}
+
+#[test]
+fn the_genre_weight_names_genres_where_real_seekers_of_the_intent_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = scenario_copy(dir.path(), |name, t| match name {
+        "scenario.toml" => with_genre_weight(
+            &without_length(
+                &["[guard]", "[style]"]
+                    .iter()
+                    .fold(t, |t, s| without_section(&t, s)),
+            ),
+            "1.0",
+        ),
+        _ => t,
+    });
+    let cfg = SimulateConfig {
+        output: dir.path().join("a.jsonl"),
+        sessions: 8,
+        parallel: 4,
+        seed: 13,
+        scenario_dir: scenario,
+        ..SimulateConfig::default()
+    };
+    // Even seeds name a genre the catalog knows, odd ones none.
+    let names = |seed: u64| seed.is_multiple_of(2);
+    let mut prep: Prepared = prepare(&cfg).expect("prepare");
+    let rates = prep.genre_rates.clone().expect("rates counted on the pool");
+    // Counted on IARD's real seekers: most initial queries name a genre,
+    // few acceptances do.
+    assert!(rates.turns() > 1000, "{}", rates.turns());
+    assert!(rates.rate(Some("IQU")) > 0.5, "{}", rates.rate(Some("IQU")));
+    assert!(rates.rate(Some("ACC")) < 0.2, "{}", rates.rate(Some("ACC")));
+    prep.critic = Some(Box::new(Indifferent));
+    prep.intent_reader = None;
+    prep.best_of = 4;
+    let mut backend = ScriptedBackend::new(cfg.parallel).with_script(Box::new(move |req| {
+        let said = if names(req.seed) { "comedy" } else { "zebra" };
+        format!("u{} {said}", req.seed % 1000)
+    }));
+    let summary = run_prepared(&cfg, &prep, &mut backend).expect("scripted run");
+    let records = read_records(&cfg.output).unwrap();
+    let (mut checked, mut named, mut unnamed) = (0u64, 0, 0);
+    for r in &records {
+        let s = session_seed(cfg.seed, r.session_index);
+        for (n, turn) in r.turns.iter().filter(|t| t.role == Side::User).enumerate() {
+            let n = n as u32;
+            let seeds: Vec<u64> = std::iter::once(stream_seed(s, Stream::UserSampling(n)))
+                .chain((1..4u8).map(|k| stream_seed(s, Stream::UserCandidate(n, 0, k))))
+                .collect();
+            let intent = turn.latents.get("intent").map(String::as_str);
+            let wanted = rates.rate(intent) > 0.5;
+            // The first candidate of the kind real seekers of this intent
+            // write more often, or the first of all when all are alike.
+            let best = seeds.iter().position(|&x| names(x) == wanted).unwrap_or(0);
+            let said = if names(seeds[best]) {
+                "comedy"
+            } else {
+                "zebra"
+            };
+            assert_eq!(
+                turn.text,
+                format!("u{} {said}", seeds[best] % 1000),
+                "{intent:?} at rate {}",
+                rates.rate(intent)
+            );
+            if seeds.iter().any(|&x| names(x)) && seeds.iter().any(|&x| !names(x)) {
+                if wanted {
+                    named += 1;
+                } else {
+                    unnamed += 1;
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(
+        named > 0 && unnamed > 0,
+        "turns with both kinds of candidate kept the namer {named} times, the other {unnamed}"
+    );
+    assert_eq!(summary.critic.genre.turns, checked);
+    assert_eq!(summary.critic.genre.candidates, 4 * checked);
+    assert!(summary.critic.genre.mean_chosen() > summary.critic.genre.mean_candidate());
 }
 
 #[test]

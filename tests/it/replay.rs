@@ -304,10 +304,8 @@ fn inspired_replay_from_the_command_line() {
         assert_eq!(src.seeker["age_group"], age.as_str());
         assert!(src.seeker["Open"].is_number(), "Big-Five recorded");
         let expected = match age.as_str() {
-            "12 or younger" | "12 - 17" => "teen",
-            "18 - 24" | "25 - 34" => "young_adult",
-            "35 - 44" | "45 - 54" => "adult",
-            _ => "senior",
+            "12 or younger" | "12 - 17" | "18 - 24" | "25 - 34" => "under_35",
+            _ => "35_plus",
         };
         assert_eq!(r.latents["age_group"], expected);
         for t in r.turns.iter().filter(|t| t.role == Side::User) {
@@ -368,7 +366,7 @@ fn bad_replay_input() {
     // A survey map onto an undeclared value.
     let scen = scenario_copy(d, |n, t| match n {
         "scenario.toml" => t.replace(
-            "\"75 or older\" = \"senior\"",
+            "\"75 or older\" = \"35_plus\"",
             "\"75 or older\" = \"ancient\"",
         ),
         _ => t,
@@ -388,15 +386,15 @@ fn bad_replay_input() {
     let text = std::fs::read_to_string(root().join("prompts/movies/scenario.toml")).unwrap();
     for (extra, needles) in [
         (
-            "[[replay.inspired]]\nsession = \"personality\"\nsurvey = \"Open\"\n[replay.inspired.ranges]\ncurious = [1.0, 3.5]\npicky = [3.0, 5.0]\n",
-            &["replay.inspired[1].ranges.picky", "overlap"][..],
+            "[[replay.inspired]]\nsession = \"verbosity\"\nsurvey = \"Open\"\n[replay.inspired.ranges]\nterse = [1.0, 3.5]\nchatty = [3.0, 5.0]\n",
+            &["replay.inspired[1].ranges.chatty", "overlap"][..],
         ),
         (
-            "[[replay.inspired]]\nsession = \"personality\"\nsurvey = \"Open\"\n[replay.inspired.map]\n\"5\" = \"curious\"\n",
+            "[[replay.inspired]]\nsession = \"verbosity\"\nsurvey = \"Open\"\n[replay.inspired.map]\n\"5\" = \"terse\"\n",
             &["replay.inspired[1].ranges", "Open is a score"][..],
         ),
         (
-            "[[replay.inspired]]\nsession = \"personality\"\nsurvey = \"shoe_size\"\n[replay.inspired.map]\n\"5\" = \"curious\"\n",
+            "[[replay.inspired]]\nsession = \"verbosity\"\nsurvey = \"shoe_size\"\n[replay.inspired.map]\n\"5\" = \"terse\"\n",
             &["replay.inspired[1].survey", "Extrovert"][..],
         ),
     ] {

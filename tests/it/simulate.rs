@@ -33,7 +33,7 @@ fn a_batch_is_labelled_with_declared_values_and_the_same_at_any_parallel() {
     let recs = records(&cfg.output);
     assert_eq!(recs.len(), 8);
     assert_eq!(summary.conversations, 8);
-    let ages: BTreeSet<&str> = ["teen", "young_adult", "adult", "senior"].into();
+    let ages: BTreeSet<&str> = ["under_35", "35_plus"].into();
     let genres: BTreeSet<&str> = [
         "Animation",
         "Comedy",

@@ -302,7 +302,7 @@ fn system_latents_are_never_sent_unless_asked() {
         // Nothing of the profile leaks by another key either.
         let s = b.to_string();
         assert!(
-            !s.contains("target_item") && !s.contains("personality"),
+            !s.contains("target_item") && !s.contains("verbosity"),
             "{s}"
         );
         let turn = b["turn"].as_u64().unwrap() as usize;
