@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::corpus::pool::Pool;
-use crate::corpus::{CorpusKind, Speaker};
+use crate::corpus::CorpusKind;
 use crate::error::Error;
 use crate::eval::context::{train_in_context, turns_in_context, PairModel, TurnInContext};
 use crate::eval::discriminator::{DiscriminatorConfig, DiscriminatorError, DiscriminatorResult};
@@ -390,22 +390,10 @@ impl PoolIntentReader {
     ) -> Result<Option<Self>, IntentError> {
         let mut texts = Vec::new();
         let mut labels = Vec::new();
-        for i in 0..pool.len() {
-            let d = pool.dialogue(i);
-            if excluded.contains(&(d.corpus, d.id.as_str())) {
-                continue;
-            }
-            for t in d.turns.iter().filter(|t| t.speaker == Speaker::Seeker) {
-                let known: Vec<String> = t
-                    .labels
-                    .iter()
-                    .filter(|l| intents.contains(l))
-                    .cloned()
-                    .collect();
-                if !known.is_empty() {
-                    texts.push(t.text.as_str());
-                    labels.push(known);
-                }
+        for (t, known) in pool.labelled_seeker_turns(intents, excluded) {
+            if !known.is_empty() {
+                texts.push(t.text.as_str());
+                labels.push(known);
             }
         }
         if texts.is_empty() {
@@ -431,6 +419,7 @@ impl IntentReader for PoolIntentReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::corpus::Speaker;
 
     #[test]
     fn the_pool_intent_reader_reads_held_out_real_turns_and_never_learns_an_excluded_dialogue() {

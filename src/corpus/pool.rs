@@ -99,6 +99,29 @@ impl Pool {
         &self.dialogues[i]
     }
 
+    /// Every seeker turn of the dialogues not `excluded` (the ones a run
+    /// replays), with its labels among `values` (none when it has no such
+    /// label): what a pool-fitted choice factor learns from.
+    pub fn labelled_seeker_turns<'p>(
+        &'p self,
+        values: &'p [String],
+        excluded: &'p HashSet<(CorpusKind, &'p str)>,
+    ) -> impl Iterator<Item = (&'p Turn, Vec<String>)> + 'p {
+        self.dialogues
+            .iter()
+            .filter(move |d| !excluded.contains(&(d.corpus, d.id.as_str())))
+            .flat_map(|d| d.turns.iter().filter(|t| t.speaker == Speaker::Seeker))
+            .map(move |t| {
+                let known = t
+                    .labels
+                    .iter()
+                    .filter(|l| values.contains(l))
+                    .cloned()
+                    .collect();
+                (t, known)
+            })
+    }
+
     /// Whether `text` shares a word 8-gram with a seeker turn of the pool.
     pub fn copies(&self, text: &str) -> bool {
         ngram_keys(text, COPY_NGRAM)

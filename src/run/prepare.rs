@@ -13,7 +13,7 @@ use crate::backend::openai::{OpenAiBackend, OpenAiConfig};
 use crate::backend::{Backend, Prompt};
 use crate::chat::{ChatMessage, ChatRole, Side};
 use crate::corpus::pool::Pool;
-use crate::corpus::{load_dialogues, CorpusKind, Speaker};
+use crate::corpus::{load_dialogues, CorpusKind};
 use crate::critic::{Critic, PoolIntentReader};
 use crate::error::Error;
 use crate::latent::{find_item, LatentError};
@@ -401,20 +401,8 @@ fn pool_genre_rates(
         .find(|t| t.name == "intent")
         .map_or(&[], |t| t.values.as_slice());
     let mut rates = GenreRates::default();
-    for i in 0..pool.len() {
-        let d = pool.dialogue(i);
-        if excluded.contains(&(d.corpus, d.id.as_str())) {
-            continue;
-        }
-        for t in d.turns.iter().filter(|t| t.speaker == Speaker::Seeker) {
-            let labels: Vec<String> = t
-                .labels
-                .iter()
-                .filter(|l| intents.contains(l))
-                .cloned()
-                .collect();
-            rates.count(&labels, !catalog.genres_in(&t.text).is_empty());
-        }
+    for (t, labels) in pool.labelled_seeker_turns(intents, &excluded) {
+        rates.count(&labels, !catalog.genres_in(&t.text).is_empty());
     }
     rates
 }

@@ -391,17 +391,21 @@ fn bad_critic_input_is_one_error_line_and_no_output() {
         &[os("--scenario"), scen.as_os_str()],
         &["scenario.toml", "critic.best_of", "from 1 to 16"],
     );
-    // Reading the intent needs labelled real turns to learn it from.
-    let no_pool = scenario_copy(&dir.path().join("no_pool"), |n, t| match n {
-        "scenario.toml" => format!(
-            "{}\n[critic]\nfile = \"critic.json\"\nbest_of = 4\nintent_weight = 1.0\n",
-            ["[critic]", "[pool]", "[guard]"]
-                .iter()
-                .fold(t, |t, s| without_section(&t, s))
-                .replace("user_prompt = \"transcript\"", "user_prompt = \"chat\"")
-        ),
-        _ => t,
-    });
+    // Reading the intent needs labelled real turns to learn it from; a
+    // copy in chat mode with no [pool], choosing by `weight`.
+    let no_pool_with = |name: &str, weight: &str| {
+        scenario_copy(&dir.path().join(name), |n, t| match n {
+            "scenario.toml" => format!(
+                "{}\n[critic]\nfile = \"critic.json\"\nbest_of = 4\n{weight}\n",
+                ["[critic]", "[pool]", "[guard]"]
+                    .iter()
+                    .fold(t, |t, s| without_section(&t, s))
+                    .replace("user_prompt = \"transcript\"", "user_prompt = \"chat\"")
+            ),
+            _ => t,
+        })
+    };
+    let no_pool = no_pool_with("no_pool", "intent_weight = 1.0");
     run(
         &[os("--scenario"), no_pool.as_os_str()],
         &["scenario.toml", "critic.intent_weight", "[pool]"],
@@ -424,16 +428,7 @@ fn bad_critic_input_is_one_error_line_and_no_output() {
     );
     // Naming genres is counted on the pool's real turns, read with the
     // catalog's genres.
-    let no_pool_genre = scenario_copy(&dir.path().join("no_pool_genre"), |n, t| match n {
-        "scenario.toml" => format!(
-            "{}\n[critic]\nfile = \"critic.json\"\nbest_of = 4\ngenre_weight = 1.0\n",
-            ["[critic]", "[pool]", "[guard]"]
-                .iter()
-                .fold(t, |t, s| without_section(&t, s))
-                .replace("user_prompt = \"transcript\"", "user_prompt = \"chat\"")
-        ),
-        _ => t,
-    });
+    let no_pool_genre = no_pool_with("no_pool_genre", "genre_weight = 1.0");
     run(
         &[os("--scenario"), no_pool_genre.as_os_str()],
         &["scenario.toml", "critic.genre_weight", "[pool]", "catalog"],
