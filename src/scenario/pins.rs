@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use super::*;
 
-/// Values pinned from the command line, e.g. `session.age_group=teen`.
+/// Values pinned from the command line, e.g. `session.verbosity=terse`.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct Pins {
     /// Session variable → raw value.

@@ -101,7 +101,7 @@ fn malformed_scenarios() {
 
     let negative = d(&|n, t| {
         if n == "scenario.toml" {
-            t.replace("weights = [0.5, 0.5]", "weights = [0.5, -0.5]")
+            t.replace("weights = [34, 32, 25", "weights = [34, -32, 25")
         } else {
             t
         }
@@ -109,7 +109,7 @@ fn malformed_scenarios() {
     expect_input_error(
         dir.path(),
         &["-s", negative.to_str().unwrap()],
-        &["scenario.toml", "age_group", "weights", "non-negative"],
+        &["scenario.toml", "liked_genres", "weights", "non-negative"],
     );
 
     let zero = d(&|n, t| {
@@ -189,12 +189,12 @@ fn bad_pins() {
     expect_input_error(
         dir.path(),
         &["--set", "session.shoe_size=42"],
-        &["session.shoe_size", "age_group"],
+        &["session.shoe_size", "verbosity"],
     );
     expect_input_error(
         dir.path(),
-        &["--set", "session.age_group=toddler"],
-        &["toddler", "under_35"],
+        &["--set", "session.verbosity=loud"],
+        &["loud", "terse"],
     );
     expect_input_error(
         dir.path(),
@@ -208,7 +208,7 @@ fn bad_pins() {
     );
     expect_input_error(
         dir.path(),
-        &["--set", "age_group"],
+        &["--set", "verbosity"],
         &["session.<name>=<value>"],
     );
 }

@@ -232,21 +232,21 @@ fn full_report_of_a_simulated_run_against_iard() {
 
     // Latent coverage of the movies scenario, against the session latents
     // of the file counted here.
-    let declared_age = ["under_35", "35_plus"];
+    let declared = ["terse", "normal", "chatty"];
     let mut seen = std::collections::BTreeSet::new();
     for l in std::fs::read_to_string(&sim).expect("sim").lines() {
         let rec: Value = serde_json::from_str(l).expect("record");
         seen.insert(
-            rec["latents"]["age_group"]
+            rec["latents"]["verbosity"]
                 .as_str()
-                .expect("age")
+                .expect("verbosity")
                 .to_string(),
         );
     }
-    let want = declared_age.iter().filter(|a| seen.contains(**a)).count() as f64
-        / declared_age.len() as f64;
+    let want =
+        declared.iter().filter(|a| seen.contains(**a)).count() as f64 / declared.len() as f64;
     let cov = &r["latent_coverage"];
-    assert_eq!(cov["per_variable"]["age_group"].as_f64(), Some(want));
+    assert_eq!(cov["per_variable"]["verbosity"].as_f64(), Some(want));
     assert!(
         cov["per_variable"].get("target_item").is_none(),
         "categorical only"

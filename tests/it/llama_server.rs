@@ -76,7 +76,7 @@ fn a_full_run_over_llama_server_at_concurrency_8() {
         for t in turns.iter().filter(|t| t["tokens"].as_u64().unwrap() > 0) {
             words += t["text"].as_str().unwrap().split_whitespace().count();
         }
-        assert!(r["latents"]["age_group"].is_string());
+        assert!(r["latents"]["verbosity"].is_string());
         assert!(turns[0]["latents"]["intent"].is_string());
     }
     assert!(words > 32 * 8, "{words} words in 32 conversations");

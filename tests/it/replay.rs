@@ -288,6 +288,8 @@ fn inspired_replay_from_the_command_line() {
         .args(["simulate", "-q", "--threads", "2", "-n", "1"])
         .args(["--max-tokens", "4", "--replay"])
         .arg(inspired_path())
+        .arg("-s")
+        .arg(root().join("prompts/inspired"))
         .arg("-o")
         .arg(&out)
         .output()
@@ -298,14 +300,17 @@ fn inspired_replay_from_the_command_line() {
     for r in &recs {
         assert_eq!(r.system, "replay-inspired");
         // Conditional realism: the session's age group is the real seeker's,
-        // through the movies scenario's `[[replay.inspired]]` map.
+        // through the inspired scenario's `[[replay.inspired]]` map.
         let src = r.replay.as_ref().unwrap();
         let age = inspired_age_group(&src.dialogue_id);
         assert_eq!(src.seeker["age_group"], age.as_str());
         assert!(src.seeker["Open"].is_number(), "Big-Five recorded");
         let expected = match age.as_str() {
-            "12 or younger" | "12 - 17" | "18 - 24" | "25 - 34" => "under_35",
-            _ => "35_plus",
+            "12 or younger" | "12 - 17" | "18 - 24" => "18-24",
+            "25 - 34" => "25-34",
+            "35 - 44" => "35-44",
+            "45 - 54" => "45-54",
+            _ => "55+",
         };
         assert_eq!(r.latents["age_group"], expected);
         for t in r.turns.iter().filter(|t| t.role == Side::User) {
@@ -364,12 +369,13 @@ fn bad_replay_input() {
     std::fs::write(&csv, "x").unwrap();
     expect_replay_error(d, &csv, &[], &["dialogs.csv", "unknown corpus"]);
     // A survey map onto an undeclared value.
-    let scen = scenario_copy(d, |n, t| match n {
-        "scenario.toml" => t.replace(
-            "\"75 or older\" = \"35_plus\"",
-            "\"75 or older\" = \"ancient\"",
+    let scen = scenario_copy(d, |n, t| {
+        match n {
+        "scenario.toml" => format!(
+            "{t}\n[[replay.inspired]]\nsession = \"verbosity\"\nsurvey = \"age_group\"\n[replay.inspired.map]\n\"75 or older\" = \"ancient\"\n"
         ),
         _ => t,
+    }
     });
     expect_replay_error(
         d,
@@ -387,15 +393,15 @@ fn bad_replay_input() {
     for (extra, needles) in [
         (
             "[[replay.inspired]]\nsession = \"verbosity\"\nsurvey = \"Open\"\n[replay.inspired.ranges]\nterse = [1.0, 3.5]\nchatty = [3.0, 5.0]\n",
-            &["replay.inspired[1].ranges.chatty", "overlap"][..],
+            &["replay.inspired[0].ranges.chatty", "overlap"][..],
         ),
         (
             "[[replay.inspired]]\nsession = \"verbosity\"\nsurvey = \"Open\"\n[replay.inspired.map]\n\"5\" = \"terse\"\n",
-            &["replay.inspired[1].ranges", "Open is a score"][..],
+            &["replay.inspired[0].ranges", "Open is a score"][..],
         ),
         (
             "[[replay.inspired]]\nsession = \"verbosity\"\nsurvey = \"shoe_size\"\n[replay.inspired.map]\n\"5\" = \"terse\"\n",
-            &["replay.inspired[1].survey", "Extrovert"][..],
+            &["replay.inspired[0].survey", "Extrovert"][..],
         ),
     ] {
         std::fs::write(&toml, format!("{text}\n{extra}")).unwrap();

@@ -257,7 +257,7 @@ fn an_interrupted_run_resumes_to_the_uninterrupted_file() {
 fn pins_hold_every_session_and_turn() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = SimulateConfig {
-        pins: vec!["session.age_group=35_plus".into(), "turn.intent=REJ".into()],
+        pins: vec!["session.verbosity=terse".into(), "turn.intent=REJ".into()],
         ..config(dir.path(), "pinned.jsonl")
     };
     scripted(&cfg);
@@ -265,7 +265,7 @@ fn pins_hold_every_session_and_turn() {
     assert_eq!(recs.len(), 12);
     let mut user_turns = 0;
     for r in &recs {
-        assert_eq!(r.latents["age_group"], "35_plus");
+        assert_eq!(r.latents["verbosity"], "terse");
         for t in r.turns.iter().filter(|t| t.role == Side::User) {
             assert_eq!(t.latents["intent"], "REJ");
             user_turns += 1;

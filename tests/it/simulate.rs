@@ -33,7 +33,7 @@ fn a_batch_is_labelled_with_declared_values_and_the_same_at_any_parallel() {
     let recs = records(&cfg.output);
     assert_eq!(recs.len(), 8);
     assert_eq!(summary.conversations, 8);
-    let ages: BTreeSet<&str> = ["under_35", "35_plus"].into();
+    let verbosities: BTreeSet<&str> = ["terse", "normal", "chatty"].into();
     let genres: BTreeSet<&str> = [
         "Animation",
         "Comedy",
@@ -56,10 +56,10 @@ fn a_batch_is_labelled_with_declared_values_and_the_same_at_any_parallel() {
         assert_eq!(r.session_index, i as u64, "lines are in session order");
         assert_eq!(r.scenario.name, "movies");
         assert_eq!(r.model.sha256.len(), 64);
-        let age = r.latents["age_group"]
+        let verbosity = r.latents["verbosity"]
             .as_str()
-            .expect("age_group is a string");
-        assert!(ages.contains(age), "{age}");
+            .expect("verbosity is a string");
+        assert!(verbosities.contains(verbosity), "{verbosity}");
         let liked = r.latents["liked_genres"].as_array().expect("a list");
         assert_eq!(liked.len(), 2);
         for g in liked {
