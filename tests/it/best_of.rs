@@ -410,22 +410,6 @@ fn bad_critic_input_is_one_error_line_and_no_output() {
         &[os("--scenario"), no_pool.as_os_str()],
         &["scenario.toml", "critic.intent_weight", "[pool]"],
     );
-    let heavy = scenario_copy(&dir.path().join("heavy"), |n, t| match n {
-        "scenario.toml" => t.replace("intent_weight = 1.0", "intent_weight = -1"),
-        _ => t,
-    });
-    run(
-        &[os("--scenario"), heavy.as_os_str()],
-        &["scenario.toml", "critic.intent_weight", "from 0 to 4", "-1"],
-    );
-    let long = scenario_copy(&dir.path().join("long"), |n, t| match n {
-        "scenario.toml" => t.replace("length_weight = 1.0", "length_weight = 5"),
-        _ => t,
-    });
-    run(
-        &[os("--scenario"), long.as_os_str()],
-        &["scenario.toml", "critic.length_weight", "from 0 to 4", "5"],
-    );
     // Naming genres is counted on the pool's real turns, read with the
     // catalog's genres.
     let no_pool_genre = no_pool_with("no_pool_genre", "genre_weight = 1.0");
@@ -433,22 +417,39 @@ fn bad_critic_input_is_one_error_line_and_no_output() {
         &[os("--scenario"), no_pool_genre.as_os_str()],
         &["scenario.toml", "critic.genre_weight", "[pool]", "catalog"],
     );
-    let genre_heavy = scenario_copy(&dir.path().join("genre_heavy"), |n, t| match n {
-        "scenario.toml" => with_genre_weight(&t, "4.5"),
-        _ => t,
-    });
-    run(
-        &[os("--scenario"), genre_heavy.as_os_str()],
-        &["scenario.toml", "critic.genre_weight", "from 0 to 4", "4.5"],
-    );
-    let no_length = scenario_copy(&dir.path().join("no_length"), |n, t| match n {
-        "scenario.toml" => without_section(&t, "[length]"),
-        _ => t,
-    });
-    run(
-        &[os("--scenario"), no_length.as_os_str()],
-        &["scenario.toml", "critic.length_weight", "[length]"],
-    );
+    // Each weight is 0 to 4; the length weight needs a [length].
+    type Edit = Box<dyn Fn(String) -> String>;
+    let cases: Vec<(&str, Edit, Vec<&str>)> = vec![
+        (
+            "heavy",
+            Box::new(|t| t.replace("intent_weight = 1.0", "intent_weight = -1")),
+            vec!["critic.intent_weight", "from 0 to 4", "-1"],
+        ),
+        (
+            "long",
+            Box::new(|t| t.replace("length_weight = 1.0", "length_weight = 5")),
+            vec!["critic.length_weight", "from 0 to 4", "5"],
+        ),
+        (
+            "genre_heavy",
+            Box::new(|t| with_genre_weight(&t, "4.5")),
+            vec!["critic.genre_weight", "from 0 to 4", "4.5"],
+        ),
+        (
+            "no_length",
+            Box::new(|t| without_section(&t, "[length]")),
+            vec!["critic.length_weight", "[length]"],
+        ),
+    ];
+    for (name, edit, needles) in cases {
+        let scen = scenario_copy(&dir.path().join(name), |n, t| match n {
+            "scenario.toml" => edit(t),
+            _ => t,
+        });
+        let mut want = vec!["scenario.toml"];
+        want.extend(needles);
+        run(&[os("--scenario"), scen.as_os_str()], &want);
+    }
 }
 
 /// Reads zebras as small talk (OTH) and their absence as anything else:
