@@ -197,7 +197,7 @@ pub fn without_note_copy(reply: &str, note: &str) -> String {
         return reply.to_string();
     };
     let before = reply[..at].trim_end();
-    if !before.trim().is_empty() {
+    if !before.is_empty() {
         return before.to_string();
     }
     let after = reply[at..]

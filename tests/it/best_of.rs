@@ -41,14 +41,28 @@ impl TurnScorer for Indifferent {
 /// (length cut, style) or reject it (guard): a kept turn is a candidate's
 /// text as the backend wrote it.
 fn plain_scenario(dir: &Path) -> std::path::PathBuf {
+    plain_scenario_with(dir, |t| t)
+}
+
+/// `plain_scenario` with `edit` applied to its `scenario.toml` last.
+fn plain_scenario_with(dir: &Path, edit: impl Fn(String) -> String) -> std::path::PathBuf {
     scenario_copy(dir, |name, t| match name {
-        "scenario.toml" => without_length(
+        "scenario.toml" => edit(without_length(
             &["[guard]", "[style]"]
                 .iter()
                 .fold(t, |t, s| without_section(&t, s)),
-        ),
+        )),
         _ => t,
     })
+}
+
+/// The seeds of the `best_of` candidates of a session's user turn `n`, in
+/// candidate order: the turn's own sampling stream, then its candidate
+/// streams (the first draw of each).
+fn candidate_seeds(session: u64, n: u32, best_of: u8) -> Vec<u64> {
+    std::iter::once(stream_seed(session, Stream::UserSampling(n)))
+        .chain((1..best_of).map(|k| stream_seed(session, Stream::UserCandidate(n, 0, k))))
+        .collect()
 }
 
 /// A scripted candidate's text, a function of its seed alone: a tag and
@@ -120,17 +134,14 @@ fn best_of_keeps_the_most_human_candidate_each_from_its_own_stream() {
         let user: Vec<_> = r.turns.iter().filter(|t| t.role == Side::User).collect();
         for (n, turn) in user.iter().enumerate() {
             let n = n as u32;
-            let own = stream_seed(s, Stream::UserSampling(n));
+            // N candidates, each from its own stream: the turn's own
+            // sampling stream and the N-1 candidate streams.
+            let want: Vec<(u32, u64)> = (0u32..).zip(candidate_seeds(s, n, 4)).collect();
+            let own = want[0].1;
             let (_, cands) = turns
                 .iter()
                 .find(|((c, _), v)| *c == r.session_index && v.iter().any(|&(_, x)| x == own))
                 .unwrap_or_else(|| panic!("no requests of session {} turn {n}", r.session_index));
-            // N candidates, each from its own stream: the turn's own
-            // sampling stream and the N-1 candidate streams.
-            let mut want: Vec<(u32, u64)> = vec![(0, own)];
-            want.extend(
-                (1..4u8).map(|k| (u32::from(k), stream_seed(s, Stream::UserCandidate(n, 0, k)))),
-            );
             let mut got = cands.clone();
             got.sort_unstable();
             assert_eq!(got, want, "session {} turn {n}", r.session_index);
@@ -496,9 +507,7 @@ fn the_intent_reader_weighs_the_choice_by_each_turns_drawn_intent() {
         let s = session_seed(cfg.seed, r.session_index);
         for (n, turn) in r.turns.iter().filter(|t| t.role == Side::User).enumerate() {
             let n = n as u32;
-            let seeds: Vec<u64> = std::iter::once(stream_seed(s, Stream::UserSampling(n)))
-                .chain((1..4u8).map(|k| stream_seed(s, Stream::UserCandidate(n, 0, k))))
-                .collect();
+            let seeds = candidate_seeds(s, n, 4);
             let said: Vec<usize> = seeds.iter().map(|&x| zebras(x)).collect();
             let kept = turn
                 .text
@@ -565,9 +574,7 @@ fn the_length_weight_keeps_the_candidate_nearest_each_turns_drawn_length() {
         for (n, turn) in r.turns.iter().filter(|t| t.role == Side::User).enumerate() {
             let n = n as u32;
             let target: u32 = turn.latents["length"].parse().expect("a drawn length");
-            let seeds: Vec<u64> = std::iter::once(stream_seed(s, Stream::UserSampling(n)))
-                .chain((1..4u8).map(|k| stream_seed(s, Stream::UserCandidate(n, 0, k))))
-                .collect();
+            let seeds = candidate_seeds(s, n, 4);
             // The tag is a word too: a candidate says words(seed) + 1.
             let fits: Vec<f64> = seeds
                 .iter()
@@ -615,17 +622,7 @@ fn with_genre_weight(scenario_toml: &str, weight: &str) -> String {
 #[test]
 fn the_genre_weight_names_genres_where_real_seekers_of_the_intent_do() {
     let dir = tempfile::tempdir().unwrap();
-    let scenario = scenario_copy(dir.path(), |name, t| match name {
-        "scenario.toml" => with_genre_weight(
-            &without_length(
-                &["[guard]", "[style]"]
-                    .iter()
-                    .fold(t, |t, s| without_section(&t, s)),
-            ),
-            "1.0",
-        ),
-        _ => t,
-    });
+    let scenario = plain_scenario_with(dir.path(), |t| with_genre_weight(&t, "1.0"));
     let cfg = SimulateConfig {
         output: dir.path().join("a.jsonl"),
         sessions: 8,
@@ -657,9 +654,7 @@ fn the_genre_weight_names_genres_where_real_seekers_of_the_intent_do() {
         let s = session_seed(cfg.seed, r.session_index);
         for (n, turn) in r.turns.iter().filter(|t| t.role == Side::User).enumerate() {
             let n = n as u32;
-            let seeds: Vec<u64> = std::iter::once(stream_seed(s, Stream::UserSampling(n)))
-                .chain((1..4u8).map(|k| stream_seed(s, Stream::UserCandidate(n, 0, k))))
-                .collect();
+            let seeds = candidate_seeds(s, n, 4);
             let intent = turn.latents.get("intent").map(String::as_str);
             let wanted = rates.rate(intent) > 0.5;
             // The first candidate of the kind real seekers of this intent
