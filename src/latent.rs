@@ -418,7 +418,9 @@ impl<'a> TurnPlanner<'a> {
         last: bool,
     ) -> TurnDecision {
         let conv = &self.scenario.conversation;
-        let may_end = turn_index >= conv.min_user_turns && !last;
+        // With `stay_for_patience` only patience ends the conversation
+        // (the session's loop leaves when it is spent), never the chain.
+        let may_end = turn_index >= conv.min_user_turns && !last && !conv.stay_for_patience;
         let mut out = TurnLatents::default();
         let mut end = false;
         for var in &self.scenario.turn {
@@ -724,6 +726,32 @@ mod tests {
         );
         assert!(share(&closing, "OTH") > share(&plain, "OTH") + 0.2);
         assert!(!plain.iter().all(|v| ends(v).is_some_and(|p| *p > 0.0)));
+    }
+
+    #[test]
+    fn a_seeker_who_stays_for_patience_never_draws_the_chains_end() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts/movies");
+        let mut scenario = Scenario::load(&dir).expect("movies scenario");
+        let pins = Pins::default();
+        let ends = |scenario: &Scenario| {
+            (0..2000)
+                .filter(|&seed| {
+                    let mut planner = TurnPlanner::new(scenario, &pins);
+                    planner.previous = Some(TurnLatents {
+                        values: [("intent".to_string(), "ACC".to_string())].into(),
+                        text: BTreeMap::new(),
+                    });
+                    let rng = &mut stream_rng(seed, Stream::TurnLatents(4));
+                    matches!(planner.next(4, None, rng), TurnDecision::End)
+                })
+                .count()
+        };
+        scenario.conversation.stay_for_patience = false;
+        let chain = ends(&scenario);
+        // ACC -> END is 0.19 in the fitted chain.
+        assert!(chain > 200, "{chain}");
+        scenario.conversation.stay_for_patience = true;
+        assert_eq!(ends(&scenario), 0);
     }
 
     #[test]

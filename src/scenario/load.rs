@@ -63,6 +63,12 @@ impl Scenario {
                 "a share from 0 to 1",
             ));
         }
+        if conv.stay_for_patience && conv.patience.is_none() {
+            return Err(invalid(
+                "conversation.stay_for_patience".into(),
+                "false when conversation.patience is not set (the seeker stays for its patience)",
+            ));
+        }
         if conv.system_opens > 0.0 && conv.opening.is_some() {
             return Err(invalid(
                 "conversation.system_opens".into(),

@@ -537,6 +537,13 @@ pub struct ConversationSpec {
     /// after that many user turns without accepting the target the seeker
     /// leaves (`user_left`), however the turn policy goes on.
     pub patience: Option<String>,
+    /// Whether the seeker stays until its `patience` runs out: a markov
+    /// turn variable's chain never draws END, so the seeker leaves only
+    /// when patience is spent, it accepts the target, says an `end_intents`
+    /// intent or reaches `max_user_turns`. Off, the chain ends a
+    /// conversation before its patience in about half the sessions, and
+    /// the drawn patience hardly shows in the text. Needs `patience`.
+    pub stay_for_patience: bool,
     /// Whether a seeker who leaves (patience spent, or the last turn
     /// `max_user_turns` allows) says so in a last turn, instead of falling
     /// silent after the system's reply: real seekers close with thanks or a
@@ -567,6 +574,7 @@ impl Default for ConversationSpec {
             system_opening_cue: DEFAULT_SYSTEM_OPENING_CUE.into(),
             user_opening_cue: "(The conversation starts. Write your first message.)".into(),
             patience: None,
+            stay_for_patience: false,
             closing_turn: false,
         }
     }

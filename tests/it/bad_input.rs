@@ -156,17 +156,30 @@ fn malformed_scenarios() {
     let opens = |extra: &'static str| {
         d(&move |n, t| {
             if n == "scenario.toml" {
-                let t: String = t
-                    .lines()
-                    .filter(|l| !l.starts_with("system_opens"))
-                    .map(|l| format!("{l}\n"))
-                    .collect();
-                t.replace("[conversation]\n", &format!("[conversation]\n{extra}"))
+                with_conversation_lines(&t, "system_opens", extra)
             } else {
                 t
             }
         })
     };
+    // Staying for one's patience needs a patience.
+    let stays_without_patience = d(&|n, t| {
+        if n == "scenario.toml" {
+            with_conversation_lines(&t, "stay_for_patience", "stay_for_patience = true\n")
+                .replace("patience = \"patience\"\n", "")
+        } else {
+            t
+        }
+    });
+    expect_input_error(
+        dir.path(),
+        &["-s", stays_without_patience.to_str().unwrap()],
+        &[
+            "scenario.toml",
+            "conversation.stay_for_patience",
+            "conversation.patience is not set",
+        ],
+    );
     for (extra, want) in [
         ("system_opens = 1.5\n", "a share from 0 to 1"),
         ("system_opens = -0.1\n", "a share from 0 to 1"),

@@ -18,6 +18,7 @@ use usersim::run::{
     prepare, prepared_sessions, simulate_with_backend, NoProgress, Progress, RunSummary,
     SimulateConfig,
 };
+use usersim::session::record::ConversationRecord;
 
 use crate::util::*;
 
@@ -567,24 +568,54 @@ fn a_seeker_leaves_when_their_patience_is_spent() {
     assert!(longer > 3, "{longer}");
 }
 
+#[test]
+fn a_seeker_who_stays_for_patience_takes_all_of_it_unless_it_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |stay: bool, name: &str| {
+        let scenario = scenario_copy(&dir.path().join(name), |n, t| match n {
+            "scenario.toml" => with_conversation_lines(
+                &t,
+                "stay_for_patience",
+                &format!("stay_for_patience = {stay}\n"),
+            ),
+            _ => t,
+        });
+        let cfg = SimulateConfig {
+            sessions: 40,
+            scenario_dir: scenario,
+            ..config(dir.path(), &format!("{name}.jsonl"))
+        };
+        scripted(&cfg);
+        read_records(&cfg.output).unwrap()
+    };
+    // Conversations that end before the seeker's patience (or the turn
+    // limit) without accepting the target.
+    let early = |recs: &[ConversationRecord]| {
+        recs.iter()
+            .filter(|r| {
+                let patience = r.latents["patience"].as_u64().expect("an integer");
+                let turns = r.turns.iter().filter(|t| t.role == Side::User).count() as u64;
+                assert!(turns <= patience, "{turns} turns, patience {patience}");
+                let accepted = serde_json::to_value(r.end_reason).unwrap() == "target_accepted";
+                turns < patience.min(8) && !accepted
+            })
+            .count()
+    };
+    let (stays, chain_ends) = (run(true, "stays"), run(false, "chain"));
+    assert_eq!(early(&stays), 0);
+    // Off, the intent chain's END ends some conversations first.
+    assert!(early(&chain_ends) > 5, "{}", early(&chain_ends));
+}
+
 /// A copy of movies in `dir` whose `conversation.system_opens` is `share`
 /// (`None`: not set at all).
 fn movies_with_system_opens(dir: &Path, share: Option<&str>) -> PathBuf {
     scenario_copy(dir, |n, t| match n {
-        "scenario.toml" => {
-            let t: String = t
-                .lines()
-                .filter(|l| !l.starts_with("system_opens"))
-                .map(|l| format!("{l}\n"))
-                .collect();
-            match share {
-                Some(p) => t.replace(
-                    "[conversation]\n",
-                    &format!("[conversation]\nsystem_opens = {p}\n"),
-                ),
-                None => t,
-            }
-        }
+        "scenario.toml" => with_conversation_lines(
+            &t,
+            "system_opens",
+            &share.map_or(String::new(), |p| format!("system_opens = {p}\n")),
+        ),
         _ => t,
     })
 }

@@ -208,6 +208,17 @@ pub fn without_length(toml: &str) -> String {
     without_section(toml, "[length]").replace("length_weight = 1.0", "length_weight = 0.0")
 }
 
+/// A scenario.toml whose `[conversation]` lines setting `key` are replaced
+/// by `lines` (each ending in a newline; empty: the key left unset).
+pub fn with_conversation_lines(toml: &str, key: &str, lines: &str) -> String {
+    let kept: String = toml
+        .lines()
+        .filter(|l| !l.starts_with(&format!("{key} ")) && !l.starts_with(&format!("{key}=")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    kept.replace("[conversation]\n", &format!("[conversation]\n{lines}"))
+}
+
 /// A scenario.toml without `section` (up to the next `# ----` comment
 /// line or the end), e.g. `[style]`.
 pub fn without_section(toml: &str, section: &str) -> String {
