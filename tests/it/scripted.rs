@@ -549,7 +549,11 @@ fn a_seeker_leaves_when_their_patience_is_spent() {
     assert!(left_silently > 3, "{left_silently}");
     // Off: the same sessions run on to the turn policy's end.
     let off_dir = scenario_copy(dir.path(), |n, t| match n {
-        "scenario.toml" => t.replace("patience = \"patience\"\n", ""),
+        "scenario.toml" => with_conversation_lines(
+            &t.replace("patience = \"patience\"\n", ""),
+            "stay_for_patience",
+            "",
+        ),
         _ => t,
     });
     let recs = read_records(&silent.output).unwrap();
