@@ -609,6 +609,8 @@ mod tests {
     fn a_sessions_value_tilts_its_intents_by_turn_by() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts/movies");
         let mut scenario = Scenario::load(&dir).expect("movies scenario");
+        // The chain as fitted, free to end (movies stays for patience).
+        scenario.conversation.stay_for_patience = false;
         let share = |v: &[String], of: &[&str]| {
             v.iter().filter(|i| of.contains(&i.as_str())).count() as f64 / v.len() as f64
         };
@@ -667,7 +669,9 @@ mod tests {
     #[test]
     fn a_closing_turn_draws_what_real_seekers_leave_on() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts/movies");
-        let scenario = Scenario::load(&dir).expect("movies scenario");
+        let mut scenario = Scenario::load(&dir).expect("movies scenario");
+        // The chain as fitted, free to end (movies stays for patience).
+        scenario.conversation.stay_for_patience = false;
         let Some(TurnPolicy::Markov(table)) = scenario.turn_var("intent").map(|v| &v.policy) else {
             panic!("movies' intent is a markov chain");
         };
