@@ -605,12 +605,18 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_sessions_value_tilts_its_intents_by_turn_by() {
+    /// movies with its intent chain as fitted, free to end (movies itself
+    /// stays for patience, which never draws END).
+    fn movies_chain_free_to_end() -> Scenario {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts/movies");
         let mut scenario = Scenario::load(&dir).expect("movies scenario");
-        // The chain as fitted, free to end (movies stays for patience).
         scenario.conversation.stay_for_patience = false;
+        scenario
+    }
+
+    #[test]
+    fn a_sessions_value_tilts_its_intents_by_turn_by() {
+        let mut scenario = movies_chain_free_to_end();
         let share = |v: &[String], of: &[&str]| {
             v.iter().filter(|i| of.contains(&i.as_str())).count() as f64 / v.len() as f64
         };
@@ -668,10 +674,7 @@ mod tests {
 
     #[test]
     fn a_closing_turn_draws_what_real_seekers_leave_on() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts/movies");
-        let mut scenario = Scenario::load(&dir).expect("movies scenario");
-        // The chain as fitted, free to end (movies stays for patience).
-        scenario.conversation.stay_for_patience = false;
+        let scenario = movies_chain_free_to_end();
         let Some(TurnPolicy::Markov(table)) = scenario.turn_var("intent").map(|v| &v.policy) else {
             panic!("movies' intent is a markov chain");
         };
@@ -734,8 +737,7 @@ mod tests {
 
     #[test]
     fn a_seeker_who_stays_for_patience_never_draws_the_chains_end() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts/movies");
-        let mut scenario = Scenario::load(&dir).expect("movies scenario");
+        let mut scenario = movies_chain_free_to_end();
         let pins = Pins::default();
         let ends = |scenario: &Scenario| {
             (0..2000)
@@ -750,7 +752,6 @@ mod tests {
                 })
                 .count()
         };
-        scenario.conversation.stay_for_patience = false;
         let chain = ends(&scenario);
         // ACC -> END is 0.19 in the fitted chain.
         assert!(chain > 200, "{chain}");

@@ -541,7 +541,7 @@ pub struct ConversationSpec {
     /// turn variable's chain never draws END, so the seeker leaves only
     /// when patience is spent, it accepts the target, says an `end_intents`
     /// intent or reaches `max_user_turns`. Off, the chain ends a
-    /// conversation before its patience in about half the sessions, and
+    /// conversation before its patience in about two sessions in five, and
     /// the drawn patience hardly shows in the text. Needs `patience`.
     pub stay_for_patience: bool,
     /// Whether a seeker who leaves (patience spent, or the last turn
