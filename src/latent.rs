@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 use crate::rng::SessionRng;
 use crate::scenario::catalog::Catalog;
 use crate::scenario::{
-    Categorical, CategoricalSource, LengthModel, Pins, Scenario, SessionVar, TurnPolicy, END_STATE,
-    LENGTH_VAR,
+    Categorical, CategoricalSource, FirstWordModel, LengthModel, Pins, Scenario, SessionVar,
+    TurnPolicy, END_STATE, FIRST_WORD_VAR, LENGTH_VAR,
 };
 
 /// Errors while drawing latents.
@@ -57,6 +57,12 @@ impl TurnLatents {
     /// The intent of this turn, when the scenario declares one.
     pub fn intent(&self) -> Option<&str> {
         self.values.get("intent").map(String::as_str)
+    }
+
+    /// The word this turn opens with, when the `[first_word]` latent drew
+    /// one (not when it left the opening to the model).
+    pub fn first_word(&self) -> Option<&str> {
+        self.values.get(FIRST_WORD_VAR).map(String::as_str)
     }
 
     /// The words this turn aims at, when the `[length]` latent drew a
@@ -120,6 +126,29 @@ impl LengthModel {
     pub fn budget(&self, words: u32, max_tokens: u32) -> u32 {
         let want = (f64::from(words) * self.tokens_per_word).ceil() as u32 + 4;
         want.min(max_tokens).max(1)
+    }
+}
+
+impl FirstWordModel {
+    /// The word a turn whose `of` variable is `value` opens with: one draw
+    /// from the words real seekers opened such turns with at the same place
+    /// (`first_turn`: the seeker's first turn of the conversation), or from
+    /// the place's pooled words when the value has too few fitted turns.
+    /// `None`: the draw left the opening to the model.
+    pub fn draw(
+        &self,
+        value: Option<&str>,
+        first_turn: bool,
+        rng: &mut SessionRng,
+    ) -> Option<String> {
+        let place = usize::from(first_turn);
+        let d = value
+            .and_then(|v| self.per_value[place].get(v))
+            .unwrap_or(&self.pooled[place]);
+        if d.words.is_empty() {
+            return None;
+        }
+        d.words[draw_index(&d.probs, rng)].clone()
     }
 }
 
@@ -607,6 +636,70 @@ mod tests {
 
     /// movies with its intent chain as fitted, free to end (movies itself
     /// stays for patience, which never draws END).
+    #[test]
+    fn first_words_are_drawn_from_the_turns_cell_and_place_at_its_rates() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts/movies");
+        let text = std::fs::read_to_string(dir.join("intents_iard.toml")).unwrap();
+        let fitted: crate::scenario::FittedTables = toml::from_str(&text).unwrap();
+        let model = FirstWordModel {
+            of: "intent".into(),
+            per_value: [
+                [("SEE".to_string(), dist(&[(Some("I"), 3), (Some("Yes"), 1)]))].into(),
+                [("IQU".to_string(), dist(&[(Some("Hi"), 1), (None, 1)]))].into(),
+            ],
+            pooled: [dist(&[(Some("Oh"), 1)]), dist(&[(Some("Hello"), 1)])],
+        };
+        let mut rng = stream_rng(9, Stream::TurnFirstWord(0));
+        let mut later_see = BTreeMap::<Option<String>, u32>::new();
+        let mut first_iqu = BTreeMap::<Option<String>, u32>::new();
+        for _ in 0..4000 {
+            *later_see
+                .entry(model.draw(Some("SEE"), false, &mut rng))
+                .or_default() += 1;
+            *first_iqu
+                .entry(model.draw(Some("IQU"), true, &mut rng))
+                .or_default() += 1;
+        }
+        let share = |m: &BTreeMap<Option<String>, u32>, w: Option<&str>| {
+            f64::from(m.get(&w.map(str::to_string)).copied().unwrap_or(0)) / 4000.0
+        };
+        assert!(
+            (share(&later_see, Some("I")) - 0.75).abs() < 0.03,
+            "{later_see:?}"
+        );
+        assert!(
+            (share(&first_iqu, None) - 0.5).abs() < 0.03,
+            "left to the model: {first_iqu:?}"
+        );
+        // A value without a cell of its own at that place takes the place's pool.
+        assert_eq!(
+            model.draw(Some("SEE"), true, &mut rng).as_deref(),
+            Some("Hello")
+        );
+        assert_eq!(
+            model.draw(Some("ACC"), false, &mut rng).as_deref(),
+            Some("Oh")
+        );
+        assert_eq!(model.draw(None, false, &mut rng).as_deref(), Some("Oh"));
+        // The fitted file has both places (what `usersim fit` wrote).
+        assert!(fitted.first_words.contains_key(crate::scenario::FIRST_TURN));
+        assert!(fitted
+            .first_words
+            .contains_key(crate::scenario::LATER_TURNS));
+    }
+
+    fn dist(entries: &[(Option<&str>, u64)]) -> crate::scenario::FirstWordDistribution {
+        let samples: u64 = entries.iter().map(|e| e.1).sum();
+        crate::scenario::FirstWordDistribution {
+            words: entries.iter().map(|e| e.0.map(str::to_string)).collect(),
+            probs: entries
+                .iter()
+                .map(|e| e.1 as f64 / samples as f64)
+                .collect(),
+            samples,
+        }
+    }
+
     fn movies_chain_free_to_end() -> Scenario {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts/movies");
         let mut scenario = Scenario::load(&dir).expect("movies scenario");

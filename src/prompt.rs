@@ -196,6 +196,11 @@ pub fn user_transcript(
     // No space after the colon: the model's first token carries it, as in
     // every line above.
     out.push_str(&seeker_line_label(spec, tag.map(String::as_str), last));
+    if let Some(word) = turn.first_word() {
+        // The drawn first word (`[first_word]`): the model continues it.
+        out.push(' ');
+        out.push_str(word);
+    }
     out
 }
 

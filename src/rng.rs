@@ -60,6 +60,9 @@ pub enum Stream {
     /// Whether the system opens the conversation
     /// (`conversation.system_opens`).
     SystemOpens,
+    /// The first word of user turn `n` (`[first_word]`; its own stream, so
+    /// turning it on or off leaves every other draw as it was).
+    TurnFirstWord(u32),
 }
 
 impl Stream {
@@ -79,6 +82,7 @@ impl Stream {
                 (11 << 48) | (u64::from(r) << 40) | (u64::from(k) << 32) | u64::from(n)
             }
             Stream::SystemOpens => 12,
+            Stream::TurnFirstWord(n) => (13 << 32) | u64::from(n),
         }
     }
 }

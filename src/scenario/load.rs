@@ -417,6 +417,18 @@ impl Scenario {
             None => Vec::new(),
         };
         let transcript = load_transcript(&path, &file, pool.as_ref(), &turn)?;
+        let first_word = match &file.first_word {
+            Some(spec) => {
+                if file.user_prompt != PromptMode::Transcript {
+                    return Err(invalid(
+                        "first_word".into(),
+                        "user_prompt = \"transcript\" (the simulator continues a seeker line from the drawn word), or no [first_word]",
+                    ));
+                }
+                Some(load_first_word(dir, &path, spec, &turn, &mut hasher)?)
+            }
+            None => None,
+        };
         if critic.as_ref().is_some_and(|c| c.intent_weight > 0.0)
             && (pool.is_none() || !turn.iter().any(|t| t.name == "intent"))
         {
@@ -565,6 +577,7 @@ impl Scenario {
             system: file.system,
             replay_inspired: file.replay.inspired,
             length,
+            first_word,
             guard: file.guard,
             user_prompt: file.user_prompt,
             assistant_prompt: file.assistant_prompt,
@@ -1017,6 +1030,143 @@ fn load_length(
         tokens_per_word: spec.tokens_per_word,
         scale,
     })
+}
+
+/// `[first_word]`: the fitted file's `[first_words.<place>.<value>]`
+/// tables, each checked, as one distribution per place and value with
+/// enough turns and one pooled per place.
+fn load_first_word(
+    dir: &Path,
+    scenario_path: &Path,
+    spec: &FirstWordSpec,
+    turn: &[TurnVar],
+    hasher: &mut Sha256,
+) -> Result<FirstWordModel> {
+    let invalid = |path: &Path, field: String, expected: String| ScenarioError::Invalid {
+        path: path.to_path_buf(),
+        field,
+        expected,
+    };
+    if turn.iter().any(|t| t.name == FIRST_WORD_VAR) {
+        return Err(invalid(
+            scenario_path,
+            format!("turn \"{FIRST_WORD_VAR}\""),
+            format!("a name other than `{FIRST_WORD_VAR}` (reserved for the [first_word] latent)"),
+        ));
+    }
+    let Some(of) = turn.iter().find(|t| t.name == spec.of) else {
+        let names: Vec<&str> = turn.iter().map(|t| t.name.as_str()).collect();
+        return Err(invalid(
+            scenario_path,
+            "first_word.of".into(),
+            format!("a declared turn variable: {}", names.join(", ")),
+        ));
+    };
+    if spec.min_count == 0 {
+        return Err(invalid(
+            scenario_path,
+            "first_word.min_count".into(),
+            "a count of at least 1".into(),
+        ));
+    }
+    let (fpath, fitted) = read_fitted(dir, &spec.fitted_file, hasher)?;
+    let mut per_value: [BTreeMap<String, FirstWordDistribution>; 2] = Default::default();
+    let mut pooled: [FirstWordDistribution; 2] = Default::default();
+    for (slot, place) in [(1, FIRST_TURN), (0, LATER_TURNS)] {
+        let Some(cells) = fitted.first_words.get(place).filter(|c| !c.is_empty()) else {
+            return Err(invalid(
+                &fpath,
+                format!("first_words.{place}"),
+                "[first_words.first_turn.<value>] and [first_words.later_turns.<value>] tables of word counts (written by `usersim fit`)".into(),
+            ));
+        };
+        let mut all: BTreeMap<&str, u64> = BTreeMap::new();
+        for (value, counts) in cells {
+            if !of.values.contains(value) {
+                return Err(invalid(
+                    &fpath,
+                    format!("first_words.{place}.{value}"),
+                    format!("a value of turn variable `{}`", of.name),
+                ));
+            }
+            if let Some(word) = counts.keys().find(|w| !is_fitted_first_word(w)) {
+                return Err(invalid(
+                    &fpath,
+                    format!("first_words.{place}.{value}.\"{word}\""),
+                    format!("a lower-case word (letters and apostrophes) or \"{OTHER_FIRST_WORD}\" as the key"),
+                ));
+            }
+            for (w, n) in counts {
+                *all.entry(w.as_str()).or_default() += n;
+            }
+            let d = first_word_distribution(
+                counts.iter().map(|(w, n)| (w.as_str(), *n)),
+                spec.min_count,
+            );
+            if d.samples >= MIN_LENGTH_SAMPLES {
+                per_value[slot].insert(value.clone(), d);
+            }
+        }
+        pooled[slot] = first_word_distribution(all.into_iter(), spec.min_count);
+        if pooled[slot].samples == 0 {
+            return Err(invalid(
+                &fpath,
+                format!("first_words.{place}"),
+                "at least one turn counted".into(),
+            ));
+        }
+    }
+    Ok(FirstWordModel {
+        of: of.name.clone(),
+        per_value,
+        pooled,
+    })
+}
+
+/// A key of `[first_words]`: a lower-case word or the "not a word" count.
+fn is_fitted_first_word(w: &str) -> bool {
+    w == OTHER_FIRST_WORD
+        || (w.chars().any(|c| c.is_alphabetic())
+            && w.chars()
+                .all(|c| (c.is_alphabetic() && !c.is_uppercase()) || c == '\''))
+}
+
+/// Words seen at least `min_count` times, as the prompt writes them (first
+/// letter upper case, as a line starts), and the rest pooled into one
+/// "left to the model" entry.
+fn first_word_distribution<'w>(
+    counts: impl Iterator<Item = (&'w str, u64)>,
+    min_count: u64,
+) -> FirstWordDistribution {
+    let mut words = Vec::new();
+    let mut weights = Vec::new();
+    let mut free = 0;
+    for (w, n) in counts {
+        if w == OTHER_FIRST_WORD || n < min_count {
+            free += n;
+        } else {
+            let mut chars = w.chars();
+            let shown: String = chars
+                .next()
+                .map(|c| c.to_uppercase().chain(chars).collect())
+                .unwrap_or_default();
+            words.push(Some(shown));
+            weights.push(n);
+        }
+    }
+    if free > 0 {
+        words.push(None);
+        weights.push(free);
+    }
+    let samples: u64 = weights.iter().sum();
+    FirstWordDistribution {
+        words,
+        probs: weights
+            .iter()
+            .map(|n| *n as f64 / samples.max(1) as f64)
+            .collect(),
+        samples,
+    }
 }
 
 /// `[length] scale_by`: each value's factor, the mean fitted length ratio

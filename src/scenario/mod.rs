@@ -129,6 +129,9 @@ struct ScenarioFile {
     /// Surface style: seeded rewrites in a real seeker's typing rates
     /// (absent: off).
     style: Option<StyleSpec>,
+    /// The first-word latent: the word each user turn opens with, drawn
+    /// from real seekers' (absent: off).
+    first_word: Option<FirstWordSpec>,
 }
 
 /// `[style]`: see [`crate::session::style`].
@@ -384,6 +387,33 @@ struct LengthSpec {
     scale_by: Option<String>,
 }
 
+/// `[first_word]`: every user turn draws the word it opens with from the
+/// words real seekers opened turns of its value (its intent) with, at the
+/// same place in the conversation (their first turn, or a later one), and
+/// the simulator continues from it. Transcript prompting only.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FirstWordSpec {
+    /// File written by `usersim fit` holding `[first_words.<place>.<value>]`
+    /// tables (word → count), relative to the scenario directory.
+    fitted_file: String,
+    /// The turn variable whose value picks the distribution.
+    #[serde(default = "default_length_of")]
+    of: String,
+    /// Words real seekers opened a turn's cell with fewer times than this
+    /// are left to the model (with openings that are not a word, such as a
+    /// number); 1 forces every word seen.
+    #[serde(default = "default_first_word_min_count")]
+    min_count: u64,
+}
+
+/// Default `[first_word] min_count`.
+pub const DEFAULT_FIRST_WORD_MIN_COUNT: u64 = 1;
+
+fn default_first_word_min_count() -> u64 {
+    DEFAULT_FIRST_WORD_MIN_COUNT
+}
+
 fn default_length_of() -> String {
     "intent".into()
 }
@@ -422,6 +452,11 @@ pub struct FittedTables {
     /// each turn's intent (`[length] scale_by`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub seeker_length_ratio: Vec<f64>,
+    /// Per place ([`FIRST_TURN`] or [`LATER_TURNS`]), per value, how many
+    /// real turns opened with each word (lower case; [`OTHER_FIRST_WORD`]
+    /// counts openings that are not a word).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub first_words: BTreeMap<String, BTreeMap<String, BTreeMap<String, u64>>>,
     /// See [`MarkovTable::after_question`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub after_question: BTreeMap<String, f64>,
@@ -850,6 +885,43 @@ pub const LENGTH_VAR: &str = "length";
 /// Fewest fitted turns a value needs for a distribution of its own.
 pub const MIN_LENGTH_SAMPLES: u64 = 10;
 
+/// The validated first-word latent (`[first_word]`).
+#[derive(Clone, Debug)]
+pub struct FirstWordModel {
+    /// The turn variable whose value picks the distribution.
+    pub of: String,
+    /// Per place (`true`: the seeker's first turn), per value, the words
+    /// with their probabilities; `None` in a list is "left to the model".
+    pub per_value: [BTreeMap<String, FirstWordDistribution>; 2],
+    /// Per place, all values pooled: used for a value with fewer than
+    /// [`MIN_LENGTH_SAMPLES`] fitted turns at that place, or none.
+    pub pooled: [FirstWordDistribution; 2],
+}
+
+/// Words a turn may open with, and their probabilities.
+#[derive(Clone, Debug, Default)]
+pub struct FirstWordDistribution {
+    /// Words as written into the prompt (first letter upper case); `None`:
+    /// the model chooses.
+    pub words: Vec<Option<String>>,
+    /// Probabilities, same order.
+    pub probs: Vec<f64>,
+    /// Turns behind it.
+    pub samples: u64,
+}
+
+/// The name records give the drawn first word: `latents.first_word`.
+pub const FIRST_WORD_VAR: &str = "first_word";
+
+/// `[first_words.<place>]` of the seeker's first turn.
+pub const FIRST_TURN: &str = "first_turn";
+
+/// `[first_words.<place>]` of the seeker's later turns.
+pub const LATER_TURNS: &str = "later_turns";
+
+/// The fitted key counting openings that are not a word.
+pub const OTHER_FIRST_WORD: &str = "*";
+
 /// Lengths in words and their probabilities.
 #[derive(Clone, Debug, Default)]
 pub struct LengthDistribution {
@@ -888,6 +960,8 @@ pub struct Scenario {
     pub replay_inspired: Vec<SurveyMap>,
     /// The length latent, when declared.
     pub length: Option<LengthModel>,
+    /// The first-word latent, when declared.
+    pub first_word: Option<FirstWordModel>,
     /// The role guard, when declared.
     pub guard: Option<GuardSpec>,
     /// How the seeker simulator is prompted.

@@ -27,7 +27,7 @@ use crate::prompt::{
 };
 use crate::rng::{stream_rng, stream_seed, Stream};
 use crate::scenario::catalog::Catalog;
-use crate::scenario::{PromptMode, Scenario, LENGTH_VAR, STYLE_VAR};
+use crate::scenario::{PromptMode, Scenario, FIRST_WORD_VAR, LENGTH_VAR, STYLE_VAR};
 use crate::session::best_of::{
     choose, combined_scores, length_fit, CriticCounts, GenreRates, IntentReader, TurnScorer,
 };
@@ -38,6 +38,23 @@ use crate::session::style::{restyle, StyleRates};
 use crate::session::system::{
     without_note_copy, System, SystemAction, SystemError, SystemReply, SystemTurn,
 };
+
+/// A turn's text when the prompt opened it with `first_word`
+/// (`[first_word]`): the word, then what the model wrote after it. The
+/// engine trims the generation's leading space, so a continuation that
+/// starts with a letter or digit is read as a new word (the model's
+/// vocabulary starts a word with its space) and one that starts with
+/// punctuation (`,`, `!`, `'m`) as attached to the drawn word.
+pub fn with_first_word(first_word: Option<&str>, generated: &str) -> String {
+    match first_word {
+        None => generated.to_string(),
+        Some(word) => match generated.chars().next() {
+            None => word.to_string(),
+            Some(c) if c.is_alphanumeric() => format!("{word} {generated}"),
+            Some(_) => format!("{word}{generated}"),
+        },
+    }
+}
 
 /// `text` cut at the first sentence end (`.`, `!`, `?`, closing quotes or
 /// brackets after it allowed) that comes at or after its `words`-th word;
@@ -488,6 +505,16 @@ impl<'a> Conversation<'a> {
                         sampling.max_tokens = length.budget(words, sampling.max_tokens);
                     }
                 }
+                if let Some(model) = &self.scenario.first_word {
+                    // Its own stream, as the length's: on or off, every
+                    // other draw stays as it was.
+                    let mut rng =
+                        stream_rng(self.session_seed, Stream::TurnFirstWord(self.user_turns));
+                    let value = turn.values.get(&model.of).map(String::as_str);
+                    if let Some(word) = model.draw(value, self.user_turns == 0, &mut rng) {
+                        turn.values.insert(FIRST_WORD_VAR.to_string(), word);
+                    }
+                }
                 let (prompt, note) = match &self.transcript {
                     Some(prefix) => {
                         // A turn is one line of the transcript.
@@ -705,11 +732,12 @@ impl<'a> Conversation<'a> {
         let target = turn
             .length()
             .filter(|_| self.scenario.length.as_ref().is_some_and(|l| l.enforce));
+        let written = with_first_word(turn.first_word(), &g.text);
         let mut text = match target {
             Some(words) => {
-                cut_to_length(&g.text, words, g.finish == FinishReason::Length).to_string()
+                cut_to_length(&written, words, g.finish == FinishReason::Length).to_string()
             }
-            None => g.text.clone(),
+            None => written,
         };
         if let Some(rates) = &self.style {
             let mut rng = stream_rng(self.session_seed, Stream::TurnStyle(self.user_turns));
@@ -734,7 +762,10 @@ impl<'a> Conversation<'a> {
             let rejection = (g.finish != FinishReason::ContextFull)
                 .then(|| self.rejection(text))
                 .flatten()
-                .or_else(|| self.broken_off(g).then_some(guard::Rejection::Unfinished));
+                .or_else(|| {
+                    self.broken_off(g, turn)
+                        .then_some(guard::Rejection::Unfinished)
+                });
             match rejection {
                 Some(r) => *self.guard.rejected.entry(r.name()).or_default() += 1,
                 None => allowed.push(i),
@@ -855,9 +886,12 @@ impl<'a> Conversation<'a> {
     /// out of tokens before any sentence or clause ended. Read on the
     /// generation, not the cut text: the cut only shortens a turn that has
     /// an end to cut at.
-    fn broken_off(&self, g: &Generation) -> bool {
+    fn broken_off(&self, g: &Generation, turn: &TurnLatents) -> bool {
         self.scenario.guard.as_ref().is_some_and(|s| s.unfinished)
-            && is_unfinished(&g.text, g.finish == FinishReason::Length)
+            && is_unfinished(
+                &with_first_word(turn.first_word(), &g.text),
+                g.finish == FinishReason::Length,
+            )
     }
 
     /// The copy guard: whether `text` shares a word 8-gram with a seeker
@@ -981,7 +1015,7 @@ impl<'a> Conversation<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::{cut_to_length, is_unfinished};
+    use super::{cut_to_length, is_unfinished, with_first_word};
 
     #[test]
     fn cuts_at_the_first_sentence_end_past_the_target() {
@@ -1069,6 +1103,37 @@ mod tests {
         ] {
             assert!(!is_unfinished(t, true), "{t}");
         }
+    }
+
+    #[test]
+    fn a_drawn_first_word_joins_what_the_model_wrote_after_it() {
+        // The engine trims the leading space: a word follows with one, a
+        // punctuation mark attaches.
+        assert_eq!(
+            with_first_word(Some("Yes"), "I have seen it."),
+            "Yes I have seen it."
+        );
+        assert_eq!(with_first_word(Some("Yes"), ", I have."), "Yes, I have.");
+        assert_eq!(with_first_word(Some("I"), "'m in."), "I'm in.");
+        assert_eq!(
+            with_first_word(Some("Hi"), "!...I want a comedy"),
+            "Hi!...I want a comedy"
+        );
+        assert_eq!(
+            with_first_word(Some("Bye"), ""),
+            "Bye",
+            "the line ended at once"
+        );
+        assert_eq!(with_first_word(None, "Hello there."), "Hello there.");
+        // The whole turn is what the length cut counts.
+        assert_eq!(
+            cut_to_length(
+                &with_first_word(Some("Yes"), "I did. It was long."),
+                2,
+                false
+            ),
+            "Yes I did."
+        );
     }
 
     #[test]

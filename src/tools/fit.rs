@@ -24,7 +24,9 @@ use serde::Serialize;
 
 use crate::corpus::{load_iard, CorpusError, Dialogue, Speaker, IARD_SEEKER_INTENTS};
 use crate::latent::primary_intent;
-use crate::scenario::{FittedTables, MarkovTable, END_STATE};
+use crate::scenario::{
+    FittedTables, MarkovTable, END_STATE, FIRST_TURN, LATER_TURNS, OTHER_FIRST_WORD,
+};
 use crate::session::style::StyleRates;
 
 /// Options of `fit-intents`.
@@ -73,6 +75,9 @@ pub struct FittedIntents {
     pub turns: TurnCountStats,
     /// Per intent, how many seeker turns had each length in words.
     pub lengths: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Per place (the seeker's first turn, or a later one), per intent, how
+    /// many seeker turns opened with each word ([`first_word_of`]).
+    pub first_words: BTreeMap<String, BTreeMap<String, BTreeMap<String, u64>>>,
     /// Per real seeker (dialogue), their typing rates, rounded.
     pub style: Vec<StyleRates>,
     /// Per real seeker, the mean over their turns of the turn's words ÷ the
@@ -107,6 +112,8 @@ pub fn fit(dialogues: &[Dialogue], cfg: &FitIntentsConfig) -> FittedIntents {
     let mut lengths: BTreeMap<String, BTreeMap<u32, u64>> = BTreeMap::new();
     let declared: Vec<String> = IARD_SEEKER_INTENTS.iter().map(|s| s.to_string()).collect();
     let mut style = Vec::new();
+    let mut first_words: BTreeMap<String, BTreeMap<String, BTreeMap<String, u64>>> =
+        BTreeMap::new();
     for d in dialogues {
         let turns = d.turns();
         let seeker_texts = turns
@@ -116,13 +123,25 @@ pub fn fit(dialogues: &[Dialogue], cfg: &FitIntentsConfig) -> FittedIntents {
         if let Some(r) = StyleRates::measure(seeker_texts) {
             style.push(r.rounded());
         }
-        for t in turns.iter().filter(|t| t.speaker == Speaker::Seeker) {
+        for (i, t) in turns
+            .iter()
+            .filter(|t| t.speaker == Speaker::Seeker)
+            .enumerate()
+        {
             let words = t.text.split_whitespace().count() as u32;
             if let Some(intent) = primary_intent(&t.labels, &declared).filter(|_| words > 0) {
                 *lengths
                     .entry(intent.to_string())
                     .or_default()
                     .entry(words)
+                    .or_default() += 1;
+                let place = if i == 0 { FIRST_TURN } else { LATER_TURNS };
+                *first_words
+                    .entry(place.to_string())
+                    .or_default()
+                    .entry(intent.to_string())
+                    .or_default()
+                    .entry(first_word_of(&t.text))
                     .or_default() += 1;
             }
         }
@@ -208,9 +227,32 @@ pub fn fit(dialogues: &[Dialogue], cfg: &FitIntentsConfig) -> FittedIntents {
                 (intent, c)
             })
             .collect(),
+        first_words,
         style,
         length_ratios,
         recommender_opens: (opened, dialogues.len()),
+    }
+}
+
+/// The word a real seeker turn opens with, as `[first_words]` counts it:
+/// the letters (and apostrophes) its first whitespace-separated token
+/// starts with, after any punctuation, in lower case ("Hi!...I" → "hi",
+/// "I’m" → "i'm"), or [`OTHER_FIRST_WORD`] when the token holds no letter
+/// before a digit or has none (a number, a movie mention, an emoji).
+pub fn first_word_of(text: &str) -> String {
+    let token = text.split_whitespace().next().unwrap_or("");
+    let start = token.trim_start_matches(|c: char| !c.is_alphanumeric());
+    let word: String = start
+        .chars()
+        .map(|c| if c == '\u{2019}' { '\'' } else { c })
+        .take_while(|c| c.is_alphabetic() || *c == '\'')
+        .collect::<String>()
+        .trim_end_matches('\'')
+        .to_lowercase();
+    if word.is_empty() {
+        OTHER_FIRST_WORD.to_string()
+    } else {
+        word
     }
 }
 
@@ -312,6 +354,7 @@ pub fn to_toml(f: &FittedIntents, source: &str) -> String {
         first: f.table.first.clone(),
         transitions: f.table.transitions.clone(),
         lengths: f.lengths.clone(),
+        first_words: f.first_words.clone(),
         seeker_style: f
             .style
             .iter()
@@ -327,11 +370,12 @@ pub fn to_toml(f: &FittedIntents, source: &str) -> String {
         "# Intent markov chain and seeker-turn lengths fitted by `usersim fit` on {source}\n\
          # {} dialogues; seeker turns: min {}, median {}, mean {}, p95 {}, max {}.\n\
          # [lengths.<intent>]: words -> number of the {turns} merged seeker turns of that length.\n\
+         # [first_words.<first_turn|later_turns>.<intent>]: the word a seeker turn opens with (lower case; \"*\": not a word) -> turns.\n\
          # seeker_length_ratio: per real seeker, the mean of (turn words / mean words of the turn's intent).\n\
          # seeker_style: per real seeker, the share of their turns that start in lower case, end without . ! or ?, and join with \"...\".\n\
          # [after_question] / [after_statement]: P(intent | the recommender's turn before has a ? / has none) / P(intent).\n\
          # The recommender opens {} of the {} dialogues (a scenario's conversation.system_opens = {:.2}).\n\
-         # Use it from a scenario with: markov_file = \"<this file>\", [length] fitted_file = \"<this file>\" and [style] fitted_file = \"<this file>\"\n\n{body}",
+         # Use it from a scenario with: markov_file = \"<this file>\", and fitted_file = \"<this file>\" in [length], [style] and [first_word]\n\n{body}",
         f.turns.dialogues,
         f.turns.min,
         f.turns.median,

@@ -383,6 +383,89 @@ fn malformed_length_and_intent_tilt_sections() {
 }
 
 #[test]
+fn malformed_first_word_sections() {
+    let dir = tempfile::tempdir().unwrap();
+    let with = |toml_edit: &dyn Fn(String) -> String, fitted_edit: &dyn Fn(String) -> String| {
+        let sub = tempfile::tempdir_in(dir.path()).unwrap().keep();
+        scenario_copy(&sub, |n, t| match n {
+            "scenario.toml" => toml_edit(with_first_word(&t)),
+            "intents_iard.toml" => fitted_edit(t),
+            _ => t,
+        })
+    };
+    let keep = |t: String| t;
+    let section = |extra: &'static str| {
+        move |t: String| {
+            t.replace(
+                "[first_word]\nfitted_file = \"intents_iard.toml\"\n",
+                &format!("[first_word]\nfitted_file = \"intents_iard.toml\"\n{extra}\n"),
+            )
+        }
+    };
+    let cases: Vec<(PathBuf, Vec<&str>)> = vec![
+        (
+            with(
+                &|t| t.replace("user_prompt = \"transcript\"", "user_prompt = \"chat\""),
+                &keep,
+            ),
+            vec![
+                "scenario.toml",
+                "first_word",
+                "user_prompt = \"transcript\"",
+            ],
+        ),
+        (
+            with(&section("of = \"mood\""), &keep),
+            vec!["first_word.of", "a declared turn variable: intent"],
+        ),
+        (
+            with(&section("min_count = 0"), &keep),
+            vec!["first_word.min_count", "at least 1"],
+        ),
+        (
+            with(&section("min_cuont = 2"), &keep),
+            vec!["scenario.toml", "min_cuont"],
+        ),
+        (
+            with(&keep, &|t| {
+                t.replace("[first_words.first_turn.", "[first_words.opening.")
+            }),
+            vec![
+                "intents_iard.toml",
+                "first_words.first_turn",
+                "written by `usersim fit`",
+            ],
+        ),
+        (
+            with(&keep, &|t| {
+                t.replace(
+                    "[first_words.later_turns.SEE]",
+                    "[first_words.later_turns.NOPE]",
+                )
+            }),
+            vec![
+                "intents_iard.toml",
+                "first_words.later_turns.NOPE",
+                "a value of turn variable `intent`",
+            ],
+        ),
+        (
+            with(&keep, &|t| {
+                t.replace(
+                    "[first_words.later_turns.SEE]\n",
+                    "[first_words.later_turns.SEE]\nYes = 3\n",
+                )
+            }),
+            vec!["first_words.later_turns.SEE.\"Yes\"", "a lower-case word"],
+        ),
+    ];
+    for (i, (scenario, needles)) in cases.into_iter().enumerate() {
+        eprintln!("case {i}: {needles:?}");
+        expect_input_error(dir.path(), &["-s", scenario.to_str().unwrap()], &needles);
+    }
+}
+
+#[test]
 fn malformed_transcript_pool_and_style_sections() {
     let dir = tempfile::tempdir().unwrap();
     let iard = shared_data().join("iard/iard.json");

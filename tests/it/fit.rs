@@ -99,17 +99,26 @@ fn fitted() -> usersim::tools::fit::FittedIntents {
     .unwrap()
 }
 
-/// Seeker turns of the raw IARD JSON as (labels, words): a speaker's
-/// consecutive utterances joined, mentions `@id <Title (year)>` counted as
-/// the title's words.
-fn raw_seeker_turns() -> Vec<(Vec<String>, usize)> {
+/// A seeker turn of the raw IARD JSON: a speaker's consecutive utterances
+/// joined, mentions `@id <Title (year)>` counted as the title's words.
+#[derive(Default)]
+struct RawSeekerTurn {
+    labels: Vec<String>,
+    words: usize,
+    /// The text of its first utterance.
+    opening: String,
+    /// Whether it is the seeker's first turn of the dialogue.
+    first: bool,
+}
+
+fn raw_seeker_turns() -> Vec<RawSeekerTurn> {
     let mut out = Vec::new();
     for utts in raw_utterances() {
-        let mut current: Option<(Vec<String>, usize)> = None;
+        let mut current: Option<RawSeekerTurn> = None;
+        let mut seen = 0;
         for u in utts {
-            let words = usersim::corpus::strip_mentions(u["utterance_text"].as_str().unwrap())
-                .split_whitespace()
-                .count();
+            let text = usersim::corpus::strip_mentions(u["utterance_text"].as_str().unwrap());
+            let words = text.split_whitespace().count();
             // An utterance with no words is no turn of either side.
             if words == 0 {
                 continue;
@@ -118,12 +127,19 @@ fn raw_seeker_turns() -> Vec<(Vec<String>, usize)> {
                 out.extend(current.take());
                 continue;
             }
-            let t = current.get_or_insert_with(|| (Vec::new(), 0));
-            t.1 += words;
+            let t = current.get_or_insert_with(|| {
+                seen += 1;
+                RawSeekerTurn {
+                    opening: text.clone(),
+                    first: seen == 1,
+                    ..RawSeekerTurn::default()
+                }
+            });
+            t.words += words;
             for l in u["sub-intent/action"].as_array().unwrap() {
                 let l = l.as_str().unwrap().to_string();
-                if !t.0.contains(&l) {
-                    t.0.push(l);
+                if !t.labels.contains(&l) {
+                    t.labels.push(l);
                 }
             }
         }
@@ -132,23 +148,32 @@ fn raw_seeker_turns() -> Vec<(Vec<String>, usize)> {
     out
 }
 
+/// A turn's intent as the fit files it: its first label that is not small
+/// talk (or OTH when it has no other).
+fn primary(labels: &[String]) -> Option<&String> {
+    let known: Vec<&String> = labels
+        .iter()
+        .filter(|l| usersim::corpus::IARD_SEEKER_INTENTS.contains(&l.as_str()))
+        .collect();
+    known
+        .iter()
+        .find(|l| l.as_str() != "OTH")
+        .or(known.first())
+        .copied()
+}
+
 #[test]
 fn lengths_match_independent_counts_and_real_seekers_are_terse() {
     let fitted = fitted();
     // Each turn counts once, under its first label that is not small talk
     // (or OTH when it has no other).
     let mut expected: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    for (labels, words) in raw_seeker_turns() {
-        let known: Vec<&String> = labels
-            .iter()
-            .filter(|l| usersim::corpus::IARD_SEEKER_INTENTS.contains(&l.as_str()))
-            .collect();
-        let primary = known.iter().find(|l| l.as_str() != "OTH").or(known.first());
-        if let Some(p) = primary {
+    for t in raw_seeker_turns() {
+        if let Some(p) = primary(&t.labels) {
             *expected
                 .entry(p.to_string())
                 .or_default()
-                .entry(words.to_string())
+                .entry(t.words.to_string())
                 .or_default() += 1;
         }
     }
@@ -163,6 +188,73 @@ fn lengths_match_independent_counts_and_real_seekers_are_terse() {
         (8.0..16.0).contains(&mean),
         "mean words per real seeker turn {mean}"
     );
+}
+
+#[test]
+fn first_words_match_independent_counts_and_depend_on_the_place() {
+    let fitted = fitted();
+    // Each turn counts once, under its intent and place, by the first word
+    // of its text: the letters after any leading punctuation, up to the
+    // first character that is neither a letter nor an apostrophe.
+    let mut expected: BTreeMap<String, BTreeMap<String, BTreeMap<String, u64>>> = BTreeMap::new();
+    for t in raw_seeker_turns() {
+        let Some(p) = primary(&t.labels) else {
+            continue;
+        };
+        let token = t.opening.split_whitespace().next().unwrap_or("");
+        let letters: String = token
+            .chars()
+            .skip_while(|c| !c.is_alphanumeric())
+            .map(|c| if c == '’' { '\'' } else { c })
+            .take_while(|c| c.is_alphabetic() || *c == '\'')
+            .collect();
+        let word = letters.trim_end_matches('\'').to_lowercase();
+        let word = if word.is_empty() {
+            "*".to_string()
+        } else {
+            word
+        };
+        let place = if t.first { "first_turn" } else { "later_turns" };
+        *expected
+            .entry(place.into())
+            .or_default()
+            .entry(p.to_string())
+            .or_default()
+            .entry(word)
+            .or_default() += 1;
+    }
+    assert_eq!(fitted.first_words, expected);
+    // Where a turn is changes how it opens: real seekers greet in their
+    // first turn ("hi", "hello", "hey") and open later ones with "i".
+    let share = |place: &str, words: &[&str]| {
+        let cells = &fitted.first_words[place];
+        let all: u64 = cells.values().flat_map(|c| c.values()).sum();
+        let of: u64 = cells
+            .values()
+            .flat_map(|c| c.iter())
+            .filter(|(w, _)| words.contains(&w.as_str()))
+            .map(|(_, n)| n)
+            .sum();
+        of as f64 / all as f64
+    };
+    let greet = ["hi", "hello", "hey"];
+    assert!(
+        share("first_turn", &greet) > 0.5,
+        "{}",
+        share("first_turn", &greet)
+    );
+    assert!(
+        share("later_turns", &greet) < 0.05,
+        "{}",
+        share("later_turns", &greet)
+    );
+    assert!(
+        share("later_turns", &["i"]) > 0.2,
+        "{}",
+        share("later_turns", &["i"])
+    );
+    // Few turns open with no word at all.
+    assert!(share("later_turns", &["*"]) < 0.05);
 }
 
 /// Seeker turns of the raw IARD JSON that follow a recommender turn, as

@@ -714,3 +714,134 @@ fn a_chat_recommender_opens_on_its_cue_and_keeps_it_first() {
     let (user_first, _) = assistant_messages(&scenario, &history[1..], &[], 0).unwrap();
     assert!(user_first.iter().all(|m| m.content != cue));
 }
+
+#[test]
+fn the_first_word_latent_opens_each_turn_with_a_word_real_seekers_opened_such_turns_with() {
+    let dir = tempfile::tempdir().unwrap();
+    // Style off: it may lower-case the first letter.
+    let on = scenario_copy(&dir.path().join("on"), |n, t| match n {
+        "scenario.toml" => with_first_word(&without_section(&t, "[style]")),
+        _ => t,
+    });
+    let cfg = SimulateConfig {
+        scenario_dir: on,
+        sessions: 40,
+        ..config(dir.path(), "fw.jsonl")
+    };
+    // Keeps each seeker prompt's last line (what the model continues) and
+    // writes a sentence, or a mark and a sentence, after it.
+    let script = |endings: Rc<RefCell<Vec<String>>>| -> usersim::backend::scripted::Script {
+        Box::new(move |req| match &req.prompt {
+            usersim::backend::Prompt::Text(t) if req.side == Side::User => {
+                let last = t.lines().last().unwrap_or("").to_string();
+                endings.borrow_mut().push(last);
+                if t.len() % 2 == 0 {
+                    format!(", so it goes {}.", t.len())
+                } else {
+                    format!("so it goes {}.", t.len())
+                }
+            }
+            _ => "Try Heat.".into(),
+        })
+    };
+    let endings = Rc::new(RefCell::new(Vec::<String>::new()));
+    let prep = prepare(&cfg).unwrap();
+    let mut backend = ScriptedBackend::new(cfg.parallel).with_script(script(endings.clone()));
+    run_prepared(&cfg, &prep, &mut backend).unwrap();
+    let fitted = usersim::tools::fit::fit_iard(
+        &shared_data().join("iard/iard.json"),
+        &usersim::tools::fit::FitIntentsConfig::default(),
+    )
+    .unwrap();
+    let endings = endings.borrow();
+    let (mut drawn, mut first_turns, mut greeted, mut later, mut later_i) = (0, 0, 0, 0, 0);
+    for r in read_records(&cfg.output).unwrap() {
+        for (i, t) in r.turns.iter().filter(|t| t.role == Side::User).enumerate() {
+            let Some(word) = t.latents.get("first_word") else {
+                continue;
+            };
+            drawn += 1;
+            // The turn is the drawn word, then what the model wrote.
+            assert!(
+                t.text.starts_with(&format!("{word} so it goes "))
+                    || t.text.starts_with(&format!("{word}, so it goes ")),
+                "{word:?}: {:?}",
+                t.text
+            );
+            // The prompt ended on it: the model continued the seeker's line
+            // from the word.
+            assert!(
+                endings
+                    .iter()
+                    .any(|l| l.starts_with("Seeker") && l.ends_with(&format!("): {word}"))),
+                "no prompt ends with {word:?}"
+            );
+            // It is a word real seekers opened a turn of this intent with,
+            // at this place (or any intent's, for a rare intent).
+            let place = if i == 0 { "first_turn" } else { "later_turns" };
+            let cells = &fitted.first_words[place];
+            let lower = word.to_lowercase();
+            let in_cell = cells
+                .get(&t.latents["intent"])
+                .is_some_and(|c| c.contains_key(&lower));
+            let rare = cells
+                .get(&t.latents["intent"])
+                .is_none_or(|c| c.values().sum::<u64>() < 10);
+            assert!(
+                in_cell || (rare && cells.values().any(|c| c.contains_key(&lower))),
+                "{place} {}: {word:?}",
+                t.latents["intent"]
+            );
+            if i == 0 {
+                first_turns += 1;
+                greeted += usize::from(["Hi", "Hello", "Hey"].contains(&word.as_str()));
+            } else {
+                later += 1;
+                later_i += usize::from(word == "I");
+            }
+        }
+    }
+    // Real seekers greet in most first turns and open a quarter of later
+    // ones with "I".
+    assert!(drawn > 100, "{drawn} turns with a first word");
+    assert!(
+        greeted * 2 > first_turns,
+        "{greeted} of {first_turns} first turns greet"
+    );
+    assert!(
+        later_i * 5 > later,
+        "{later_i} of {later} later turns open with I"
+    );
+
+    // Off: the same sessions draw the same intents, and no first word.
+    let off = SimulateConfig {
+        scenario_dir: scenario_copy(&dir.path().join("off"), |n, t| match n {
+            "scenario.toml" => without_section(&with_first_word(&t), "[first_word]"),
+            _ => t,
+        }),
+        output: dir.path().join("off.jsonl"),
+        ..cfg.clone()
+    };
+    let prep = prepare(&off).unwrap();
+    let mut backend = ScriptedBackend::new(off.parallel).with_script(script(Rc::default()));
+    run_prepared(&off, &prep, &mut backend).unwrap();
+    let intents = |p: &Path, on: bool| -> Vec<Vec<String>> {
+        read_records(p)
+            .unwrap()
+            .iter()
+            .map(|r| {
+                r.turns
+                    .iter()
+                    .filter(|t| t.role == Side::User)
+                    .map(|t| {
+                        if !on {
+                            assert!(!t.latents.contains_key("first_word"));
+                        }
+                        t.latents["intent"].clone()
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    assert_eq!(intents(&cfg.output, true), intents(&off.output, false));
+}

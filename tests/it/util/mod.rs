@@ -208,6 +208,16 @@ pub fn without_length(toml: &str) -> String {
     without_section(toml, "[length]").replace("length_weight = 1.0", "length_weight = 0.0")
 }
 
+/// A scenario.toml with the `[first_word]` latent on (as it is, when the
+/// scenario already declares it).
+pub fn with_first_word(toml: &str) -> String {
+    if toml.contains("\n[first_word]\n") {
+        toml.to_string()
+    } else {
+        format!("{toml}\n# ----\n[first_word]\nfitted_file = \"intents_iard.toml\"\n")
+    }
+}
+
 /// A scenario.toml whose `[conversation]` lines setting `key` are replaced
 /// by `lines` (each ending in a newline; empty: the key left unset).
 pub fn with_conversation_lines(toml: &str, key: &str, lines: &str) -> String {
