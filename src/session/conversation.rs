@@ -56,6 +56,12 @@ pub fn with_first_word(first_word: Option<&str>, generated: &str) -> String {
     }
 }
 
+/// Whether a continuation of a drawn first word makes it another word:
+/// it starts with an apostrophe ("I" + "'m" is "I'm").
+pub fn changes_first_word(generated: &str) -> bool {
+    generated.starts_with(['\'', '\u{2019}'])
+}
+
 /// `text` cut at the first sentence end (`.`, `!`, `?`, closing quotes or
 /// brackets after it allowed) that comes at or after its `words`-th word;
 /// the whole text when no sentence ends there. A turn aiming at a length
@@ -788,6 +794,20 @@ impl<'a> Conversation<'a> {
             self.guard.kept_rejected += 1;
             allowed = (0..texts.len()).collect();
         }
+        if turn.first_word().is_some() {
+            // A candidate that made the drawn word another ("I" + "'m")
+            // is kept only when all do: real seekers open with "I" ten
+            // times as often as with "I'm", and the draw already gives each
+            // its share.
+            let keeping: Vec<usize> = allowed
+                .iter()
+                .copied()
+                .filter(|&i| !changes_first_word(&candidates[i].text))
+                .collect();
+            if !keeping.is_empty() {
+                allowed = keeping;
+            }
+        }
         // Scored only once a round is kept: a round the guard rejects
         // whole is drawn again and its scores would be thrown away.
         let context = self
@@ -1015,7 +1035,7 @@ impl<'a> Conversation<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::{cut_to_length, is_unfinished, with_first_word};
+    use super::{changes_first_word, cut_to_length, is_unfinished, with_first_word};
 
     #[test]
     fn cuts_at_the_first_sentence_end_past_the_target() {
@@ -1125,6 +1145,8 @@ mod tests {
             "the line ended at once"
         );
         assert_eq!(with_first_word(None, "Hello there."), "Hello there.");
+        assert!(changes_first_word("'m in.") && changes_first_word("\u{2019}ve seen it"));
+        assert!(!changes_first_word(", I have.") && !changes_first_word("have seen it"));
         // The whole turn is what the length cut counts.
         assert_eq!(
             cut_to_length(
