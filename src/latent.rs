@@ -152,6 +152,31 @@ impl FirstWordModel {
     }
 }
 
+/// Per value v of a markov chain, the chance that the chain, from v, goes
+/// on for `turns` more steps without drawing END: S_0(v) = 1,
+/// S_k(v) = sum over w (not END) of P(w | v) S_{k-1}(w). A value with no
+/// row of its own never ends (1). The base chain's rows, without the
+/// question and profile tilts.
+fn survival(table: &crate::scenario::MarkovTable, turns: u32) -> BTreeMap<String, f64> {
+    let mut s: BTreeMap<&str, f64> = BTreeMap::new();
+    for _ in 0..turns {
+        let next: BTreeMap<&str, f64> = table
+            .transitions
+            .iter()
+            .map(|(v, row)| {
+                let go_on: f64 = row
+                    .iter()
+                    .filter(|(w, _)| w.as_str() != END_STATE)
+                    .map(|(w, p)| p * s.get(w.as_str()).copied().unwrap_or(1.0))
+                    .sum();
+                (v.as_str(), go_on)
+            })
+            .collect();
+        s = next;
+    }
+    s.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
 fn draw_distinct(c: &Categorical, k: usize, rng: &mut SessionRng) -> Vec<String> {
     let mut probs = c.probs.clone();
     let mut out = Vec::with_capacity(k);
@@ -333,6 +358,9 @@ pub struct TurnPlanner<'a> {
     previous: Option<TurnLatents>,
     /// Turn variable → value → this session's `[turn.by]` factor.
     profile_tilt: BTreeMap<String, BTreeMap<String, f64>>,
+    /// With `stay_for_patience`: the user turns the seeker stays for (its
+    /// patience, at most `max_user_turns`).
+    stays_for: Option<u32>,
 }
 
 impl<'a> TurnPlanner<'a> {
@@ -343,6 +371,7 @@ impl<'a> TurnPlanner<'a> {
             pins,
             previous: None,
             profile_tilt: BTreeMap::new(),
+            stays_for: None,
         }
     }
 
@@ -367,6 +396,15 @@ impl<'a> TurnPlanner<'a> {
             if !tilt.is_empty() {
                 self.profile_tilt.insert(var.name.clone(), tilt);
             }
+        }
+        let conv = &self.scenario.conversation;
+        if conv.stay_for_patience {
+            self.stays_for = conv
+                .patience
+                .as_ref()
+                .and_then(|p| session.values.get(p))
+                .and_then(Value::as_u64)
+                .map(|p| (p as u32).min(conv.max_user_turns));
         }
         self
     }
@@ -497,6 +535,15 @@ impl<'a> TurnPlanner<'a> {
                             .unwrap_or(0.0)
                     };
                     let closing = last && row.is_some_and(|r| r.keys().any(|k| ends(k) > 0.0));
+                    // A seeker who stays for its patience: the chain given
+                    // that it does not end before then, each value weighed
+                    // by its chance of going on for the turns still to come
+                    // (not only this one: a goodbye would else be followed
+                    // by more turns, most of them goodbyes again).
+                    let staying = match self.stays_for {
+                        Some(n) if !last => survival(table, n.saturating_sub(turn_index + 1)),
+                        _ => BTreeMap::new(),
+                    };
                     match row {
                         None => None,
                         Some(row) => {
@@ -506,7 +553,8 @@ impl<'a> TurnPlanner<'a> {
                                 .map(|(k, w)| {
                                     let f = tilt.and_then(|t| t.get(k)).copied().unwrap_or(1.0)
                                         * profile.and_then(|t| t.get(k)).copied().unwrap_or(1.0)
-                                        * if closing { ends(k) } else { 1.0 };
+                                        * if closing { ends(k) } else { 1.0 }
+                                        * staying.get(k).copied().unwrap_or(1.0);
                                     (k, *w * f)
                                 })
                                 .collect();
@@ -850,6 +898,53 @@ mod tests {
         assert!(chain > 200, "{chain}");
         scenario.conversation.stay_for_patience = true;
         assert_eq!(ends(&scenario), 0);
+    }
+
+    #[test]
+    fn a_seeker_who_stays_draws_the_chain_given_that_it_goes_on() {
+        // movies stays for patience. The seeker's intents over 8 turns:
+        // with its patience known, each turn's value is weighed by its
+        // chance of going on for the turns left; without (the chain only
+        // kept from END at each turn) a goodbye is followed by more turns.
+        let scenario = Scenario::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts/movies"),
+        )
+        .expect("movies scenario");
+        assert!(scenario.conversation.stay_for_patience);
+        let pins = Pins::default();
+        let small_talk = |patience: Option<u64>| {
+            let session = SessionLatents {
+                values: patience
+                    .map(|p| ("patience".to_string(), json!(p)))
+                    .into_iter()
+                    .collect(),
+                text: BTreeMap::new(),
+            };
+            let (mut oth, mut all) = (0, 0);
+            for seed in 0..1000 {
+                let mut planner = TurnPlanner::new(&scenario, &pins).for_session(&session);
+                for turn in 0..8 {
+                    let rng = &mut stream_rng(seed, Stream::TurnLatents(turn));
+                    let TurnDecision::Speak(t) = planner.next(turn, None, rng) else {
+                        panic!("a staying seeker's chain never ends");
+                    };
+                    // The middle turns: not the first (greetings), not the last.
+                    if (1..7).contains(&turn) {
+                        all += 1;
+                        oth += usize::from(t.intent() == Some("OTH"));
+                    }
+                }
+            }
+            oth as f64 / all as f64
+        };
+        let (kept_from_end, going_on) = (small_talk(None), small_talk(Some(8)));
+        // OTH -> END is the chain's likeliest end: given that the seeker
+        // goes on, small talk in the middle is rarer.
+        assert!(
+            going_on < 0.7 * kept_from_end,
+            "{going_on} vs {kept_from_end}"
+        );
+        assert!(going_on > 0.02, "{going_on}");
     }
 
     #[test]
