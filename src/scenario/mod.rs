@@ -575,7 +575,9 @@ pub struct ConversationSpec {
     /// Whether the seeker stays until its `patience` runs out: a markov
     /// turn variable's chain never draws END, so the seeker leaves only
     /// when patience is spent, it accepts the target, says an `end_intents`
-    /// intent or reaches `max_user_turns`. Off, the chain ends a
+    /// intent or reaches `max_user_turns`. Each turn's value is drawn
+    /// from the chain given that it goes on until then: its row weighed by
+    /// each value's chance of not ending in the turns left. Off, the chain ends a
     /// conversation before its patience in about two sessions in five, and
     /// the drawn patience hardly shows in the text. Needs `patience`.
     pub stay_for_patience: bool,
