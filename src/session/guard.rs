@@ -16,7 +16,10 @@
 //! - **recommender**: opens the way the recommender speaks: offering
 //!   recommendations (`I recommend`, `I'd suggest`, `You might enjoy`,
 //!   `Here are some ...`) or speaking as an assistant (`As an AI`,
-//!   `How can I help`);
+//!   `How can I help`), or asking the seeker's question (`What kind of
+//!   movies are you interested in?`, after a greeting: with it the rule
+//!   takes 114 of IARD's and INSPIRED's 2,982 real recommender turns, 63
+//!   without, and 2 of their 2,898 seeker turns either way);
 //! - **copy** (`copy = true`): shares a word 8-gram with a real seeker turn
 //!   of the scenario's `[pool]` or with the real turn being replayed: the
 //!   simulator pasting the real text it was shown
@@ -100,6 +103,12 @@ const RECOMMENDER_OPENINGS: &[&str] = &[
     "how can i assist",
     "what kind of movies do you like",
     "what kind of movie are you",
+    "what kind of movies are you",
+    "what type of movie are you",
+    "what type of movies are you",
+    "what kind of films are you",
+    "what are you looking for",
+    "what are you in the mood for",
     "what genre do you",
     "what type of movies do you",
 ];
@@ -148,7 +157,8 @@ pub fn check(
     {
         return Some(Rejection::Note);
     }
-    let opening = w
+    // A "..." join separates words as a space does ("Hello...What kind").
+    let opening = words(&text.replace("..", " ").replace('\u{2026}', " "))
         .iter()
         .skip_while(|x| GREETINGS.contains(&x.as_str()))
         .cloned()
@@ -169,7 +179,7 @@ pub fn check(
 /// Words skipped before the opening test ("Hi! I recommend ..." opens with
 /// the recommendation).
 const GREETINGS: &[&str] = &[
-    "hi", "hello", "hey", "great", "ok", "okay", "sure", "well", "so",
+    "hi", "hello", "hey", "there", "great", "ok", "okay", "sure", "well", "so",
 ];
 
 #[cfg(test)]
@@ -213,6 +223,23 @@ mod tests {
         assert_eq!(
             check("As an AI, I don't watch movies.", None, None),
             Some(Rejection::Recommender)
+        );
+        // The recommender's question, after a greeting joined with "...".
+        for asks in [
+            "Hello...What kind of movies are you interested in?",
+            "Hey there! What kind of movies are you interested in?",
+            "hi there!…what are you looking for",
+        ] {
+            assert_eq!(
+                check(asks, None, None),
+                Some(Rejection::Recommender),
+                "{asks}"
+            );
+        }
+        // A seeker asking what the recommender likes is a seeker's turn.
+        assert_eq!(
+            check("Hi...what kind of movies do you watch?", None, None),
+            None
         );
         let mine = "I really want a funny movie for tonight please";
         assert_eq!(
