@@ -632,6 +632,7 @@ fn strip_pool_sections(toml: &str) -> String {
                 "[transcript.tags]",
                 "[style]",
                 "[guard]",
+                "[first_word]",
             ]
             .contains(&line.trim());
         }

@@ -50,7 +50,7 @@ fn plain_scenario_with(dir: &Path, edit: impl Fn(String) -> String) -> std::path
         "scenario.toml" => edit(without_length(
             &["[guard]", "[style]"]
                 .iter()
-                .fold(t, |t, s| without_section(&t, s)),
+                .fold(without_first_word(&t), |t, s| without_section(&t, s)),
         )),
         _ => t,
     })
@@ -542,7 +542,7 @@ fn the_length_weight_keeps_the_candidate_nearest_each_turns_drawn_length() {
     let scenario = scenario_copy(dir.path(), |name, t| match name {
         "scenario.toml" => ["[guard]", "[style]"]
             .iter()
-            .fold(t, |t, s| without_section(&t, s))
+            .fold(without_first_word(&t), |t, s| without_section(&t, s))
             .replace("enforce = true", "enforce = false")
             .replace("intent_weight = 1.0", "intent_weight = 0.0")
             .replace("length_weight = 1.0", "length_weight = 4.0"),

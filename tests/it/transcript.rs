@@ -21,15 +21,24 @@ fn iard() -> PathBuf {
 }
 
 /// `prompts/movies` switched to transcript prompting on the IARD pool,
-/// seeker lines tagged with their intent, the copy guard on.
+/// seeker lines tagged with their intent, the copy guard on, and no drawn
+/// first word (each turn is the model's text from its start).
 pub fn transcript_scenario(dir: &Path) -> PathBuf {
     scenario_copy(dir, |name, t| {
         if name != "scenario.toml" {
             return t;
         }
-        let mut t = strip_sections(&t, &["[pool]", "[transcript]", "[transcript.tags]"])
-            .replace("\nuser_prompt = \"chat\"", "")
-            .replace("\nuser_prompt = \"transcript\"", "");
+        let mut t = strip_sections(
+            &t,
+            &[
+                "[pool]",
+                "[transcript]",
+                "[transcript.tags]",
+                "[first_word]",
+            ],
+        )
+        .replace("\nuser_prompt = \"chat\"", "")
+        .replace("\nuser_prompt = \"transcript\"", "");
         t = t.replacen(
             "catalog = \"catalog.csv\"\n",
             "catalog = \"catalog.csv\"\nuser_prompt = \"transcript\"\n",
@@ -680,12 +689,17 @@ fn transcript_mode_on_smollm2_instruct_writes_one_line_seeker_turns() {
 fn style_rewrites_turns_at_the_sessions_drawn_real_seeker_rates() {
     let dir = tempfile::tempdir().unwrap();
     let said = "That sounds great. Thanks.";
+    // No drawn first word: each turn is the model's text, restyled.
+    let on_dir = scenario_copy(&dir.path().join("on"), |n, t| match n {
+        "scenario.toml" => without_first_word(&t),
+        _ => t,
+    });
     let cfg = SimulateConfig {
         output: dir.path().join("styled.jsonl"),
         sessions: 30,
         parallel: 4,
         seed: 8,
-        scenario_dir: root().join("prompts/movies"),
+        scenario_dir: on_dir,
         ..SimulateConfig::default()
     };
     let prep = prepare(&cfg).unwrap();
@@ -745,7 +759,7 @@ fn style_rewrites_turns_at_the_sessions_drawn_real_seeker_rates() {
     assert!((0.25..0.65).contains(&bare), "{bare}");
     // Off: the text is the model's, and every other draw is unchanged.
     let off_dir = scenario_copy(&dir.path().join("off"), |n, t| match n {
-        "scenario.toml" => without_section(&t, "[style]"),
+        "scenario.toml" => without_first_word(&without_section(&t, "[style]")),
         _ => t,
     });
     let off = SimulateConfig {

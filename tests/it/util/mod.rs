@@ -218,6 +218,17 @@ pub fn with_first_word(toml: &str) -> String {
     }
 }
 
+/// A scenario.toml without the `[first_word]` latent (as it is, when the
+/// scenario has none): each turn's text is then the model's from its
+/// first word.
+pub fn without_first_word(toml: &str) -> String {
+    if toml.contains("\n[first_word]\n") {
+        without_section(toml, "[first_word]")
+    } else {
+        toml.to_string()
+    }
+}
+
 /// A scenario.toml whose `[conversation]` lines setting `key` are replaced
 /// by `lines` (each ending in a newline; empty: the key left unset).
 pub fn with_conversation_lines(toml: &str, key: &str, lines: &str) -> String {
