@@ -410,7 +410,7 @@ fn bad_critic_input_is_one_error_line_and_no_output() {
                 "{}\n[critic]\nfile = \"critic.json\"\nbest_of = 4\n{weight}\n",
                 ["[critic]", "[pool]", "[guard]"]
                     .iter()
-                    .fold(t, |t, s| without_section(&t, s))
+                    .fold(without_first_word(&t), |t, s| without_section(&t, s))
                     .replace("user_prompt = \"transcript\"", "user_prompt = \"chat\"")
             ),
             _ => t,

@@ -550,7 +550,7 @@ fn a_chat_seekers_closing_turn_is_told_it_is_the_last() {
     // sees `last_turn` (movies says "It is your last message").
     let dir = tempfile::tempdir().unwrap();
     let scenario = scenario_copy(dir.path(), |name, t| match name {
-        "scenario.toml" => t
+        "scenario.toml" => without_first_word(&t)
             .replace("user_prompt = \"transcript\"\n", "")
             .replace("closing_turn = false\n", "closing_turn = true\n"),
         _ => t,
@@ -603,8 +603,16 @@ fn chat_prompts_show_exemplars_of_the_turns_intent() {
     let scenario = scenario_copy(dir.path(), |name, t| match name {
         "scenario.toml" => format!(
             "{}\n[pool]\ncorpora = [{:?}]\nexemplars = 2\n",
-            strip_sections(&t, &["[pool]", "[transcript]", "[transcript.tags]"])
-                .replace("user_prompt = \"transcript\"\n", ""),
+            strip_sections(
+                &t,
+                &[
+                    "[pool]",
+                    "[transcript]",
+                    "[transcript.tags]",
+                    "[first_word]"
+                ]
+            )
+            .replace("user_prompt = \"transcript\"\n", ""),
             iard().display().to_string()
         ),
         "user_turn.j2" => format!(
