@@ -202,12 +202,12 @@ fn kv_forks_leave_the_first_candidate_as_it_was_and_output_is_identical_across_p
     let dir = tempfile::tempdir().unwrap();
     let mut base = small_config(dir.path(), "one.jsonl");
     // Without the guard: a rejected candidate 0 would make best-of-1 draw
-    // again where best-of-3 keeps another candidate. Without the length
-    // weight: the critic alone chooses.
+    // again where best-of-3 keeps another candidate (and without the first
+    // word, whose "I" + "'m" candidates give way to the others). Without
+    // the length weight: the critic alone chooses.
     base.scenario_dir = scenario_copy(dir.path(), |name, t| match name {
-        "scenario.toml" => {
-            without_section(&t, "[guard]").replace("length_weight = 1.0", "length_weight = 0.0")
-        }
+        "scenario.toml" => without_section(&without_first_word(&t), "[guard]")
+            .replace("length_weight = 1.0", "length_weight = 0.0"),
         _ => t,
     });
     base.sessions = 4;
