@@ -260,9 +260,10 @@ fn iard_replay_follows_real_turns_and_is_deterministic() {
 fn uncontrolled_replay_records_real_intents_without_steering() {
     let _heavy = crate::util::heavy();
     let dir = tempfile::tempdir().unwrap();
-    // The uncontrolled baseline: no intent, no length latent.
+    // The uncontrolled baseline: no intent, no length or first-word latent.
     let scen = scenario_copy(dir.path(), |n, t| match n {
-        "scenario.toml" => without_length(&t).replace("policy = \"markov\"", "policy = \"none\""),
+        "scenario.toml" => without_first_word(&without_length(&t))
+            .replace("policy = \"markov\"", "policy = \"none\""),
         _ => t,
     });
     let mut cfg = replay_config(dir.path(), "none.jsonl", iard_path(), 1);
