@@ -682,8 +682,6 @@ mod tests {
         );
     }
 
-    /// movies with its intent chain as fitted, free to end (movies itself
-    /// stays for patience, which never draws END).
     #[test]
     fn first_words_are_drawn_from_the_turns_cell_and_place_at_its_rates() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts/movies");
@@ -748,6 +746,8 @@ mod tests {
         }
     }
 
+    /// movies with its intent chain as fitted, free to end (movies itself
+    /// stays for patience, which never draws END).
     fn movies_chain_free_to_end() -> Scenario {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts/movies");
         let mut scenario = Scenario::load(&dir).expect("movies scenario");
